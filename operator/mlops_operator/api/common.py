@@ -1,0 +1,273 @@
+"""Types shared by the four kinds: conditions, resources, storage URIs and CRD metadata.
+
+These models are the single source of truth for the CRDs (``make crds`` renders
+``crds/*.yaml`` from them), so everything a user can write in a spec is declared
+here with a description, bounds and, where a rule spans fields, a CEL rule in
+``x-kubernetes-validations``. The module is pure: no kopf, no client, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from typing import Any, ClassVar, Literal, Self
+
+import pydantic
+from pydantic import alias_generators
+
+GROUP = "mlops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Kubernetes quantity, as in k8s.io/apimachinery/pkg/api/resource (non-negative only).
+QUANTITY_PATTERN = r"^(\+)?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+STORAGE_URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|file:///.*)$"
+
+
+class ApiModel(pydantic.BaseModel):
+    """Base of every spec and status model: camelCase on the wire, unknown fields refused."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=False,
+    )
+
+    def to_api(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+ConditionType = Literal["Ready", "Running", "Succeeded", "Failed", "Suspended", "DriftDetected", "Progressing"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """A condition, as in the Kubernetes API conventions (metav1.Condition)."""
+
+    type: str = pydantic.Field(description="Type of the condition: Ready, Running, Succeeded, Failed, Suspended, ...")
+    status: ConditionStatus = pydantic.Field(description="True, False or Unknown.")
+    reason: str = pydantic.Field(
+        default="", max_length=1024, description="One CamelCase word that says why the condition is as it is."
+    )
+    message: str = pydantic.Field(default="", max_length=32768, description="A sentence for people.")
+    last_transition_time: str | None = pydantic.Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = pydantic.Field(
+        default=None, ge=0, description="The .metadata.generation the condition was set for."
+    )
+
+
+def rfc3339(now: datetime.datetime) -> str:
+    """Format a timestamp the way Kubernetes does (second precision, Z)."""
+    return now.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusBase(ApiModel):
+    """What every kind's status has: the generation seen, a phase for printer columns, conditions."""
+
+    observed_generation: int | None = pydantic.Field(
+        default=None, ge=0, description="The .metadata.generation this status was computed for."
+    )
+    phase: str | None = pydantic.Field(default=None, description="A one-word summary for printer columns.")
+    conditions: list[Condition] = pydantic.Field(
+        default_factory=list,
+        description="Latest observations of the resource's state.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: str) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.status == "True"
+
+    def with_condition(
+        self,
+        type_: str,
+        status: ConditionStatus,
+        *,
+        reason: str,
+        message: str = "",
+        now: datetime.datetime,
+        generation: int | None = None,
+    ) -> Self:
+        """A copy with the condition set; lastTransitionTime moves only when the status changes."""
+        old = self.condition(type_)
+        stamp = rfc3339(now)
+        if old is not None and old.status == status and old.last_transition_time:
+            stamp = old.last_transition_time
+        new = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message[:32768],
+            last_transition_time=stamp,
+            observed_generation=generation,
+        )
+        conditions = [c for c in self.conditions if c.type != type_] + [new]
+        conditions.sort(key=lambda c: c.type)
+        return self.model_copy(update={"conditions": conditions})
+
+
+class Resources(ApiModel):
+    """Compute resources for a pod: requests equal limits for cpu and memory unless limits are given."""
+
+    cpu: str | None = pydantic.Field(
+        default=None, pattern=QUANTITY_PATTERN, description="CPU request, a Kubernetes quantity (e.g. 500m, 2)."
+    )
+    memory: str | None = pydantic.Field(
+        default=None, pattern=QUANTITY_PATTERN, description="Memory request, a Kubernetes quantity (e.g. 512Mi)."
+    )
+    cpu_limit: str | None = pydantic.Field(
+        default=None, pattern=QUANTITY_PATTERN, description="CPU limit; defaults to no limit."
+    )
+    memory_limit: str | None = pydantic.Field(
+        default=None, pattern=QUANTITY_PATTERN, description="Memory limit; defaults to the memory request."
+    )
+    gpu: int = pydantic.Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Number of GPUs (nvidia.com/gpu). Adds the GPU node selector and toleration.",
+    )
+
+    def to_requirements(self, *, gpu_resource: str = "nvidia.com/gpu") -> dict[str, Any]:
+        """The container's ``resources`` block (corev1.ResourceRequirements)."""
+        requests: dict[str, str] = {}
+        limits: dict[str, str] = {}
+        if self.cpu:
+            requests["cpu"] = self.cpu
+        if self.memory:
+            requests["memory"] = self.memory
+        if self.cpu_limit:
+            limits["cpu"] = self.cpu_limit
+        memory_limit = self.memory_limit or self.memory
+        if memory_limit:
+            limits["memory"] = memory_limit
+        if self.gpu:
+            requests[gpu_resource] = str(self.gpu)
+            limits[gpu_resource] = str(self.gpu)
+        out: dict[str, Any] = {}
+        if requests:
+            out["requests"] = requests
+        if limits:
+            out["limits"] = limits
+        return out
+
+
+StorageUri = pydantic.constr(pattern=STORAGE_URI_PATTERN)  # type: ignore[valid-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageLocation:
+    """A parsed storage URI: ``pvc://<claim>/<path>`` or ``file:///<path>``.
+
+    Pods mount a claim at ``<root>/pvc/<claim>``; ``file://`` paths are used as they are
+    (a hostPath volume on a real node, or the local disk when a workload runs in a test).
+    """
+
+    scheme: Literal["pvc", "file"]
+    claim: str | None
+    path: str
+
+    _RE: ClassVar[re.Pattern[str]] = re.compile(STORAGE_URI_PATTERN)
+
+    @classmethod
+    def parse(cls, uri: str) -> StorageLocation:
+        if not cls._RE.match(uri):
+            raise ValueError(f"storage URI {uri!r} is neither pvc://<claim>/<path> nor file:///<path>")
+        if uri.startswith("pvc://"):
+            rest = uri[len("pvc://") :]
+            claim, _, path = rest.partition("/")
+            return cls(scheme="pvc", claim=claim, path=path.strip("/"))
+        return cls(scheme="file", claim=None, path="/" + uri[len("file:///") :].strip("/"))
+
+    def local_path(self, pvc_root: str = "/mnt/mlops") -> str:
+        """Where the data is inside a pod (or on the local disk for file://)."""
+        if self.scheme == "pvc":
+            base = f"{pvc_root.rstrip('/')}/pvc/{self.claim}"
+            return f"{base}/{self.path}" if self.path else base
+        return self.path
+
+    def join(self, *parts: str) -> StorageLocation:
+        extra = "/".join(p.strip("/") for p in parts if p.strip("/"))
+        if not extra:
+            return self
+        path = f"{self.path.rstrip('/')}/{extra}" if self.path else extra
+        if self.scheme == "file" and not path.startswith("/"):
+            path = "/" + path
+        return dataclasses.replace(self, path=path)
+
+    def uri(self) -> str:
+        if self.scheme == "pvc":
+            return f"pvc://{self.claim}/{self.path}" if self.path else f"pvc://{self.claim}"
+        return "file://" + self.path
+
+
+@dataclasses.dataclass(frozen=True)
+class PrinterColumn:
+    name: str
+    json_path: str
+    type: Literal["string", "integer", "number", "boolean", "date"] = "string"
+    description: str = ""
+    priority: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CRDMeta:
+    """What the CRD generator needs beyond the schema."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    printer_columns: tuple[PrinterColumn, ...]
+    description: str
+    categories: tuple[str, ...] = ("mlops",)
+
+
+class ObjectMeta(pydantic.BaseModel):
+    """The few metadata fields the reconcilers use; not part of the generated schema."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    labels: dict[str, str] = pydantic.Field(default_factory=dict)
+    annotations: dict[str, str] = pydantic.Field(default_factory=dict)
+    creation_timestamp: str | None = pydantic.Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: str | None = pydantic.Field(default=None, alias="deletionTimestamp")
+
+
+class Resource(pydantic.BaseModel):
+    """Base of the four kinds' root models: ``crd`` says how the CRD is rendered.
+
+    Subclasses declare ``spec`` and ``status`` fields; ``from_body`` validates what
+    kopf hands a handler.
+    """
+
+    model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
+
+    crd: ClassVar[CRDMeta]
+    metadata: ObjectMeta
+
+    @classmethod
+    def from_body(cls, body: Any) -> Self:
+        data = {
+            "metadata": dict(body.get("metadata", {})),
+            "spec": dict(body.get("spec", {}) or {}),
+            "status": dict(body.get("status", {}) or {}),
+        }
+        return cls.model_validate(data)
+
+    @classmethod
+    def api_version(cls) -> str:
+        return API_VERSION

@@ -1,0 +1,1 @@
+"""Thin kopf handlers: parse body, reconcile, apply, patch status."""

@@ -1,0 +1,1 @@
+"""Pure reconcilers: (spec, observed children, now) -> desired children + status."""

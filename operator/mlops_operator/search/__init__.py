@@ -1,0 +1,1 @@
+"""Pure sweep algorithms behind one interface: suggest(history, n) -> list[params]."""

@@ -1,0 +1,1 @@
+"""Container entrypoints: prepare (Dataset), train (TrainingJob), serve (ModelDeployment)."""

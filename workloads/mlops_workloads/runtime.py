@@ -1,0 +1,100 @@
+"""The contract between the operator and a workload container.
+
+Config comes in as one JSON document: the file named by ``MLOPS_CONFIG_FILE`` (the operator
+mounts it from a ConfigMap) or the ``MLOPS_CONFIG`` environment variable. The result goes
+out as compact JSON (at most 4 KiB) to the termination-message path, which the kubelet
+copies into the pod's status where the operator reads it. Users' own training images follow
+the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pydantic
+
+CONFIG_FILE_ENV = "MLOPS_CONFIG_FILE"
+CONFIG_ENV = "MLOPS_CONFIG"
+RESULT_PATH_ENV = "MLOPS_RESULT_PATH"
+DEFAULT_RESULT_PATH = "/dev/termination-log"
+RESULT_LIMIT = 4096
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class WorkloadError(Exception):
+    """A failure whose message tells the user what to fix; ``reason`` is one CamelCase word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def load_config(model: type[M], environ: dict[str, str] | None = None) -> M:
+    env = os.environ if environ is None else environ
+    if env.get(CONFIG_FILE_ENV):
+        raw = pathlib.Path(env[CONFIG_FILE_ENV]).read_text(encoding="utf-8")
+    elif env.get(CONFIG_ENV):
+        raw = env[CONFIG_ENV]
+    else:
+        raise WorkloadError("MissingConfig", f"set {CONFIG_FILE_ENV} or {CONFIG_ENV}")
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise WorkloadError("InvalidConfig", str(exc)) from exc
+
+
+def compact(result: dict[str, Any], limit: int = RESULT_LIMIT) -> str:
+    """Serialise ``result`` within ``limit`` bytes, dropping the largest optional parts first."""
+    text = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)
+    if len(text.encode()) <= limit:
+        return text
+    trimmed = dict(result)
+    # Drop the largest top-level values (never the essentials) until it fits.
+    essentials = {"ok", "reason", "error", "digest", "modelUri", "metrics", "objectiveValue", "rows"}
+    for key in sorted(trimmed, key=lambda k: -len(json.dumps(trimmed[k], default=str))):
+        if key in essentials:
+            continue
+        trimmed.pop(key)
+        trimmed["truncated"] = True
+        text = json.dumps(trimmed, separators=(",", ":"), sort_keys=True, default=str)
+        if len(text.encode()) <= limit:
+            return text
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def write_result(result: dict[str, Any], environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    text = compact(result)
+    path = env.get(RESULT_PATH_ENV, DEFAULT_RESULT_PATH)
+    try:
+        pathlib.Path(path).write_text(text, encoding="utf-8")
+    except OSError:
+        pass  # Running outside a pod: stdout still carries the result.
+    print(text, flush=True)
+    return text
+
+
+def main_wrapper(run: Callable[[], dict[str, Any]]) -> int:
+    """Run a workload; write its result or its failure; return the process exit code."""
+    try:
+        result = run()
+    except WorkloadError as exc:
+        write_result({"ok": False, "reason": exc.reason, "error": exc.message})
+        return 1
+    except MemoryError:
+        write_result({"ok": False, "reason": "OutOfMemory", "error": "the workload ran out of memory"})
+        return 1
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        write_result({"ok": False, "reason": "InternalError", "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    write_result({"ok": True, **result})
+    return 0
