@@ -1,0 +1,86 @@
+# mlops-operator — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(or $(MLOPS_CACHE),$(HOME)/.cache/mlops-operator)
+export MLOPS_CACHE := $(CACHE)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+$(STAMP): pyproject.toml
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the package and its dev tools.
+
+.PHONY: bin
+bin: ## Build (or reuse) the pinned control-plane binaries, cached under ~/.cache/mlops-operator.
+	@bash tests/cluster/build.sh >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+# Local cluster: etcd + kube-apiserver + controller-manager + scheduler + kwok nodes on loopback
+# ---------------------------------------------------------------------------------------------
+.PHONY: cluster-up
+cluster-up: ## Start the local control plane with kwok CPU/GPU nodes; prints KUBECONFIG=<path> last.
+	@$(PYTHON) tests/cluster/localcluster.py up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane (keeps its data; `make cluster-wipe` drops it).
+	@$(PYTHON) tests/cluster/localcluster.py down
+
+.PHONY: cluster-wipe
+cluster-wipe: ## Stop the local control plane and delete its etcd data.
+	@$(PYTHON) tests/cluster/localcluster.py wipe
+
+# ---------------------------------------------------------------------------------------------
+# Generated files
+# ---------------------------------------------------------------------------------------------
+.PHONY: crds
+crds: venv ## Render crds/*.yaml and the chart's copies from the pydantic models.
+	$(PY) -m mlops_operator.crdgen --out crds --chart-out charts/mlops-operator/crds
+
+.PHONY: verify
+verify: venv ## Fail when generated files differ from the models (like kueue's make verify).
+	$(PY) -m mlops_operator.crdgen --out crds --chart-out charts/mlops-operator/crds --check
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+.PHONY: lint
+lint: venv ## ruff, mypy --strict and the import-layer contracts.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only (no cluster).
+	$(VENV)/bin/pytest tests/unit -q
+
+.PHONY: test
+test: venv bin lint verify ## Everything CI runs: lint, generated files, unit and integration tests on the real control plane.
+	$(VENV)/bin/pytest tests/unit tests/integration -q
+
+# ---------------------------------------------------------------------------------------------
+# Run it
+# ---------------------------------------------------------------------------------------------
+.PHONY: run
+run: venv ## Run the operator locally against the local cluster.
+	KUBECONFIG=$(CACHE)/cluster/admin.kubeconfig $(PY) -m mlops_operator --all-namespaces
+
+.PHONY: demo
+demo: venv bin ## Local cluster + operator + the quickstart examples, results printed.
+	$(PY) examples/demo.py

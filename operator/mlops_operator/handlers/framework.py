@@ -1,0 +1,273 @@
+"""One level-triggered reconcile loop per kind, wired to kopf.
+
+Each kind module calls ``register(kind=..., plural=..., reconcile=fn)``. The same ``fn`` runs
+on create, update and resume, on a timer, and whenever a labelled child (Job, Pod, Deployment,
+TrainingJob...) changes: whichever event arrives, the whole state is recomputed from the
+cluster, so a missed event heals on the next pass and a restart loses nothing.
+
+``fn(ctx, body)`` returns an ``Outcome``: the full new status and the Events to post. The
+framework writes the status only when it differs from what is stored (no churn for GitOps
+tools), posts the Events after the status is written, keeps the metrics, serialises passes
+of one object within this process, and turns errors into what kopf and the user need:
+``PermanentFailure`` → a ``Failed`` condition with the reason (never a crash), API
+throttling or outages → ``kopf.TemporaryError`` (kopf retries).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+import pydantic
+
+from mlops_operator import metrics
+from mlops_operator.api import common
+from mlops_operator.k8s import client
+from mlops_operator.reconcile import common as rcommon
+
+LOG = logging.getLogger("mlops_operator")
+
+
+@dataclasses.dataclass
+class Context:
+    """What a reconcile pass may use: the API, the settings, the time of this pass and a logger."""
+
+    kube: client.Kube
+    settings: rcommon.Settings
+    now: datetime.datetime
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventNote:
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The result of one pass: the status to store and the Events to post once it is stored."""
+
+    status: common.StatusBase | dict[str, Any] | None
+    events: list[EventNote] = dataclasses.field(default_factory=list)
+
+
+class PermanentFailure(Exception):
+    """The spec cannot work as written; ``reason`` is one CamelCase word, ``message`` says what to fix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+ReconcileFn = Callable[[Context, Mapping[str, Any]], Outcome]
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    kind: str
+    plural: str
+    reconcile: ReconcileFn
+    interval: float
+
+
+REGISTRY: dict[str, Registration] = {}
+_LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
+
+def memo_context(memo: Any, logger: Any) -> Context:
+    return Context(kube=memo.kube, settings=memo.settings, now=datetime.datetime.now(datetime.UTC), logger=logger)
+
+
+def _status_dict(status: common.StatusBase | dict[str, Any] | None) -> dict[str, Any] | None:
+    if status is None or isinstance(status, dict):
+        return status
+    return status.to_api()
+
+
+def failed_status(body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
+    """The stored status with phase Failed and a Failed condition, other fields kept."""
+    stored = dict(body.get("status") or {})
+    generation = (body.get("metadata") or {}).get("generation")
+    base = common.StatusBase.model_validate(
+        {k: v for k, v in stored.items() if k in {"observedGeneration", "phase", "conditions"}}
+    )
+    base = base.with_condition("Failed", "True", reason=reason, message=message, now=now, generation=generation)
+    for other in ("Ready", "Running"):
+        if base.condition(other) is not None:
+            base = base.with_condition(other, "False", reason=reason, message=message, now=now,
+                                       generation=generation)
+    stored.update(base.to_api())
+    stored["phase"] = "Failed"
+    stored["observedGeneration"] = generation
+    stored["reason"] = reason
+    stored["message"] = message[:1024]
+    return stored
+
+
+def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One reconcile pass of one object; returns the status that is now stored."""
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    uid = str(meta.get("uid", ""))
+    started = time.perf_counter()
+    result = "ok"
+    new_status: dict[str, Any] | None = None
+    events: list[EventNote] = []
+    with _LOCKS[uid]:
+        try:
+            try:
+                outcome = reg.reconcile(ctx, body)
+                new_status = _status_dict(outcome.status)
+                events = outcome.events
+            except pydantic.ValidationError as exc:
+                raise PermanentFailure("InvalidSpec", _validation_message(exc)) from exc
+        except PermanentFailure as exc:
+            result = "failed"
+            metrics.ERRORS.labels(kind=reg.kind, reason="PermanentFailure").inc()
+            new_status = failed_status(body, exc.reason, exc.message, ctx.now)
+            old_phase = (body.get("status") or {}).get("phase")
+            if old_phase != "Failed" or (body.get("status") or {}).get("reason") != exc.reason:
+                events = [EventNote(exc.reason, exc.message, "Warning")]
+        except kopf.TemporaryError:
+            metrics.ERRORS.labels(kind=reg.kind, reason="TemporaryError").inc()
+            metrics.RECONCILES.labels(kind=reg.kind, result="error").inc()
+            raise
+        except client.ApiError as exc:
+            metrics.ERRORS.labels(kind=reg.kind, reason="ApiError").inc()
+            metrics.RECONCILES.labels(kind=reg.kind, result="error").inc()
+            if exc.status in {400, 403, 422}:
+                # The API refused what we built: a bug or missing RBAC; report it on the object.
+                new_status = failed_status(body, "ChildRejected", str(exc), ctx.now)
+                events = [EventNote("ChildRejected", str(exc), "Warning")]
+                _write(reg, ctx, body, new_status, events)
+                return new_status
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+        except Exception:
+            metrics.ERRORS.labels(kind=reg.kind, reason="Exception").inc()
+            metrics.RECONCILES.labels(kind=reg.kind, result="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind=reg.kind).observe(time.perf_counter() - started)
+        _write(reg, ctx, body, new_status, events)
+    metrics.RECONCILES.labels(kind=reg.kind, result=result).inc()
+    if new_status is not None:
+        metrics.PHASES.observe(reg.kind, uid, new_status.get("phase"))
+    return new_status
+
+
+def _write(reg: Registration, ctx: Context, body: Mapping[str, Any], status: dict[str, Any] | None,
+           events: list[EventNote]) -> None:
+    meta = body.get("metadata") or {}
+    if status is not None and status != (body.get("status") or {}):
+        ctx.kube.apply_status(common.API_VERSION, reg.kind, meta["name"], meta.get("namespace"), status)
+    regarding = {"apiVersion": common.API_VERSION, "kind": reg.kind, "metadata": dict(meta)}
+    for note in events:
+        ctx.kube.event(regarding, reason=note.reason, message=note.message, type_=note.type, now=ctx.now)
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def reconcile_by_name(plural: str, ctx: Context, name: str, namespace: str) -> dict[str, Any] | None:
+    """Reconcile an object of a registered kind by name (used when one of its children changed)."""
+    reg = REGISTRY.get(plural)
+    if reg is None:
+        return None
+    body = ctx.kube.get(common.API_VERSION, reg.kind, name, namespace)
+    if body is None:
+        return None
+    return run(reg, ctx, body)
+
+
+def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float = 60.0) -> Registration:
+    """Wire ``reconcile`` to kopf for ``plural`` of mlops.dev/v1alpha1."""
+    reg = Registration(kind=kind, plural=plural, reconcile=reconcile, interval=interval)
+    REGISTRY[plural] = reg
+
+    def on_change(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        run(reg, memo_context(memo, logger), body)
+
+    def on_timer(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        run(reg, memo_context(memo, logger), body)
+
+    def on_event(event: kopf.RawEvent, **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            uid = ((event.get("object") or {}).get("metadata") or {}).get("uid", "")
+            metrics.PHASES.forget(kind, uid)
+            _LOCKS.pop(uid, None)
+
+    group, version = common.GROUP, common.VERSION
+    kopf.on.resume(group, version, plural, id="reconcile")(on_change)
+    kopf.on.create(group, version, plural, id="reconcile")(on_change)
+    kopf.on.update(group, version, plural, id="reconcile")(on_change)
+    kopf.timer(group, version, plural, id="resync", interval=interval, initial_delay=interval,
+               idle=None)(on_timer)
+    kopf.on.event(group, version, plural, id="track")(on_event)
+    return reg
+
+
+def _owner_from_labels(labels: Mapping[str, str]) -> tuple[str, str] | None:
+    """(plural, name) of the registered owner named by a child's ``mlops.dev/<kind>`` label."""
+    for reg in REGISTRY.values():
+        name = labels.get(f"mlops.dev/{reg.kind.lower()}")
+        if name:
+            return reg.plural, name
+    return None
+
+
+def _owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(plural, name) of the registered kind that owns a child.
+
+    The controller owner reference decides when it is one of ours (Jobs, ConfigMaps,
+    Deployments, trial TrainingJobs); pods are owned by Jobs or ReplicaSets, so for them the
+    ``mlops.dev/<kind>`` label that the pod template carries decides, the component label
+    breaking ties (a trial's pods also carry their sweep's label).
+    """
+    meta = body.get("metadata") or {}
+    by_kind = {reg.kind: reg for reg in REGISTRY.values()}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(common.GROUP + "/"):
+            reg = by_kind.get(str(ref.get("kind")))
+            if reg is not None:
+                return reg.plural, str(ref.get("name"))
+    labels = dict(meta.get("labels") or {})
+    preferred = {"prepare": "datasets", "train": "trainingjobs", "trial": "hyperparametersweeps",
+                 "serving": "modeldeployments"}.get(labels.get(rcommon.LABEL_COMPONENT, ""))
+    if preferred in REGISTRY:
+        name = labels.get(f"mlops.dev/{REGISTRY[preferred].kind.lower()}")
+        if name:
+            return preferred, name
+    return _owner_from_labels(labels)
+
+
+def on_child_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """A labelled child changed: reconcile its owner."""
+    owner = _owner_of(body)
+    if owner is None:
+        return
+    namespace = body.get("metadata", {}).get("namespace", "default")
+    reconcile_by_name(owner[0], memo_context(memo, logger), owner[1], namespace)
+
+
+_CHILD_SELECTOR = {rcommon.LABEL_MANAGED_BY: rcommon.MANAGED_BY}
+
+
+def watch_children(group: str, version: str, plural: str) -> None:
+    """Re-reconcile owners when children of this type (labelled managed-by mlops-operator) change."""
+    kopf.on.event(group, version, plural, labels=_CHILD_SELECTOR, id=f"child-{plural}")(on_child_event)

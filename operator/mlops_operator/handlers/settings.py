@@ -1,0 +1,107 @@
+"""kopf settings and the operator's lifecycle: startup (client, settings, metrics server), cleanup.
+
+Everything the reconcilers need is built once here and handed over in kopf's ``memo``:
+the ``Kube`` client over one ``ApiClient`` and the ``Settings`` dataclass. Finalizers and
+progress are stored under the ``mlops.dev`` prefix, so the operator's bookkeeping on users'
+objects is recognisably ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from mlops_operator import metrics
+from mlops_operator.k8s import client
+from mlops_operator.reconcile import common as rcommon
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    """Process-level options (from flags or environment), fixed at startup."""
+
+    metrics_port: int = 8000
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from the pod network
+    kubeconfig: str | None = None
+    peering: str | None = None
+    max_workers: int = 20
+    settings: rcommon.Settings = dataclasses.field(default_factory=rcommon.Settings)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
+        env = dict(os.environ if environ is None else environ)
+        defaults = rcommon.Settings()
+        settings = rcommon.Settings(
+            workload_image=env.get("MLOPS_WORKLOAD_IMAGE", defaults.workload_image),
+            image_pull_policy=env.get("MLOPS_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            service_account=env.get("MLOPS_WORKLOAD_SERVICE_ACCOUNT") or None,
+        )
+        return cls(
+            metrics_port=int(env.get("MLOPS_METRICS_PORT", "8000")),
+            kubeconfig=env.get("MLOPS_KUBECONFIG") or None,
+            peering=env.get("MLOPS_PEERING") or None,
+            max_workers=int(env.get("MLOPS_MAX_WORKERS", "20")),
+            settings=settings,
+        )
+
+
+CONFIG: OperatorConfig = OperatorConfig()
+_METRICS_SERVER: list[Any] = []
+_METRICS_LOCK = threading.Lock()
+
+
+def configure(config: OperatorConfig) -> None:
+    """Set the process configuration before kopf starts (called by ``__main__`` and tests)."""
+    global CONFIG  # noqa: PLW0603 - set once before the event loop starts
+    CONFIG = config
+
+
+def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    settings.persistence.finalizer = "mlops.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlops.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mlops.dev", key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = config.max_workers
+    settings.posting.level = logging.WARNING
+    settings.peering.name = config.peering or "mlops-operator"
+    settings.peering.standalone = config.peering is None
+    settings.peering.mandatory = config.peering is not None
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+
+
+def start_metrics_server(config: OperatorConfig) -> None:
+    with _METRICS_LOCK:
+        if _METRICS_SERVER or config.metrics_port <= 0:
+            return
+        server = prometheus_client.start_http_server(
+            config.metrics_port, addr=config.metrics_host, registry=metrics.REGISTRY
+        )
+        _METRICS_SERVER.append(server)
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    apply_kopf_settings(settings, CONFIG)
+    memo.kube = client.Kube(client.connect(CONFIG.kubeconfig))
+    memo.settings = CONFIG.settings
+    start_metrics_server(CONFIG)
+    logger.info("mlops-operator started (metrics on :%s, workload image %s)",
+                CONFIG.metrics_port, CONFIG.settings.workload_image)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.close()

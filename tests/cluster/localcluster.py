@@ -1,0 +1,438 @@
+"""A real Kubernetes control plane on loopback, for development and CI.
+
+etcd, kube-apiserver (TLS, RBAC, service-account tokens, ServiceAccount admission),
+kube-controller-manager, kube-scheduler and kwok, all built from pinned Go modules by
+``tests/cluster/build.sh``. kwok simulates the nodes: CPU nodes and GPU nodes that advertise
+``nvidia.com/gpu``, plus one "hold" node whose pods stay Running so tests can write their
+outcome. Standard library only, so ``make cluster-up`` needs no virtualenv.
+
+    python tests/cluster/localcluster.py up      # idempotent; last line: KUBECONFIG=<path>
+    python tests/cluster/localcluster.py down
+    python tests/cluster/localcluster.py status
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+HERE = pathlib.Path(__file__).resolve().parent
+CACHE = pathlib.Path(
+    os.environ.get("MLOPS_CACHE") or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    / "mlops-operator"
+)
+STATE = CACHE / "cluster"
+KUBECONFIG = STATE / "admin.kubeconfig"
+PORT_BASE = int(os.environ.get("MLOPS_CLUSTER_PORT_BASE", "26000"))
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    etcd_client: int = PORT_BASE + 379
+    etcd_peer: int = PORT_BASE + 380
+    apiserver: int = PORT_BASE + 443
+    controller_manager: int = PORT_BASE + 257
+    scheduler: int = PORT_BASE + 259
+    kwok: int = PORT_BASE + 247
+
+
+PORTS = Ports()
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+# Simulated nodes: name -> (labels, taints, capacity).
+CPU_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "200Gi"}
+GPU_CAPACITY = {**CPU_CAPACITY, "nvidia.com/gpu": "4"}
+NODES: dict[str, tuple[dict[str, str], list[dict[str, str]], dict[str, str]]] = {
+    "kwok-cpu-0": ({"mlops.dev/node-pool": "cpu"}, [], CPU_CAPACITY),
+    "kwok-cpu-1": ({"mlops.dev/node-pool": "cpu"}, [], CPU_CAPACITY),
+    "kwok-gpu-0": (
+        {"mlops.dev/node-pool": "gpu", "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100"},
+        [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+        GPU_CAPACITY,
+    ),
+    "kwok-gpu-1": (
+        {"mlops.dev/node-pool": "gpu", "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-A100"},
+        [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+        GPU_CAPACITY,
+    ),
+    "kwok-hold-0": (
+        {"mlops.dev/node-pool": "hold", "mlops.dev/kwok-hold": "true"},
+        [{"key": "mlops.dev/kwok-hold", "value": "true", "effect": "NoSchedule"}],
+        CPU_CAPACITY,
+    ),
+}
+
+
+def log(msg: str) -> None:
+    print(f"localcluster: {msg}", file=sys.stderr, flush=True)
+
+
+def bin_dir() -> pathlib.Path:
+    out = subprocess.run(
+        ["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout.strip().splitlines()
+    return pathlib.Path(out[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# PKI (openssl): a CA, the apiserver's serving cert, client certs, the service-account key.
+# --------------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _client_cert(pki: pathlib.Path, name: str, cn: str, org: str | None = None, sans: str | None = None) -> None:
+    key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.crt"
+    if crt.exists():
+        return
+    subject = f"/CN={cn}" + (f"/O={org}" if org else "")
+    _openssl("genrsa", "-out", str(key), "2048")
+    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
+    ext = pki / f"{name}.ext"
+    lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"]
+    lines.append("extendedKeyUsage=serverAuth,clientAuth")
+    if sans:
+        lines.append(f"subjectAltName={sans}")
+    ext.write_text("\n".join(lines) + "\n")
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+        "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", str(ext), "-out", str(crt),
+    )
+
+
+def make_pki(pki: pathlib.Path) -> None:
+    pki.mkdir(parents=True, exist_ok=True)
+    if not (pki / "ca.crt").exists():
+        _openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
+        _openssl(
+            "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-subj", "/CN=mlops-test-ca",
+            "-days", "3650", "-sha256", "-out", str(pki / "ca.crt"),
+        )
+    sans = ",".join(
+        [
+            "IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
+    _client_cert(pki, "apiserver", "kube-apiserver", sans=sans)
+    _client_cert(pki, "admin", "mlops-admin", org="system:masters")
+    _client_cert(pki, "controller-manager", "system:kube-controller-manager")
+    _client_cert(pki, "scheduler", "system:kube-scheduler")
+    _client_cert(pki, "kwok", "kwok-controller", org="system:masters")
+    _client_cert(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", org="kubeadm:cluster-admins")
+    if not (pki / "sa.key").exists():
+        _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+        _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+
+
+def write_kubeconfig(path: pathlib.Path, pki: pathlib.Path, user: str) -> None:
+    def b64(p: pathlib.Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "mlops-local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{PORTS.apiserver}",
+                    "certificate-authority-data": b64(pki / "ca.crt"),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(pki / f"{user}.crt"),
+                    "client-key-data": b64(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": "mlops-local", "context": {"cluster": "mlops-local", "user": user}}],
+        "current-context": "mlops-local",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML.
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def _pid(name: str) -> int | None:
+    pidfile = STATE / f"{name}.pid"
+    if not pidfile.exists():
+        return None
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def _start(name: str, argv: list[str]) -> None:
+    if _pid(name):
+        return
+    logfile = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    (STATE / f"{name}.pid").write_text(str(proc.pid))
+    log(f"started {name} (pid {proc.pid})")
+
+
+def _ssl_context(pki: pathlib.Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return ctx
+
+
+def _wait_http(url: str, deadline_s: float, what: str, ctx: ssl.SSLContext | None = None) -> None:
+    deadline = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not become ready at {url} within {deadline_s:.0f}s ({last}); "
+                       f"see the logs in {STATE}")
+
+
+def _kubectl(bins: pathlib.Path, *args: str, input_: str | None = None) -> str:
+    proc = subprocess.run(
+        [str(bins / "kubectl"), "--kubeconfig", str(KUBECONFIG), *args],
+        input=input_, text=True, capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def node_manifest(name: str) -> dict[str, object]:
+    labels, taints, capacity = NODES[name]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                "kubernetes.io/role": "agent", "type": "kwok", **labels,
+            },
+        },
+        "spec": {"taints": taints} if taints else {},
+        "status": {
+            "capacity": capacity, "allocatable": capacity,
+            "nodeInfo": {"kubeletVersion": "fake", "kubeProxyVersion": "fake", "architecture": "amd64",
+                         "operatingSystem": "linux"},
+        },
+    }
+
+
+def up(timeout_s: float = 120.0) -> pathlib.Path:
+    """Start whatever is not running; return the admin kubeconfig. Idempotent."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl is needed to make the cluster's certificates (apt-get install openssl)")
+    bins = bin_dir()
+    STATE.mkdir(parents=True, exist_ok=True)
+    pki = STATE / "pki"
+    make_pki(pki)
+    write_kubeconfig(KUBECONFIG, pki, "admin")
+    for user in ("controller-manager", "scheduler", "kwok"):
+        write_kubeconfig(STATE / f"{user}.kubeconfig", pki, user)
+    started = time.monotonic()
+
+    _start("etcd", [
+        str(bins / "etcd"), "--name", "mlops-etcd", "--data-dir", str(STATE / "etcd"),
+        "--listen-client-urls", f"http://127.0.0.1:{PORTS.etcd_client}",
+        "--advertise-client-urls", f"http://127.0.0.1:{PORTS.etcd_client}",
+        "--listen-peer-urls", f"http://127.0.0.1:{PORTS.etcd_peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{PORTS.etcd_peer}",
+        "--initial-cluster", f"mlops-etcd=http://127.0.0.1:{PORTS.etcd_peer}",
+        "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn",
+    ])
+    _wait_http(f"http://127.0.0.1:{PORTS.etcd_client}/health", 30, "etcd")
+
+    _start("kube-apiserver", [
+        str(bins / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{PORTS.etcd_client}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={PORTS.apiserver}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,DefaultStorageClass,"
+        "ResourceQuota,PodSecurity,Priority,DefaultTolerationSeconds,NodeRestriction",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--allow-privileged=true",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        "--endpoint-reconciler-type=none",
+        "--event-ttl=1h",
+        "--v=1",
+    ])
+    ctx = _ssl_context(pki)
+    _wait_http(f"https://127.0.0.1:{PORTS.apiserver}/readyz", 90, "kube-apiserver", ctx)
+
+    _start("kube-controller-manager", [
+        str(bins / "kube-controller-manager"),
+        f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+        f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+        f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+        "--bind-address=127.0.0.1", f"--secure-port={PORTS.controller_manager}",
+        f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+        f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+        "--use-service-account-credentials=true", "--leader-elect=false",
+        f"--cluster-cidr={POD_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--controllers=*,-nodeipam", "--concurrent-job-syncs=20", "--concurrent-gc-syncs=20",
+        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
+    ])
+    _start("kube-scheduler", [
+        str(bins / "kube-scheduler"),
+        f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
+        f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+        f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+        "--bind-address=127.0.0.1", f"--secure-port={PORTS.scheduler}", "--leader-elect=false",
+        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
+    ])
+    _start("kwok", [
+        str(bins / "kwok"), f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
+        f"--config={HERE / 'kwok-stages.yaml'}",
+        "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        "--cidr=10.244.128.0/17", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{PORTS.kwok}",
+    ])
+    _wait_http(f"https://127.0.0.1:{PORTS.controller_manager}/healthz", 60, "kube-controller-manager", _insecure())
+    _wait_http(f"https://127.0.0.1:{PORTS.scheduler}/healthz", 60, "kube-scheduler", _insecure())
+
+    existing = set(_kubectl(bins, "get", "nodes", "-o", "name").split())
+    for name in NODES:
+        if f"node/{name}" not in existing:
+            _kubectl(bins, "create", "-f", "-", input_=json.dumps(node_manifest(name)))
+    _wait_nodes_ready(bins, deadline_s=max(10.0, timeout_s - (time.monotonic() - started)))
+    _wait_default_serviceaccount(bins, 60)
+    log(f"cluster ready in {time.monotonic() - started:.1f}s; binaries in {bins}")
+    return KUBECONFIG
+
+
+def _insecure() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _wait_nodes_ready(bins: pathlib.Path, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        nodes = json.loads(_kubectl(bins, "get", "nodes", "-o", "json"))["items"]
+        ready = {
+            n["metadata"]["name"]
+            for n in nodes
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+        }
+        if set(NODES) <= ready:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kwok nodes not Ready: {sorted(set(NODES) - ready)}; see {STATE / 'kwok.log'}")
+        time.sleep(0.3)
+
+
+def _wait_default_serviceaccount(bins: pathlib.Path, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            _kubectl(bins, "get", "serviceaccount", "default", "-n", "default")
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def down(wipe: bool = False) -> None:
+    for name in reversed(COMPONENTS):
+        pid = _pid(name)
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                os.killpg(pid, signal.SIGKILL)
+            log(f"stopped {name}")
+        (STATE / f"{name}.pid").unlink(missing_ok=True)
+    if wipe and STATE.exists():
+        shutil.rmtree(STATE / "etcd", ignore_errors=True)
+        log("wiped etcd data")
+
+
+def status() -> dict[str, bool]:
+    return {name: _pid(name) is not None for name in COMPONENTS}
+
+
+def running() -> bool:
+    """True when every component runs and the apiserver answers /readyz."""
+    if not all(status().values()) or not KUBECONFIG.exists():
+        return False
+    try:
+        _wait_http(f"https://127.0.0.1:{PORTS.apiserver}/readyz", 3, "kube-apiserver",
+                   _ssl_context(STATE / "pki"))
+    except RuntimeError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status", "wipe"])
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        path = up()
+        print(f"KUBECONFIG={path}")
+    elif args.command == "down":
+        down()
+    elif args.command == "wipe":
+        down(wipe=True)
+    else:
+        for name, ok in status().items():
+            print(f"{name}: {'running' if ok else 'stopped'}")
+        print(f"KUBECONFIG={KUBECONFIG}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
