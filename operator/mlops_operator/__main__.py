@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -15,13 +16,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mlops-operator", description=__doc__)
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch only this namespace (repeatable; globs allowed)")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; globs allowed)",
+    )
     parser.add_argument("--metrics-port", type=int, default=None, help="port of /metrics (0 disables)")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
-    parser.add_argument("--peering", default=None,
-                        help="name of a kopf peering object for HA (replicas > 1); standalone when unset")
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster, then ~/.kube/config)")
+    parser.add_argument(
+        "--peering",
+        default=None,
+        help="name of a kopf peering object for HA (replicas > 1); standalone when unset",
+    )
+    parser.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig (default: in-cluster, then ~/.kube/config)"
+    )
     parser.add_argument("--log-format", choices=["json", "plain", "full"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -31,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = handler_settings.OperatorConfig.from_env()
     if args.metrics_port is not None:
-        config = handler_settings.dataclasses.replace(config, metrics_port=args.metrics_port)
+        config = dataclasses.replace(config, metrics_port=args.metrics_port)
     if args.kubeconfig:
-        config = handler_settings.dataclasses.replace(config, kubeconfig=args.kubeconfig)
+        config = dataclasses.replace(config, kubeconfig=args.kubeconfig)
     if args.peering:
-        config = handler_settings.dataclasses.replace(config, peering=args.peering)
+        config = dataclasses.replace(config, peering=args.peering)
     handler_settings.configure(config)
     kopf.configure(
         verbose=args.verbose,
@@ -44,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    import mlops_operator.handlers.all  # noqa: F401, PLC0415 - registers the handlers after configuration
+    import mlops_operator.handlers.all  # noqa: F401 - registers the handlers after configuration
 
     if args.kubeconfig:
-        import os  # noqa: PLC0415
+        import os
 
         os.environ["KUBECONFIG"] = args.kubeconfig
     kopf.run(
         clusterwide=not args.namespace,
-        namespaces=args.namespace or None,
+        namespaces=tuple(args.namespace),
         liveness_endpoint=args.liveness or None,
         standalone=config.peering is None,
         peering_name=config.peering,

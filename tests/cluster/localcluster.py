@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,8 +31,8 @@ import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 CACHE = pathlib.Path(
-    os.environ.get("MLOPS_CACHE") or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-    / "mlops-operator"
+    os.environ.get("MLOPS_CACHE")
+    or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "mlops-operator"
 )
 STATE = CACHE / "cluster"
 KUBECONFIG = STATE / "admin.kubeconfig"
@@ -60,12 +61,20 @@ NODES: dict[str, tuple[dict[str, str], list[dict[str, str]], dict[str, str]]] = 
     "kwok-cpu-0": ({"mlops.dev/node-pool": "cpu"}, [], CPU_CAPACITY),
     "kwok-cpu-1": ({"mlops.dev/node-pool": "cpu"}, [], CPU_CAPACITY),
     "kwok-gpu-0": (
-        {"mlops.dev/node-pool": "gpu", "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100"},
+        {
+            "mlops.dev/node-pool": "gpu",
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": "NVIDIA-H100",
+        },
         [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
         GPU_CAPACITY,
     ),
     "kwok-gpu-1": (
-        {"mlops.dev/node-pool": "gpu", "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-A100"},
+        {
+            "mlops.dev/node-pool": "gpu",
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": "NVIDIA-A100",
+        },
         [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
         GPU_CAPACITY,
     ),
@@ -82,9 +91,11 @@ def log(msg: str) -> None:
 
 
 def bin_dir() -> pathlib.Path:
-    out = subprocess.run(
-        ["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout.strip().splitlines()
+    out = (
+        subprocess.run(["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True)
+        .stdout.strip()
+        .splitlines()
+    )
     return pathlib.Path(out[-1])
 
 
@@ -97,7 +108,9 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _client_cert(pki: pathlib.Path, name: str, cn: str, org: str | None = None, sans: str | None = None) -> None:
+def _client_cert(
+    pki: pathlib.Path, name: str, cn: str, org: str | None = None, sans: str | None = None
+) -> None:
     key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.crt"
     if crt.exists():
         return
@@ -111,8 +124,22 @@ def _client_cert(pki: pathlib.Path, name: str, cn: str, org: str | None = None, 
         lines.append(f"subjectAltName={sans}")
     ext.write_text("\n".join(lines) + "\n")
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
-        "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", str(ext), "-out", str(crt),
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-sha256",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(crt),
     )
 
 
@@ -121,13 +148,29 @@ def make_pki(pki: pathlib.Path) -> None:
     if not (pki / "ca.crt").exists():
         _openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
         _openssl(
-            "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-subj", "/CN=mlops-test-ca",
-            "-days", "3650", "-sha256", "-out", str(pki / "ca.crt"),
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-key",
+            str(pki / "ca.key"),
+            "-subj",
+            "/CN=mlops-test-ca",
+            "-days",
+            "3650",
+            "-sha256",
+            "-out",
+            str(pki / "ca.crt"),
         )
     sans = ",".join(
         [
-            "IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-            "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
+            "IP:127.0.0.1",
+            "IP:10.96.0.1",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
         ]
     )
     _client_cert(pki, "apiserver", "kube-apiserver", sans=sans)
@@ -135,7 +178,9 @@ def make_pki(pki: pathlib.Path) -> None:
     _client_cert(pki, "controller-manager", "system:kube-controller-manager")
     _client_cert(pki, "scheduler", "system:kube-scheduler")
     _client_cert(pki, "kwok", "kwok-controller", org="system:masters")
-    _client_cert(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", org="kubeadm:cluster-admins")
+    _client_cert(
+        pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", org="kubeadm:cluster-admins"
+    )
     if not (pki / "sa.key").exists():
         _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
         _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
@@ -218,14 +263,18 @@ def _wait_http(url: str, deadline_s: float, what: str, ctx: ssl.SSLContext | Non
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             last = str(exc)
         time.sleep(0.3)
-    raise RuntimeError(f"{what} did not become ready at {url} within {deadline_s:.0f}s ({last}); "
-                       f"see the logs in {STATE}")
+    raise RuntimeError(
+        f"{what} did not become ready at {url} within {deadline_s:.0f}s ({last}); see the logs in {STATE}"
+    )
 
 
 def _kubectl(bins: pathlib.Path, *args: str, input_: str | None = None) -> str:
     proc = subprocess.run(
         [str(bins / "kubectl"), "--kubeconfig", str(KUBECONFIG), *args],
-        input=input_, text=True, capture_output=True,
+        input=input_,
+        text=True,
+        capture_output=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
@@ -241,15 +290,24 @@ def node_manifest(name: str) -> dict[str, object]:
             "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {
-                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                "kubernetes.io/role": "agent", "type": "kwok", **labels,
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/role": "agent",
+                "type": "kwok",
+                **labels,
             },
         },
         "spec": {"taints": taints} if taints else {},
         "status": {
-            "capacity": capacity, "allocatable": capacity,
-            "nodeInfo": {"kubeletVersion": "fake", "kubeProxyVersion": "fake", "architecture": "amd64",
-                         "operatingSystem": "linux"},
+            "capacity": capacity,
+            "allocatable": capacity,
+            "nodeInfo": {
+                "kubeletVersion": "fake",
+                "kubeProxyVersion": "fake",
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+            },
         },
     }
 
@@ -267,69 +325,119 @@ def up(timeout_s: float = 120.0) -> pathlib.Path:
         write_kubeconfig(STATE / f"{user}.kubeconfig", pki, user)
     started = time.monotonic()
 
-    _start("etcd", [
-        str(bins / "etcd"), "--name", "mlops-etcd", "--data-dir", str(STATE / "etcd"),
-        "--listen-client-urls", f"http://127.0.0.1:{PORTS.etcd_client}",
-        "--advertise-client-urls", f"http://127.0.0.1:{PORTS.etcd_client}",
-        "--listen-peer-urls", f"http://127.0.0.1:{PORTS.etcd_peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{PORTS.etcd_peer}",
-        "--initial-cluster", f"mlops-etcd=http://127.0.0.1:{PORTS.etcd_peer}",
-        "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn",
-    ])
+    _start(
+        "etcd",
+        [
+            str(bins / "etcd"),
+            "--name",
+            "mlops-etcd",
+            "--data-dir",
+            str(STATE / "etcd"),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{PORTS.etcd_client}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{PORTS.etcd_client}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{PORTS.etcd_peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{PORTS.etcd_peer}",
+            "--initial-cluster",
+            f"mlops-etcd=http://127.0.0.1:{PORTS.etcd_peer}",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes",
+            str(4 * 1024**3),
+            "--log-level",
+            "warn",
+        ],
+    )
     _wait_http(f"http://127.0.0.1:{PORTS.etcd_client}/health", 30, "etcd")
 
-    _start("kube-apiserver", [
-        str(bins / "kube-apiserver"),
-        f"--etcd-servers=http://127.0.0.1:{PORTS.etcd_client}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={PORTS.apiserver}",
-        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-        f"--client-ca-file={pki / 'ca.crt'}",
-        f"--service-account-key-file={pki / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        "--authorization-mode=Node,RBAC",
-        "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,DefaultStorageClass,"
-        "ResourceQuota,PodSecurity,Priority,DefaultTolerationSeconds,NodeRestriction",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--allow-privileged=true",
-        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-        "--kubelet-preferred-address-types=InternalIP,Hostname",
-        "--endpoint-reconciler-type=none",
-        "--event-ttl=1h",
-        "--v=1",
-    ])
+    _start(
+        "kube-apiserver",
+        [
+            str(bins / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{PORTS.etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={PORTS.apiserver}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,DefaultStorageClass,"
+            "ResourceQuota,PodSecurity,Priority,DefaultTolerationSeconds,NodeRestriction",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            "--endpoint-reconciler-type=none",
+            "--event-ttl=1h",
+            "--v=1",
+        ],
+    )
     ctx = _ssl_context(pki)
     _wait_http(f"https://127.0.0.1:{PORTS.apiserver}/readyz", 90, "kube-apiserver", ctx)
 
-    _start("kube-controller-manager", [
-        str(bins / "kube-controller-manager"),
-        f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
-        f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
-        f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
-        "--bind-address=127.0.0.1", f"--secure-port={PORTS.controller_manager}",
-        f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-        f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
-        "--use-service-account-credentials=true", "--leader-elect=false",
-        f"--cluster-cidr={POD_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--controllers=*,-nodeipam", "--concurrent-job-syncs=20", "--concurrent-gc-syncs=20",
-        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
-    ])
-    _start("kube-scheduler", [
-        str(bins / "kube-scheduler"),
-        f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
-        f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
-        f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
-        "--bind-address=127.0.0.1", f"--secure-port={PORTS.scheduler}", "--leader-elect=false",
-        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
-    ])
-    _start("kwok", [
-        str(bins / "kwok"), f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
-        f"--config={HERE / 'kwok-stages.yaml'}",
-        "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        "--cidr=10.244.128.0/17", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{PORTS.kwok}",
-    ])
-    _wait_http(f"https://127.0.0.1:{PORTS.controller_manager}/healthz", 60, "kube-controller-manager", _insecure())
+    _start(
+        "kube-controller-manager",
+        [
+            str(bins / "kube-controller-manager"),
+            f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={PORTS.controller_manager}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            f"--cluster-cidr={POD_CIDR}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam",
+            "--concurrent-job-syncs=20",
+            "--concurrent-gc-syncs=20",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ],
+    )
+    _start(
+        "kube-scheduler",
+        [
+            str(bins / "kube-scheduler"),
+            f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={PORTS.scheduler}",
+            "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ],
+    )
+    _start(
+        "kwok",
+        [
+            str(bins / "kwok"),
+            f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
+            f"--config={HERE / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.244.128.0/17",
+            "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{PORTS.kwok}",
+        ],
+    )
+    _wait_http(
+        f"https://127.0.0.1:{PORTS.controller_manager}/healthz", 60, "kube-controller-manager", _insecure()
+    )
     _wait_http(f"https://127.0.0.1:{PORTS.scheduler}/healthz", 60, "kube-scheduler", _insecure())
 
     existing = set(_kubectl(bins, "get", "nodes", "-o", "name").split())
@@ -356,12 +464,17 @@ def _wait_nodes_ready(bins: pathlib.Path, deadline_s: float) -> None:
         ready = {
             n["metadata"]["name"]
             for n in nodes
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
         }
         if set(NODES) <= ready:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"kwok nodes not Ready: {sorted(set(NODES) - ready)}; see {STATE / 'kwok.log'}")
+            raise RuntimeError(
+                f"kwok nodes not Ready: {sorted(set(NODES) - ready)}; see {STATE / 'kwok.log'}"
+            )
         time.sleep(0.3)
 
 
@@ -381,10 +494,8 @@ def down(wipe: bool = False) -> None:
     for name in reversed(COMPONENTS):
         pid = _pid(name)
         if pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             for _ in range(50):
                 try:
                     os.kill(pid, 0)
@@ -409,15 +520,18 @@ def running() -> bool:
     if not all(status().values()) or not KUBECONFIG.exists():
         return False
     try:
-        _wait_http(f"https://127.0.0.1:{PORTS.apiserver}/readyz", 3, "kube-apiserver",
-                   _ssl_context(STATE / "pki"))
+        _wait_http(
+            f"https://127.0.0.1:{PORTS.apiserver}/readyz", 3, "kube-apiserver", _ssl_context(STATE / "pki")
+        )
     except RuntimeError:
         return False
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "wipe"])
     args = parser.parse_args(argv)
     if args.command == "up":

@@ -41,14 +41,18 @@ class ApiModel(pydantic.BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-ConditionType = Literal["Ready", "Running", "Succeeded", "Failed", "Suspended", "DriftDetected", "Progressing"]
+ConditionType = Literal[
+    "Ready", "Running", "Succeeded", "Failed", "Suspended", "DriftDetected", "Progressing"
+]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 class Condition(ApiModel):
     """A condition, as in the Kubernetes API conventions (metav1.Condition)."""
 
-    type: str = pydantic.Field(description="Type of the condition: Ready, Running, Succeeded, Failed, Suspended, ...")
+    type: str = pydantic.Field(
+        description="Type of the condition: Ready, Running, Succeeded, Failed, Suspended, ..."
+    )
     status: ConditionStatus = pydantic.Field(description="True, False or Unknown.")
     reason: str = pydantic.Field(
         default="", max_length=1024, description="One CamelCase word that says why the condition is as it is."
@@ -119,10 +123,14 @@ class Resources(ApiModel):
     """Compute resources for a pod: requests equal limits for cpu and memory unless limits are given."""
 
     cpu: str | None = pydantic.Field(
-        default=None, pattern=QUANTITY_PATTERN, description="CPU request, a Kubernetes quantity (e.g. 500m, 2)."
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="CPU request, a Kubernetes quantity (e.g. 500m, 2).",
     )
     memory: str | None = pydantic.Field(
-        default=None, pattern=QUANTITY_PATTERN, description="Memory request, a Kubernetes quantity (e.g. 512Mi)."
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="Memory request, a Kubernetes quantity (e.g. 512Mi).",
     )
     cpu_limit: str | None = pydantic.Field(
         default=None, pattern=QUANTITY_PATTERN, description="CPU limit; defaults to no limit."
@@ -161,7 +169,7 @@ class Resources(ApiModel):
         return out
 
 
-StorageUri = pydantic.constr(pattern=STORAGE_URI_PATTERN)  # type: ignore[valid-type]
+StorageUri = pydantic.constr(pattern=STORAGE_URI_PATTERN)
 
 
 @dataclasses.dataclass(frozen=True)

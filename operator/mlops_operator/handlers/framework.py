@@ -85,7 +85,9 @@ _LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaultdict(t
 
 
 def memo_context(memo: Any, logger: Any) -> Context:
-    return Context(kube=memo.kube, settings=memo.settings, now=datetime.datetime.now(datetime.UTC), logger=logger)
+    return Context(
+        kube=memo.kube, settings=memo.settings, now=datetime.datetime.now(datetime.UTC), logger=logger
+    )
 
 
 def _status_dict(status: common.StatusBase | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -94,18 +96,23 @@ def _status_dict(status: common.StatusBase | dict[str, Any] | None) -> dict[str,
     return status.to_api()
 
 
-def failed_status(body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
+def failed_status(
+    body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime
+) -> dict[str, Any]:
     """The stored status with phase Failed and a Failed condition, other fields kept."""
     stored = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     base = common.StatusBase.model_validate(
         {k: v for k, v in stored.items() if k in {"observedGeneration", "phase", "conditions"}}
     )
-    base = base.with_condition("Failed", "True", reason=reason, message=message, now=now, generation=generation)
+    base = base.with_condition(
+        "Failed", "True", reason=reason, message=message, now=now, generation=generation
+    )
     for other in ("Ready", "Running"):
         if base.condition(other) is not None:
-            base = base.with_condition(other, "False", reason=reason, message=message, now=now,
-                                       generation=generation)
+            base = base.with_condition(
+                other, "False", reason=reason, message=message, now=now, generation=generation
+            )
     stored.update(base.to_api())
     stored["phase"] = "Failed"
     stored["observedGeneration"] = generation
@@ -166,8 +173,13 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
     return new_status
 
 
-def _write(reg: Registration, ctx: Context, body: Mapping[str, Any], status: dict[str, Any] | None,
-           events: list[EventNote]) -> None:
+def _write(
+    reg: Registration,
+    ctx: Context,
+    body: Mapping[str, Any],
+    status: dict[str, Any] | None,
+    events: list[EventNote],
+) -> None:
     meta = body.get("metadata") or {}
     if status is not None and status != (body.get("status") or {}):
         ctx.kube.apply_status(common.API_VERSION, reg.kind, meta["name"], meta.get("namespace"), status)
@@ -216,8 +228,9 @@ def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float 
     kopf.on.resume(group, version, plural, id="reconcile")(on_change)
     kopf.on.create(group, version, plural, id="reconcile")(on_change)
     kopf.on.update(group, version, plural, id="reconcile")(on_change)
-    kopf.timer(group, version, plural, id="resync", interval=interval, initial_delay=interval,
-               idle=None)(on_timer)
+    kopf.timer(group, version, plural, id="resync", interval=interval, initial_delay=interval, idle=None)(
+        on_timer
+    )
     kopf.on.event(group, version, plural, id="track")(on_event)
     return reg
 
@@ -247,8 +260,12 @@ def _owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
             if reg is not None:
                 return reg.plural, str(ref.get("name"))
     labels = dict(meta.get("labels") or {})
-    preferred = {"prepare": "datasets", "train": "trainingjobs", "trial": "hyperparametersweeps",
-                 "serving": "modeldeployments"}.get(labels.get(rcommon.LABEL_COMPONENT, ""))
+    preferred = {
+        "prepare": "datasets",
+        "train": "trainingjobs",
+        "trial": "hyperparametersweeps",
+        "serving": "modeldeployments",
+    }.get(labels.get(rcommon.LABEL_COMPONENT, ""))
     if preferred in REGISTRY:
         name = labels.get(f"mlops.dev/{REGISTRY[preferred].kind.lower()}")
         if name:

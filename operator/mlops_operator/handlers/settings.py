@@ -27,7 +27,7 @@ class OperatorConfig:
     """Process-level options (from flags or environment), fixed at startup."""
 
     metrics_port: int = 8000
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from the pod network
+    metrics_host: str = "0.0.0.0"
     kubeconfig: str | None = None
     peering: str | None = None
     max_workers: int = 20
@@ -96,8 +96,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     memo.kube = client.Kube(client.connect(CONFIG.kubeconfig))
     memo.settings = CONFIG.settings
     start_metrics_server(CONFIG)
-    logger.info("mlops-operator started (metrics on :%s, workload image %s)",
-                CONFIG.metrics_port, CONFIG.settings.workload_image)
+    logger.info(
+        "mlops-operator started (metrics on :%s, workload image %s)",
+        CONFIG.metrics_port,
+        CONFIG.settings.workload_image,
+    )
 
 
 @kopf.on.cleanup()

@@ -36,8 +36,15 @@ _PLURALS = {
     "HyperparameterSweep": "hyperparametersweeps",
 }
 _CLUSTER_SCOPED = {
-    "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "StorageClass",
-    "PriorityClass", "CustomResourceDefinition", "ClusterKopfPeering",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "PriorityClass",
+    "CustomResourceDefinition",
+    "ClusterKopfPeering",
 }
 
 
@@ -51,8 +58,13 @@ def plural(kind: str) -> str:
     return kind.lower() + "s"
 
 
-def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
-                  subresource: str | None = None) -> str:
+def resource_path(
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     if namespace and kind not in _CLUSTER_SCOPED:
         base = f"{base}/namespaces/{namespace}"
@@ -103,8 +115,15 @@ class Kube:
         self.api_client.close()
 
     # -- transport ------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
-              content_type: str | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str | None = None,
+    ) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -112,8 +131,14 @@ class Kube:
             self.calls += 1
         try:
             response = self.api_client.call_api(
-                path, method, query_params=query or [], header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
                 _request_timeout=self.request_timeout,
             )
         except k8s_exceptions.ApiException as exc:
@@ -124,7 +149,9 @@ class Kube:
         return json.loads(data) if data else None
 
     # -- reads ----------------------------------------------------------------------------------
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self._call("GET", resource_path(api_version, kind, namespace, name))
         except ApiError as exc:
@@ -133,14 +160,31 @@ class Kube:
             raise
         return obj
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]:
-        return list(self.iter(api_version, kind, namespace, label_selector=label_selector,
-                              field_selector=field_selector))
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(
+            self.iter(
+                api_version, kind, namespace, label_selector=label_selector, field_selector=field_selector
+            )
+        )
 
-    def iter(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None, field_selector: str | None = None,
-             page_size: int = 500) -> Iterator[dict[str, Any]]:
+    def iter(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             query: list[tuple[str, Any]] = [("limit", page_size)]
@@ -165,19 +209,29 @@ class Kube:
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         result: dict[str, Any] = self._call(
-            "PATCH", path, body=obj, content_type="application/apply-patch+yaml",
+            "PATCH",
+            path,
+            body=obj,
+            content_type="application/apply-patch+yaml",
             query=[("fieldManager", field_manager), ("force", "true")],
         )
         return result
 
-    def apply_status(self, api_version: str, kind: str, name: str, namespace: str | None,
-                     status: dict[str, Any]) -> dict[str, Any] | None:
+    def apply_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Server-side apply of the status subresource; fields this manager stops setting are removed."""
-        body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace},
-                "status": status}
+        body = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
         try:
             result: dict[str, Any] = self._call(
-                "PATCH", resource_path(api_version, kind, namespace, name, "status"), body=body,
+                "PATCH",
+                resource_path(api_version, kind, namespace, name, "status"),
+                body=body,
                 content_type="application/apply-patch+yaml",
                 query=[("fieldManager", STATUS_FIELD_MANAGER), ("force", "true")],
             )
@@ -187,12 +241,22 @@ class Kube:
             raise
         return result
 
-    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict[str, Any], *,
-              subresource: str | None = None) -> dict[str, Any] | None:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any] | None:
         """JSON merge patch; used where apply would take ownership of fields users own."""
         try:
             result: dict[str, Any] = self._call(
-                "PATCH", resource_path(api_version, kind, namespace, name, subresource), body=patch,
+                "PATCH",
+                resource_path(api_version, kind, namespace, name, subresource),
+                body=patch,
                 content_type="application/merge-patch+json",
             )
         except ApiError as exc:
@@ -201,19 +265,37 @@ class Kube:
             raise
         return result
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
-               propagation: str = "Background") -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: str = "Background",
+    ) -> bool:
         try:
-            self._call("DELETE", resource_path(api_version, kind, namespace, name),
-                       body={"propagationPolicy": propagation}, content_type="application/json")
+            self._call(
+                "DELETE",
+                resource_path(api_version, kind, namespace, name),
+                body={"propagationPolicy": propagation},
+                content_type="application/json",
+            )
         except ApiError as exc:
             if exc.status == 404:
                 return False
             raise
         return True
 
-    def event(self, regarding: dict[str, Any], *, reason: str, message: str, type_: str = "Normal",
-              now: datetime.datetime | None = None) -> None:
+    def event(
+        self,
+        regarding: dict[str, Any],
+        *,
+        reason: str,
+        message: str,
+        type_: str = "Normal",
+        now: datetime.datetime | None = None,
+    ) -> None:
         """Post a core/v1 Event about ``regarding`` (an object body), as ``kubectl describe`` shows."""
         meta = regarding.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
@@ -221,10 +303,16 @@ class Kube:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "metadata": {
+                "name": f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:12]}",
+                "namespace": namespace,
+            },
             "involvedObject": {
-                "apiVersion": regarding.get("apiVersion"), "kind": regarding.get("kind"),
-                "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid"),
+                "apiVersion": regarding.get("apiVersion"),
+                "kind": regarding.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
             "reason": reason[:128],
@@ -238,7 +326,9 @@ class Kube:
             "count": 1,
         }
         try:
-            self._call("POST", resource_path("v1", "Event", namespace), body=event, content_type="application/json")
+            self._call(
+                "POST", resource_path("v1", "Event", namespace), body=event, content_type="application/json"
+            )
         except (ApiError, kopf.TemporaryError):
             pass  # Events are best effort; never fail a reconcile for one.
 

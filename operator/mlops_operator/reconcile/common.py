@@ -115,9 +115,9 @@ def pod_security_context(run_as_user: int) -> dict[str, Any]:
     }
 
 
-def storage_volume(location: common.StorageLocation, settings: Settings, name: str = "storage") -> tuple[
-    dict[str, Any], dict[str, Any]
-]:
+def storage_volume(
+    location: common.StorageLocation, settings: Settings, name: str = "storage"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The (volume, volumeMount) pair that makes ``location`` visible at its ``local_path``."""
     if location.scheme == "pvc":
         volume = {"name": name, "persistentVolumeClaim": {"claimName": location.claim}}
@@ -199,12 +199,20 @@ def _pod_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
             return str(reason), str(text)[:1024]
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in {"ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
-                                         "InvalidImageName", "CrashLoopBackOff"}:
+            if waiting.get("reason") in {
+                "ImagePullBackOff",
+                "ErrImagePull",
+                "CreateContainerConfigError",
+                "InvalidImageName",
+                "CrashLoopBackOff",
+            }:
                 return str(waiting["reason"]), str(waiting.get("message") or waiting["reason"])[:1024]
         for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
-                    cond.get("reason") == "Unschedulable":
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
                 return "Unschedulable", str(cond.get("message") or "no node fits the pod")[:1024]
     return None
 
@@ -219,12 +227,14 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     if job is None:
         return JobOutcome(state="Pending", reason="JobNotCreated")
     status = job.get("status") or {}
-    attempts = int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
+    attempts = (
+        int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
+    )
     started = [
-        (p.get("status") or {}).get("startTime") for p in pods if (p.get("status") or {}).get("startTime")
+        str((p.get("status") or {})["startTime"]) for p in pods if (p.get("status") or {}).get("startTime")
     ]
     pod_started = min(started) if started else None
-    base = {
+    base: dict[str, Any] = {
         "start_time": status.get("startTime"),
         "completion_time": status.get("completionTime"),
         "attempts": attempts,
@@ -239,16 +249,21 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
                 result = parse_result(term.get("message"))
                 if result is not None:
                     break
-        return JobOutcome(state="Succeeded", reason="Completed", message="the job completed", result=result,
-                          **base)
+        return JobOutcome(
+            state="Succeeded", reason="Completed", message="the job completed", result=result, **base
+        )
     failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
     if failed:
         job_reason = str(failed.get("reason") or "Failed")
         job_message = str(failed.get("message") or "")
         pod_failure = _pod_failure(pods)
         if job_reason == "DeadlineExceeded":
-            return JobOutcome(state="Failed", reason="DeadlineExceeded",
-                              message=job_message or "the job ran past activeDeadlineSeconds", **base)
+            return JobOutcome(
+                state="Failed",
+                reason="DeadlineExceeded",
+                message=job_message or "the job ran past activeDeadlineSeconds",
+                **base,
+            )
         if pod_failure:
             reason, text = pod_failure
             if job_reason == "BackoffLimitExceeded" and reason not in {"OOMKilled"}:
@@ -258,8 +273,13 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     if job.get("spec", {}).get("suspend"):
         return JobOutcome(state="Suspended", reason="Suspended", message="the job is suspended", **base)
     pod_failure = _pod_failure(pods)
-    if pod_failure and pod_failure[0] in {"Unschedulable", "ImagePullBackOff", "ErrImagePull",
-                                          "InvalidImageName", "CreateContainerConfigError"}:
+    if pod_failure and pod_failure[0] in {
+        "Unschedulable",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+    }:
         reason, text = pod_failure
         return JobOutcome(state="Pending", reason=reason, message=text, **base)
     running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)

@@ -1,0 +1,254 @@
+"""Shared fixtures: the real local control plane, namespaces, the operator and waiting helpers.
+
+The cluster is the one ``make cluster-up`` starts (etcd, kube-apiserver, controller-manager,
+scheduler, kwok nodes), reused when it already runs. A cluster that cannot start is an error,
+never a skip: integration tests exist to run against the real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+
+import localcluster  # noqa: E402
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Cluster:
+    kubeconfig: pathlib.Path
+    bin_dir: pathlib.Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            text=True,
+            check=False,
+            capture_output=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        return proc
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        args = ["get", kind, name, "-o", "json"]
+        if namespace:
+            args += ["-n", namespace]
+        proc = self.kubectl(*args, check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(proc.stderr)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def list(
+        self, kind: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "json"]
+        args += ["-n", namespace] if namespace else ["-A"]
+        if selector:
+            args += ["-l", selector]
+        items: list[dict[str, Any]] = json.loads(self.kubectl(*args).stdout)["items"]
+        return items
+
+    def apply(self, manifest: dict[str, Any] | str, namespace: str | None = None) -> None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        args = ["apply", "--server-side", "--field-manager=pytest", "-f", "-"]
+        if namespace:
+            args += ["-n", namespace]
+        self.kubectl(*args, input=text)
+
+    def api_client(self) -> Any:
+        import kubernetes
+
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The real control plane; started when it is not running. Never skipped."""
+    try:
+        kubeconfig = localcluster.up()
+        bins = localcluster.bin_dir()
+    except Exception as exc:
+        pytest.fail(f"the test cluster could not start (CI={_in_ci()}): {exc}", pytrace=False)
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    c = Cluster(kubeconfig=kubeconfig, bin_dir=bins)
+    crds = sorted((ROOT / "crds").glob("*.yaml"))
+    if crds:
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=pytest"]
+        for path in crds:
+            args += ["-f", str(path)]
+        c.kubectl(*args)
+        c.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"-f={p}" for p in crds])
+    return c
+
+
+def _make_namespace(cluster: Cluster, prefix: str, labels: dict[str, str] | None = None) -> Iterator[str]:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+    cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    wait_until(
+        lambda: cluster.get("serviceaccount", "default", name),
+        timeout=30,
+        what=f"default service account in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace ``t-<hex>``, watched by the session's in-process operator."""
+    yield from _make_namespace(cluster, "t")
+
+
+@pytest.fixture
+def isolated_namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace ``r-<hex>``, NOT watched by the session operator (for operator subprocesses)."""
+    yield from _make_namespace(cluster, "r")
+
+
+@dataclasses.dataclass
+class OperatorHandle:
+    metrics_port: int
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[OperatorHandle]:
+    """The operator running in-process (kopf.testing.KopfRunner), watching namespaces ``t-*``."""
+    import kopf.testing
+
+    from mlops_operator.handlers import settings as handler_settings
+
+    port = free_port()
+    handler_settings.configure(
+        handler_settings.OperatorConfig(
+            metrics_port=port, metrics_host="127.0.0.1", kubeconfig=str(cluster.kubeconfig)
+        )
+    )
+    args = ["run", "--standalone", "--namespace", "t-*", "-m", "mlops_operator.handlers.all"]
+    with kopf.testing.KopfRunner(args, timeout=60) as runner:
+        handle = OperatorHandle(metrics_port=port)
+        wait_until(lambda: _metrics_up(handle), timeout=30, what="the operator's /metrics")
+        yield handle
+    if runner.exception is not None and not isinstance(runner.exception, SystemExit):
+        raise runner.exception
+
+
+def _metrics_up(handle: OperatorHandle) -> bool:
+    with contextlib.suppress(OSError):
+        handle.metrics()
+        return True
+    return False
+
+
+@dataclasses.dataclass
+class OperatorProcess:
+    """The operator as a subprocess (``python -m mlops_operator``), which a test may kill and restart."""
+
+    cluster: Cluster
+    namespace: str
+    metrics_port: int = dataclasses.field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: pathlib.Path | None = None
+
+    def start(self) -> OperatorProcess:
+        env = dict(os.environ, KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1")
+        self.log_path = pathlib.Path(f"/tmp/mlops-operator-{self.namespace}.log")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_operator",
+                "--namespace",
+                self.namespace,
+                "--metrics-port",
+                str(self.metrics_port),
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+                "--log-format",
+                "plain",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        handle = OperatorHandle(self.metrics_port)
+        wait_until(lambda: _metrics_up(handle), timeout=60, what="the operator subprocess's /metrics")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies or the OOM killer strikes."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def metrics(self) -> str:
+        return OperatorHandle(self.metrics_port).metrics()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+@pytest.fixture
+def operator_process(cluster: Cluster, isolated_namespace: str) -> Iterator[OperatorProcess]:
+    """A killable operator subprocess watching only ``isolated_namespace`` (call ``.start()``)."""
+    handle = OperatorProcess(cluster=cluster, namespace=isolated_namespace)
+    yield handle
+    handle.kill()

@@ -1,0 +1,172 @@
+"""Shared pieces: conditions, resources, storage URIs, child naming and batch Job outcomes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from mlops_operator.api import common
+from mlops_operator.k8s import client
+from mlops_operator.reconcile import common as rcommon
+
+NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+LATER = NOW + datetime.timedelta(minutes=5)
+
+
+def test_condition_transition_time_moves_only_when_status_changes() -> None:
+    s = common.StatusBase().with_condition("Ready", "False", reason="Pending", now=NOW)
+    s = s.with_condition("Ready", "False", reason="StillPending", message="x", now=LATER)
+    cond = s.condition("Ready")
+    assert (
+        cond is not None
+        and cond.last_transition_time == "2026-01-02T03:04:05Z"
+        and cond.reason == "StillPending"
+    )
+    s = s.with_condition("Ready", "True", reason="Done", now=LATER)
+    assert s.condition("Ready").last_transition_time == "2026-01-02T03:09:05Z"  # type: ignore[union-attr]
+    assert s.is_true("Ready") and not s.is_true("Failed")
+    assert s.to_api()["conditions"][0]["lastTransitionTime"] == "2026-01-02T03:09:05Z"
+
+
+def test_resources_map_gpu_and_default_memory_limit() -> None:
+    r = common.Resources(cpu="2", memory="4Gi", gpu=1)
+    assert r.to_requirements() == {
+        "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+        "limits": {"memory": "4Gi", "nvidia.com/gpu": "1"},
+    }
+    assert common.Resources().to_requirements() == {}
+    with pytest.raises(ValueError, match="cpu"):
+        common.Resources(cpu="-1")
+    with pytest.raises(ValueError, match="gpu"):
+        common.Resources(gpu=-1)
+
+
+@pytest.mark.parametrize(
+    ("uri", "local"),
+    [
+        ("pvc://data/datasets/iris", "/mnt/mlops/pvc/data/datasets/iris"),
+        ("pvc://data", "/mnt/mlops/pvc/data"),
+        ("file:///var/lib/mlops/x", "/var/lib/mlops/x"),
+    ],
+)
+def test_storage_uris_round_trip(uri: str, local: str) -> None:
+    loc = common.StorageLocation.parse(uri)
+    assert loc.local_path() == local
+    assert loc.uri() == uri
+    assert common.StorageLocation.parse(loc.join("v1", "model").uri()).local_path() == f"{local}/v1/model"
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/x", "pvc://", "file://relative", "pvc://Bad_Claim/x", ""])
+def test_bad_storage_uris_are_refused(uri: str) -> None:
+    with pytest.raises(ValueError, match="storage URI"):
+        common.StorageLocation.parse(uri)
+
+
+def test_owner_names_labels_and_reference() -> None:
+    owner = rcommon.Owner(kind="TrainingJob", name="iris", namespace="ns", uid="u-1")
+    assert owner.child_name("train") == "iris-train"
+    assert owner.child_name("trial", 7) == "iris-trial-7"
+    long = rcommon.Owner(kind="Dataset", name="x" * 60, namespace="ns", uid="u").child_name("prepare")
+    assert len(long) <= 63 and long == rcommon.Owner(
+        kind="Dataset", name="x" * 60, namespace="ns", uid="u"
+    ).child_name("prepare")
+    assert owner.labels("train")["mlops.dev/trainingjob"] == "iris"
+    assert owner.labels("train")["app.kubernetes.io/managed-by"] == "mlops-operator"
+    ref = owner.reference()
+    assert ref["controller"] is True and ref["uid"] == "u-1" and ref["apiVersion"] == "mlops.dev/v1alpha1"
+
+
+def _job(conditions: list[dict[str, str]] | None = None, **status: object) -> dict[str, object]:
+    return {"spec": {}, "status": {"conditions": conditions or [], **status}}
+
+
+def _pod(
+    *,
+    exit_code: int | None = None,
+    reason: str = "",
+    message: str = "",
+    phase: str = "Running",
+    waiting: str | None = None,
+    unschedulable: bool = False,
+) -> dict[str, object]:
+    status: dict[str, object] = {"phase": phase, "startTime": "2026-01-02T03:04:06Z"}
+    if exit_code is not None:
+        status["containerStatuses"] = [
+            {"state": {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}}}
+        ]
+    if waiting:
+        status["containerStatuses"] = [{"state": {"waiting": {"reason": waiting, "message": "pull failed"}}}]
+    if unschedulable:
+        status = {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/5 nodes: Insufficient nvidia.com/gpu.",
+                }
+            ],
+        }
+    return {"metadata": {"creationTimestamp": "2026-01-02T03:04:05Z"}, "status": status}
+
+
+def test_job_outcome_success_carries_the_result() -> None:
+    result = {"ok": True, "metrics": {"accuracy": 0.9}}
+    out = rcommon.job_outcome(
+        _job([{"type": "Complete", "status": "True"}], succeeded=1, completionTime="t"),
+        [_pod(exit_code=0, reason="Completed", message=json.dumps(result), phase="Succeeded")],
+    )
+    assert out.state == "Succeeded" and out.result == result and out.attempts == 1
+    assert out.pod_started == "2026-01-02T03:04:06Z"
+
+
+@pytest.mark.parametrize(
+    ("job_reason", "pod", "reason"),
+    [
+        ("BackoffLimitExceeded", _pod(exit_code=137, reason="OOMKilled", phase="Failed"), "OOMKilled"),
+        ("DeadlineExceeded", _pod(phase="Failed"), "DeadlineExceeded"),
+        (
+            "BackoffLimitExceeded",
+            _pod(
+                exit_code=1,
+                reason="Error",
+                message='{"ok":false,"reason":"X","error":"bad column"}',
+                phase="Failed",
+            ),
+            "Error",
+        ),
+        ("BackoffLimitExceeded", _pod(phase="Failed"), "BackoffLimitExceeded"),
+    ],
+)
+def test_job_outcome_failure_reasons(job_reason: str, pod: dict[str, object], reason: str) -> None:
+    out = rcommon.job_outcome(
+        _job([{"type": "Failed", "status": "True", "reason": job_reason}], failed=2), [pod]
+    )
+    assert out.state == "Failed" and out.reason == reason
+    if reason == "Error":
+        assert "bad column" in out.message
+
+
+def test_job_outcome_pending_reasons() -> None:
+    assert rcommon.job_outcome(None, []).state == "Pending"
+    out = rcommon.job_outcome(_job(), [_pod(unschedulable=True)])
+    assert (out.state, out.reason) == ("Pending", "Unschedulable") and "nvidia.com/gpu" in out.message
+    out = rcommon.job_outcome(_job(), [_pod(waiting="ImagePullBackOff", phase="Pending")])
+    assert (out.state, out.reason) == ("Pending", "ImagePullBackOff")
+    assert rcommon.job_outcome(_job(active=1), [_pod()]).state == "Running"
+    suspended = {"spec": {"suspend": True}, "status": {}}
+    assert rcommon.job_outcome(suspended, []).state == "Suspended"
+
+
+def test_resource_paths() -> None:
+    assert client.resource_path("batch/v1", "Job", "ns", "j") == "/apis/batch/v1/namespaces/ns/jobs/j"
+    assert client.resource_path("v1", "Pod", "ns") == "/api/v1/namespaces/ns/pods"
+    assert client.resource_path("v1", "Node", "ns", "n") == "/api/v1/nodes/n"
+    assert (
+        client.resource_path("mlops.dev/v1alpha1", "HyperparameterSweep", "ns", "s", "status")
+        == "/apis/mlops.dev/v1alpha1/namespaces/ns/hyperparametersweeps/s/status"
+    )
+    assert client.plural("NetworkPolicy") == "networkpolicies" and client.plural("Dataset") == "datasets"

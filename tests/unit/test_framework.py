@@ -1,0 +1,155 @@
+"""The reconcile loop's contract: status written only on change, failures become Failed, events follow."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pydantic
+import pytest
+
+from mlops_operator.api import common
+from mlops_operator.handlers import framework
+from mlops_operator.k8s import client
+from mlops_operator.reconcile import common as rcommon
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+class RecordingKube:
+    """Records what the loop asks of the client layer (the API itself is exercised in integration tests)."""
+
+    def __init__(self, fail_status_with: Exception | None = None) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.fail_status_with = fail_status_with
+
+    def apply_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.fail_status_with:
+            raise self.fail_status_with
+        self.statuses.append(status)
+        return {}
+
+    def event(
+        self,
+        regarding: dict[str, Any],
+        *,
+        reason: str,
+        message: str,
+        type_: str = "Normal",
+        now: datetime.datetime | None = None,
+    ) -> None:
+        self.events.append((type_, reason, message))
+
+
+def _ctx(kube: RecordingKube) -> framework.Context:
+    return framework.Context(
+        kube=kube,
+        settings=rcommon.Settings(),
+        now=NOW,  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+    )
+
+
+def _body(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "x", "namespace": "ns", "uid": "uid-1", "generation": 3},
+        "spec": {},
+        "status": status or {},
+    }
+
+
+def _reg(fn: framework.ReconcileFn) -> framework.Registration:
+    return framework.Registration(kind="Dataset", plural="datasets", reconcile=fn, interval=60)
+
+
+def test_status_is_written_once_and_events_follow_it() -> None:
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        status = common.StatusBase(observed_generation=3, phase="Ready")
+        return framework.Outcome(status=status, events=[framework.EventNote("Ready", "done")])
+
+    kube = RecordingKube()
+    stored = framework.run(_reg(fn), _ctx(kube), _body())
+    assert stored == {"observedGeneration": 3, "phase": "Ready", "conditions": []}
+    assert kube.statuses == [stored] and kube.events == [("Normal", "Ready", "done")]
+    kube2 = RecordingKube()
+    framework.run(_reg(fn), _ctx(kube2), _body(stored))
+    assert kube2.statuses == []  # unchanged: no write, no churn
+
+
+def test_permanent_failure_sets_failed_condition_and_warns_once() -> None:
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        raise framework.PermanentFailure("DatasetNotFound", "Dataset 'iris' does not exist")
+
+    kube = RecordingKube()
+    stored = framework.run(_reg(fn), _ctx(kube), _body())
+    assert stored is not None and stored["phase"] == "Failed" and stored["reason"] == "DatasetNotFound"
+    failed = next(c for c in stored["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and "iris" in failed["message"] and failed["observedGeneration"] == 3
+    assert kube.events == [("Warning", "DatasetNotFound", "Dataset 'iris' does not exist")]
+    again = RecordingKube()
+    framework.run(_reg(fn), _ctx(again), _body(stored))
+    assert again.events == [] and again.statuses == []
+
+
+def test_invalid_spec_is_a_permanent_failure_naming_the_field() -> None:
+    class Spec(pydantic.BaseModel):
+        replicas: int
+
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        Spec.model_validate({"replicas": "many"})
+        raise AssertionError("unreachable")
+
+    stored = framework.run(_reg(fn), _ctx(RecordingKube()), _body())
+    assert stored is not None and stored["reason"] == "InvalidSpec" and "replicas" in stored["message"]
+
+
+def test_transient_api_errors_are_retried_by_kopf() -> None:
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        raise client.ApiError(status=404, reason="NotFound", message="gone")  # unexpected: retry
+
+    with pytest.raises(kopf.TemporaryError):
+        framework.run(_reg(fn), _ctx(RecordingKube()), _body())
+
+
+def test_rejected_child_is_reported_on_the_object() -> None:
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        raise client.ApiError(status=422, reason="Invalid", message="spec.template: bad")
+
+    kube = RecordingKube()
+    stored = framework.run(_reg(fn), _ctx(kube), _body())
+    assert stored is not None and stored["reason"] == "ChildRejected" and kube.events[0][0] == "Warning"
+
+
+def test_deleted_objects_are_left_alone() -> None:
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        raise AssertionError("must not run")
+
+    body = _body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert framework.run(_reg(fn), _ctx(RecordingKube()), body) is None
+
+
+def test_child_routing_prefers_controller_reference_then_labels() -> None:
+    framework.REGISTRY.setdefault("datasets", _reg(lambda c, b: framework.Outcome(status=None)))
+    job = {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": "mlops.dev/v1alpha1", "kind": "Dataset", "name": "iris", "controller": True}
+            ]
+        }
+    }
+    assert framework._owner_of(job) == ("datasets", "iris")
+    pod = {
+        "metadata": {
+            "labels": {"mlops.dev/dataset": "iris", "app.kubernetes.io/component": "prepare"},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "controller": True}],
+        }
+    }
+    assert framework._owner_of(pod) == ("datasets", "iris")
+    assert framework._owner_of({"metadata": {"labels": {}}}) is None
