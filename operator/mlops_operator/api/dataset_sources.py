@@ -1,0 +1,200 @@
+"""Where a Dataset's rows come from: the five source kinds and the "exactly one" rule.
+
+Split from ``dataset`` (the kind) to keep modules small; the prepare workload reads these
+models through ``PrepareConfig`` and each kind's loader lives in
+``mlops_workloads.prepare.sources``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pydantic
+
+from mlops_operator.api import common
+
+Task = Literal["classification", "regression"]
+FileFormat = Literal["csv", "parquet"]
+SklearnName = Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
+
+CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+HTTP_URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
+SHA256_PATTERN = r"^[a-fA-F0-9]{64}$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+def rules(*items: dict[str, str]) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules."""
+    return {"x-kubernetes-validations": list(items)}
+
+
+class SklearnSource(common.ApiModel):
+    """One of scikit-learn's bundled datasets (no download needed)."""
+
+    name: SklearnName = pydantic.Field(
+        description="iris, wine, breast_cancer and digits are classification; diabetes is regression. "
+        "The target column is called 'target'."
+    )
+
+
+class SyntheticSource(common.ApiModel):
+    """Generated data (scikit-learn's make_classification / make_regression), reproducible by seed."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=rules(
+            {
+                "rule": "!has(self.informative) || self.informative <= self.features",
+                "message": "synthetic.informative must not exceed synthetic.features",
+                "fieldPath": ".informative",
+            },
+            {
+                "rule": "self.task != 'classification' || "
+                "(has(self.informative) ? self.informative : self.features) >= 7 || "
+                "self.classes <= [1, 2, 4, 8, 16, 32, 64][has(self.informative) ? self.informative "
+                ": self.features]",
+                "message": "synthetic.classes must be at most 2^informative (one cluster per class)",
+                "fieldPath": ".classes",
+            },
+            {
+                "rule": "!has(self.weights) || size(self.weights) == self.classes",
+                "message": "synthetic.weights must have one entry per class (synthetic.classes)",
+                "fieldPath": ".weights",
+            },
+            {
+                "rule": "self.task != 'classification' || self.noise <= 1.0",
+                "message": "synthetic.noise is the fraction of flipped labels for classification: at most 1",
+                "fieldPath": ".noise",
+            },
+        )
+    )
+
+    task: Task = pydantic.Field(default="classification", description="classification or regression.")
+    samples: int = pydantic.Field(ge=10, le=50_000_000, description="Number of rows to generate.")
+    features: int = pydantic.Field(default=10, ge=1, le=1000, description="Number of feature columns.")
+    informative: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Number of informative features (the rest is noise). Defaults to all features.",
+    )
+    classes: int = pydantic.Field(default=2, ge=2, le=100, description="Number of classes (classification).")
+    weights: list[pydantic.confloat(ge=0, le=1)] | None = pydantic.Field(  # type: ignore[valid-type]
+        default=None,
+        max_length=100,
+        description="Class proportions, one per class (classification), e.g. [0.9, 0.1] for an "
+        "imbalanced set. Defaults to balanced classes.",
+    )
+    noise: float = pydantic.Field(
+        default=0.0,
+        ge=0,
+        le=1_000_000,
+        description="Classification: fraction of labels flipped at random (0..1). "
+        "Regression: standard deviation of Gaussian noise added to the target.",
+    )
+    seed: int = pydantic.Field(default=0, ge=0, le=2**31 - 1, description="Random seed.")
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> SyntheticSource:
+        informative = self.informative or self.features
+        if informative > self.features:
+            raise ValueError("synthetic.informative must not exceed synthetic.features")
+        if self.task == "classification":
+            if informative < 7 and self.classes > 2**informative:
+                raise ValueError("synthetic.classes must be at most 2^informative (one cluster per class)")
+            if self.weights is not None and len(self.weights) != self.classes:
+                raise ValueError("synthetic.weights must have one entry per class (synthetic.classes)")
+            if self.noise > 1:
+                raise ValueError(
+                    "synthetic.noise is the fraction of flipped labels for classification: at most 1"
+                )
+        return self
+
+
+class FileSource(common.ApiModel):
+    """A CSV or Parquet file on a PersistentVolumeClaim or on the node's disk."""
+
+    uri: str = pydantic.Field(
+        pattern=common.STORAGE_URI_PATTERN,
+        max_length=2048,
+        description="pvc://<claim>/<path/to/file> or file:///<path/to/file>.",
+    )
+    format: FileFormat | None = pydantic.Field(
+        default=None,
+        description="csv or parquet; inferred from the file extension when absent (csv otherwise).",
+    )
+
+
+class ConfigMapSource(common.ApiModel):
+    """A small CSV kept inline in a ConfigMap of the Dataset's namespace (at most 1 MiB)."""
+
+    name: str = pydantic.Field(
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="Name of the ConfigMap.",
+    )
+    key: str = pydantic.Field(
+        pattern=CONFIGMAP_KEY_PATTERN, max_length=253, description="Key whose value is the CSV text."
+    )
+
+
+class HttpSource(common.ApiModel):
+    """A CSV or Parquet file downloaded over HTTP(S) by the prepare pod."""
+
+    url: str = pydantic.Field(
+        pattern=HTTP_URL_PATTERN, max_length=2048, description="http:// or https:// URL."
+    )
+    sha256: str | None = pydantic.Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Expected SHA-256 of the downloaded bytes (hex). When set, a mismatch fails the "
+        "Dataset with reason ChecksumMismatch.",
+    )
+    format: FileFormat | None = pydantic.Field(
+        default=None, description="csv or parquet; inferred from the URL path when absent (csv otherwise)."
+    )
+    timeout_seconds: int = pydantic.Field(
+        default=300, ge=1, le=86400, description="Give up a download that takes longer than this."
+    )
+
+
+class Source(common.ApiModel):
+    """Where rows come from: exactly one of the fields below."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=rules(
+            {
+                "rule": "(has(self.sklearn) ? 1 : 0) + (has(self.synthetic) ? 1 : 0)"
+                " + (has(self.file) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0) == 1",
+                "message": "each entry of spec.sources must set exactly one of sklearn, synthetic, file, "
+                "configMap or http",
+            }
+        )
+    )
+
+    sklearn: SklearnSource | None = pydantic.Field(
+        default=None, description="A bundled scikit-learn dataset."
+    )
+    synthetic: SyntheticSource | None = pydantic.Field(default=None, description="Generated data.")
+    file: FileSource | None = pydantic.Field(default=None, description="A CSV/Parquet file on a volume.")
+    config_map: ConfigMapSource | None = pydantic.Field(
+        default=None, description="Inline CSV in a ConfigMap."
+    )
+    http: HttpSource | None = pydantic.Field(default=None, description="A file downloaded over HTTP(S).")
+
+    def kind(self) -> str:
+        for name in ("sklearn", "synthetic", "file", "config_map", "http"):
+            if getattr(self, name) is not None:
+                return name
+        raise ValueError("a source sets none of sklearn, synthetic, file, configMap, http")
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        count = sum(
+            getattr(self, n) is not None for n in ("sklearn", "synthetic", "file", "config_map", "http")
+        )
+        if count != 1:
+            raise ValueError(
+                "each entry of spec.sources must set exactly one of sklearn, synthetic, file, "
+                "configMap or http"
+            )
+        return self

@@ -1,0 +1,50 @@
+"""Dataset handler: read the prepare Jobs, ConfigMaps and pods, let the pure reconciler decide,
+carry it out.
+
+Thin on purpose: names, the Job, the status and the Events are all decided in
+``reconcile.dataset``. This module lists the children by label, deletes those of an older
+spec hash (a Job's pod template is immutable, so a spec change means a new Job), applies
+what the plan asks with server-side apply, and hands the status and Events to the
+framework. It runs on create, update, resume, every ``RESYNC_SECONDS`` and whenever a
+prepare Job or pod changes; deleting the Dataset removes its children through their owner
+references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mlops_operator.api import dataset as api
+from mlops_operator.handlers import framework
+from mlops_operator.reconcile import dataset as rds
+
+RESYNC_SECONDS = 60.0
+
+
+def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+    resource = api.Dataset.from_body(body)
+    namespace = resource.metadata.namespace
+    selector = rds.selector(resource)
+    observed = rds.Observed(
+        jobs=ctx.kube.list("batch/v1", "Job", namespace, label_selector=selector),
+        configmaps=ctx.kube.list("v1", "ConfigMap", namespace, label_selector=selector),
+        pods=ctx.kube.list("v1", "Pod", namespace, label_selector=selector),
+    )
+    plan = rds.plan(resource, observed=observed, settings=ctx.settings, now=ctx.now)
+    for ref in plan.delete:
+        ctx.kube.delete(ref.api_version, ref.kind, ref.name, namespace)
+    for manifest in plan.apply:
+        ctx.kube.apply(manifest)
+    if plan.delete:
+        ctx.logger.info("deleted %s of an earlier spec", ", ".join(f"{r.kind}/{r.name}" for r in plan.delete))
+    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in plan.events]
+    return framework.Outcome(status=plan.status, events=events)
+
+
+REGISTRATION = framework.register(
+    kind=api.Dataset.crd.kind,
+    plural=api.Dataset.crd.plural,
+    reconcile=reconcile,
+    interval=RESYNC_SECONDS,
+)

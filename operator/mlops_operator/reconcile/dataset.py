@@ -1,0 +1,460 @@
+"""Reconcile a Dataset: (spec, observed Jobs/pods/ConfigMaps, now) → children + status + Events.
+
+Pure, so every branch is a unit test. The handler lists the Dataset's prepare Jobs,
+ConfigMaps and pods (by label), calls :func:`plan` and carries out the returned
+:class:`Plan`.
+
+A batch/v1 Job's pod template is immutable, so a spec change cannot be applied to a running
+or finished Job. The spec hash is therefore part of the children's names
+(``<name>-prepare-<hash8>``): a changed spec means a new ConfigMap and a new Job, and the
+Jobs and ConfigMaps of older hashes are deleted. The Job is applied only while absent (it
+cannot change after creation; re-applying it after an operator upgrade with another image
+would be refused); the ConfigMap is applied on every pass.
+
+The prepared version's summary travels in the pod's termination message (the workload's
+result JSON); the status keeps the latest good version (digest, URI, numbers) while a new
+one is prepared, and the phase says where the current preparation stands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import posixpath
+from typing import Any
+
+import pydantic
+
+from mlops_operator.api import common
+from mlops_operator.api import dataset as api
+from mlops_operator.reconcile import common as rcommon
+
+EventTuple = tuple[str, str, str]  # (type, reason, message)
+COMPONENT = "prepare"
+CONTAINER = "prepare"
+COMMAND = ("python", "-m", "mlops_workloads.prepare")
+CONFIG_KEY = "config.json"
+CONFIG_DIR = "/etc/mlops/config"
+SOURCES_DIR = "/etc/mlops/sources"
+PERMANENT_EXIT_CODE = 3  # mlops_workloads.prepare.PERMANENT_EXIT_CODE (the operator never imports workloads)
+DIGEST_SHORT = 12
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What the handler read, by the selector of :func:`selector`."""
+
+    jobs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    configmaps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Plan:
+    """What the handler must do, then the status to store and the Events to post."""
+
+    status: api.DatasetStatus
+    apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    delete: list[ChildRef] = dataclasses.field(default_factory=list)
+    events: list[EventTuple] = dataclasses.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+
+def spec_hash(ds: api.Dataset) -> str:
+    return rcommon.spec_hash(ds.spec.to_api())
+
+
+def child_name(ds: api.Dataset) -> str:
+    """``<name>-prepare-<hash8>``: the Job and its ConfigMap (different kinds, one name)."""
+    return rcommon.Owner.of(ds).child_name(f"{COMPONENT}-{spec_hash(ds)[:8]}")
+
+
+def selector(ds: api.Dataset) -> str:
+    """Label selector of every child of this Dataset."""
+    return f"mlops.dev/dataset={ds.metadata.name},{rcommon.LABEL_COMPONENT}={COMPONENT}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Children
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_config(ds: api.Dataset, *, settings: rcommon.Settings) -> api.PrepareConfig:
+    return api.PrepareConfig(
+        dataset=ds.metadata.name,
+        namespace=ds.metadata.namespace,
+        spec=ds.spec,
+        pvc_root=settings.pvc_root,
+        config_map_root=SOURCES_DIR,
+    )
+
+
+def _metadata(ds: api.Dataset, name: str) -> dict[str, Any]:
+    owner = rcommon.Owner.of(ds)
+    return {
+        "name": name,
+        "namespace": ds.metadata.namespace,
+        "labels": owner.labels(COMPONENT),
+        "annotations": {rcommon.ANNOTATION_SPEC_HASH: spec_hash(ds)},
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def build_configmap(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str, Any]:
+    config = prepare_config(ds, settings=settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(ds, child_name(ds)),
+        "data": {CONFIG_KEY: config.model_dump_json(by_alias=True, exclude_none=True)},
+    }
+
+
+def _volumes(
+    ds: api.Dataset, *, settings: rcommon.Settings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts: config, /tmp, storage (read-write), sources (read-only)."""
+    config_name = child_name(ds)
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_name}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    storage = common.StorageLocation.parse(ds.spec.storage)
+    volume, mount = rcommon.storage_volume(storage, settings, name="storage")
+    volumes.append(volume)
+    mounts.append(mount)
+    mounted = {m["mountPath"] for m in mounts}
+    for index, source in enumerate(ds.spec.sources):
+        name = f"source-{index}"
+        if source.config_map is not None:
+            key = source.config_map.key
+            volumes.append(
+                {
+                    "name": name,
+                    # optional: a missing ConfigMap or key lets the pod start and fail with SourceUnreadable,
+                    # rather than hang in ContainerCreating.
+                    "configMap": {
+                        "name": source.config_map.name,
+                        "items": [{"key": key, "path": key}],
+                        "optional": True,
+                    },
+                }
+            )
+            mounts.append({"name": name, "mountPath": f"{SOURCES_DIR}/{index}", "readOnly": True})
+        elif source.file is not None:
+            location = common.StorageLocation.parse(source.file.uri)
+            if location.scheme == "pvc":
+                volume, mount = rcommon.storage_volume(location, settings, name=name)
+            else:
+                directory = posixpath.dirname(location.path) or "/"
+                volume = {"name": name, "hostPath": {"path": directory, "type": "Directory"}}
+                mount = {"name": name, "mountPath": directory}
+            if mount["mountPath"] in mounted:
+                continue  # the same claim or directory is already mounted (e.g. the storage one)
+            mounted.add(mount["mountPath"])
+            volumes.append(volume)
+            mounts.append({**mount, "readOnly": True})
+    return volumes, mounts
+
+
+def build_job(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str, Any]:
+    """The prepare Job: restricted, deadline and retries from the spec, data errors not retried."""
+    owner = rcommon.Owner.of(ds)
+    spec = ds.spec
+    volumes, mounts = _volumes(ds, settings=settings)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": settings.workload_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(COMMAND),
+        "env": [
+            {"name": "MLOPS_CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "TMPDIR", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "volumeMounts": mounts,
+        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    requirements = spec.resources.to_requirements(gpu_resource=settings.gpu_resource)
+    if requirements:
+        container["resources"] = requirements
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the workload never talks to the API
+        "securityContext": rcommon.pod_security_context(settings.run_as_user),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.service_account:
+        pod["serviceAccountName"] = settings.service_account
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    if spec.resources.gpu:
+        node_selector, tolerations = rcommon.gpu_scheduling(settings)
+    node_selector = {**node_selector, **(spec.node_selector or {})}
+    tolerations = tolerations + [t.to_api() for t in spec.tolerations or []]
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(ds, child_name(ds)),
+        "spec": {
+            "backoffLimit": spec.backoff_limit,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {  # a data error (bad checksum, schema mismatch, ...): retrying cannot help
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [PERMANENT_EXIT_CODE],
+                        },
+                    },
+                    {  # an evicted or preempted pod is not the workload's fault
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {"metadata": {"labels": owner.labels(COMPONENT)}, "spec": pod},
+        },
+    }
+
+
+def desired_children(ds: api.Dataset, *, settings: rcommon.Settings) -> list[dict[str, Any]]:
+    return [build_configmap(ds, settings=settings), build_job(ds, settings=settings)]
+
+
+def stale_children(ds: api.Dataset, observed: Observed) -> list[ChildRef]:
+    """Jobs and ConfigMaps of earlier spec hashes (controlled by this Dataset)."""
+    current = child_name(ds)
+    out: list[ChildRef] = []
+    for api_version, kind, items in (
+        ("batch/v1", "Job", observed.jobs),
+        ("v1", "ConfigMap", observed.configmaps),
+    ):
+        for item in items:
+            meta = item.get("metadata") or {}
+            owned = any(ref.get("uid") == ds.metadata.uid for ref in meta.get("ownerReferences") or [])
+            if owned and meta.get("name") != current and not meta.get("deletionTimestamp"):
+                out.append(ChildRef(api_version, kind, str(meta["name"])))
+    return sorted(out, key=lambda r: (r.kind, r.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+# ---------------------------------------------------------------------------------------------
+
+
+def _workload_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The workload's own ``{"ok": false, "reason", "error"}`` from the newest failed pod."""
+    for pod in sorted(
+        pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True
+    ):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (
+                (cs.get("state") or {}).get("terminated")
+                or (cs.get("lastState") or {}).get("terminated")
+                or {}
+            )
+            result = rcommon.parse_result(term.get("message"))
+            if term.get("exitCode") and result and result.get("ok") is False and result.get("reason"):
+                return str(result["reason"])[:128], str(result.get("error") or result["reason"])[:1024]
+    return None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _counts(values: Any, limit: int) -> list[tuple[str, int]]:
+    """``{name: count}`` → the ``limit`` largest, as (name, count), largest first."""
+    if not isinstance(values, dict):
+        return []
+    pairs = [(str(k), n) for k, v in values.items() if (n := _count(v)) is not None]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))[:limit]
+
+
+def ready_fields(ds: api.Dataset, result: dict[str, Any]) -> dict[str, Any]:
+    """Status fields from the workload's result; raises ValueError on a result that does not fit."""
+    digest = result.get("digest")
+    if not isinstance(digest, str) or not digest:
+        raise ValueError("the result has no digest")
+    uri = result.get("storageUri")
+    if not isinstance(uri, str) or not uri:
+        uri = common.StorageLocation.parse(ds.spec.storage).join(digest).uri()
+    try:
+        rows = api.RowCounts.model_validate(result.get("rows") or {})
+        dropped = api.DroppedRows.model_validate(result.get("dropped") or {})
+    except pydantic.ValidationError as exc:
+        raise ValueError(f"the result's row counts do not fit: {exc.error_count()} errors") from exc
+    output = max(1, rows.output)
+    task = result.get("task") if result.get("task") in ("classification", "regression") else None
+    target = result.get("target")
+    warnings = [str(w)[: api.WARNING_LENGTH_MAX] for w in result.get("warnings") or [] if w]
+    return {
+        "digest": digest[:128],
+        "digest_short": digest[:DIGEST_SHORT],
+        "storage_uri": uri[:4096],
+        "task": task,
+        "target": str(target)[: api.COLUMN_NAME_MAX] if target else None,
+        "rows": rows,
+        "dropped": dropped,
+        "duplicates_removed": _count(result.get("duplicatesRemoved")),
+        "columns": _count(result.get("columns")),
+        "features": _count(result.get("features")),
+        "classes": _count(result.get("classes")),
+        "missing": [
+            api.ColumnCount(name=n[: api.COLUMN_NAME_MAX], count=c)
+            for n, c in _counts(result.get("missing"), api.STATUS_MISSING_MAX)
+        ],
+        "class_balance": [
+            api.ClassShare(name=n[:256], count=c, fraction=min(1.0, c / output))
+            for n, c in _counts(result.get("classBalance"), api.STATUS_CLASSES_MAX)
+        ],
+        "warnings": warnings[: api.STATUS_WARNINGS_MAX],
+    }
+
+
+def _phase(
+    ds: api.Dataset, outcome: rcommon.JobOutcome, pods: list[dict[str, Any]]
+) -> tuple[api.Phase, str, str, dict[str, Any]]:
+    """(phase, reason, message, extra status fields) of the current Job."""
+    if outcome.state == "Succeeded":
+        result = outcome.result or {}
+        if result.get("ok") is not True:
+            return (
+                "Failed",
+                "MissingResult",
+                "the prepare Job completed, but its pod reported no result in its termination message; "
+                "see the pod's logs",
+                {},
+            )
+        try:
+            fields = ready_fields(ds, result)
+        except ValueError as exc:
+            return "Failed", "InvalidResult", f"the prepare pod's result cannot be read: {exc}", {}
+        rows = fields["rows"]
+        reused = " (an identical version was already stored)" if result.get("reused") else ""
+        message = (
+            f"prepared {rows.output} of {rows.input} rows: train {rows.train}, validation {rows.validation}, "
+            f"test {rows.test}; digest {fields['digest_short']}{reused}"
+        )
+        return "Ready", "Prepared", message, fields
+    if outcome.state == "Failed":
+        failure = _workload_failure(pods)
+        reason, message = (
+            failure if failure else (outcome.reason or "Failed", outcome.message or "the Job failed")
+        )
+        return "Failed", reason, message, {}
+    if outcome.state == "Running":
+        return "Preparing", "Preparing", f"the prepare pod is running ({outcome.attempts} attempt(s))", {}
+    if outcome.state == "Suspended":
+        return "Pending", "Suspended", outcome.message, {}
+    if outcome.reason == "JobNotCreated":
+        return "Pending", "Creating", "creating the prepare Job", {}
+    return "Pending", outcome.reason or "PodPending", outcome.message or "waiting for the prepare pod", {}
+
+
+def compute_status(
+    ds: api.Dataset, *, job: dict[str, Any] | None, pods: list[dict[str, Any]], now: datetime.datetime
+) -> api.DatasetStatus:
+    """The status for the current Job (``job`` is None before it exists)."""
+    outcome = rcommon.job_outcome(job, pods)
+    phase, reason, message, fields = _phase(ds, outcome, pods)
+    generation = ds.metadata.generation
+    status = ds.status.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": phase,
+            "reason": reason,
+            "message": message[:4096],
+            "job_name": child_name(ds),
+            "start_time": outcome.start_time or outcome.pod_started,
+            "completion_time": outcome.completion_time if phase in ("Ready", "Failed") else None,
+            **fields,
+        }
+    )
+    if phase == "Failed" and status.completion_time is None:
+        status = status.model_copy(update={"completion_time": common.rfc3339(now)})
+    ready: common.ConditionStatus = "True" if phase == "Ready" else "False"
+    failed: common.ConditionStatus = "True" if phase == "Failed" else "False"
+    status = status.with_condition(
+        "Ready", ready, reason=reason, message=message, now=now, generation=generation
+    )
+    return status.with_condition(
+        "Failed", failed, reason=reason, message=message, now=now, generation=generation
+    )
+
+
+def transition_events(old: api.DatasetStatus, new: api.DatasetStatus) -> list[EventTuple]:
+    """Events a user wants in ``kubectl describe``: phase changes, a new digest, quality warnings."""
+    events: list[EventTuple] = []
+    changed_job = old.job_name != new.job_name and old.job_name is not None
+    if new.phase != old.phase or changed_job:
+        if new.phase == "Preparing":
+            events.append(("Normal", "Preparing", f"preparing with Job {new.job_name}"))
+        elif new.phase == "Ready":
+            events.append(("Normal", "Ready", new.message or "prepared"))
+            if new.warnings:
+                events.append(("Warning", "DataQuality", "; ".join(new.warnings)[:1024]))
+        elif new.phase == "Failed":
+            events.append(("Warning", new.reason or "Failed", new.message or "the preparation failed"))
+        elif new.phase == "Pending" and changed_job:
+            events.append(
+                ("Normal", "SpecChanged", f"the spec changed: re-preparing with Job {new.job_name}")
+            )
+    if old.digest and new.digest and old.digest != new.digest:
+        events.append(
+            (
+                "Normal",
+                "DigestChanged",
+                f"new version {new.digest_short} replaces {old.digest[:DIGEST_SHORT]}",
+            )
+        )
+    return events
+
+
+def _job_of(pod: dict[str, Any]) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    value = labels.get(JOB_NAME_LABEL) or labels.get("job-name")
+    return str(value) if value else None
+
+
+def plan(ds: api.Dataset, *, observed: Observed, settings: rcommon.Settings, now: datetime.datetime) -> Plan:
+    """The whole reconcile decision for one Dataset."""
+    name = child_name(ds)
+    job = next((j for j in observed.jobs if (j.get("metadata") or {}).get("name") == name), None)
+    pods = [p for p in observed.pods if _job_of(p) == name]
+    apply = [build_configmap(ds, settings=settings)]
+    if job is None:
+        apply.append(build_job(ds, settings=settings))
+    status = compute_status(ds, job=job, pods=pods, now=now)
+    return Plan(
+        status=status,
+        apply=apply,
+        delete=stale_children(ds, observed),
+        events=transition_events(ds.status, status),
+    )

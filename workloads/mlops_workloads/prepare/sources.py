@@ -1,0 +1,225 @@
+"""Read the Dataset's sources into one DataFrame.
+
+Every source kind ends up as a plain DataFrame with a header row's column names; several
+sources are concatenated in order and must have the same columns. Anything that keeps a
+source from being read (a missing file, a broken CSV, an HTTP error) is ``SourceUnreadable``
+naming the source by its index, and a download whose bytes do not match the declared
+SHA-256 is ``ChecksumMismatch``: a pinned checksum is the only lineage an HTTP source has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as sk_datasets
+
+from mlops_operator.api import common
+from mlops_operator.api import dataset as api
+from mlops_operator.api import dataset_sources as api_sources
+from mlops_workloads import runtime
+
+SKLEARN_TASKS: dict[str, api.Task] = {
+    "iris": "classification",
+    "wine": "classification",
+    "breast_cancer": "classification",
+    "digits": "classification",
+    "diabetes": "regression",
+}
+CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """The rows of all sources and what the sources themselves say about the task."""
+
+    frame: pd.DataFrame
+    task_hint: api.Task | None
+    rows_per_source: tuple[int, ...]
+
+
+def label(index: int, source: api.Source) -> str:
+    """How messages name a source: ``sources[1] (http https://...)``."""
+    kind = source.kind()
+    detail = ""
+    if source.sklearn is not None:
+        detail = source.sklearn.name
+    elif source.synthetic is not None:
+        detail = f"{source.synthetic.task} x{source.synthetic.samples}"
+    elif source.file is not None:
+        detail = source.file.uri
+    elif source.config_map is not None:
+        detail = f"{source.config_map.name}/{source.config_map.key}"
+    elif source.http is not None:
+        detail = source.http.url
+    return f"sources[{index}] ({'configMap' if kind == 'config_map' else kind} {detail})"
+
+
+def load(config: api.PrepareConfig, *, scratch: pathlib.Path) -> Loaded:
+    """Read every source and concatenate them (same columns required)."""
+    frames: list[pd.DataFrame] = []
+    hints: set[api.Task] = set()
+    for index, source in enumerate(config.spec.sources):
+        frame, hint = _load_one(index, source, config=config, scratch=scratch)
+        if hint is not None:
+            hints.add(hint)
+        frames.append(frame)
+    first = list(frames[0].columns)
+    for index, frame in enumerate(frames[1:], start=1):
+        if set(frame.columns) != set(first):
+            missing = sorted(set(first) - set(frame.columns))
+            extra = sorted(set(frame.columns) - set(first))
+            raise runtime.WorkloadError(
+                "SchemaMismatch",
+                f"{label(index, config.spec.sources[index])} does not have the columns of "
+                f"{label(0, config.spec.sources[0])}: missing {missing}, extra {extra}; concatenated "
+                "sources must have the same columns",
+            )
+    rows = tuple(len(f) for f in frames)
+    combined = frames[0] if len(frames) == 1 else pd.concat([f[first] for f in frames], ignore_index=True)
+    return Loaded(frame=combined, task_hint=hints.pop() if len(hints) == 1 else None, rows_per_source=rows)
+
+
+def _load_one(
+    index: int, source: api.Source, *, config: api.PrepareConfig, scratch: pathlib.Path
+) -> tuple[pd.DataFrame, api.Task | None]:
+    where = label(index, source)
+    if source.sklearn is not None:
+        return _sklearn(source.sklearn), SKLEARN_TASKS[source.sklearn.name]
+    if source.synthetic is not None:
+        return _synthetic(source.synthetic, where=where), source.synthetic.task
+    if source.file is not None:
+        location = common.StorageLocation.parse(source.file.uri)
+        path = pathlib.Path(location.local_path(config.pvc_root))
+        return read_table(path, fmt=source.file.format or infer_format(str(path)), where=where), None
+    if source.config_map is not None:
+        path = pathlib.Path(config.config_map_root) / str(index) / source.config_map.key
+        if not path.is_file():
+            raise runtime.WorkloadError(
+                "SourceUnreadable",
+                f"{where}: ConfigMap {source.config_map.name!r} in namespace {config.namespace!r} does not "
+                f"exist or has no key {source.config_map.key!r}; create it or fix the name and key",
+            )
+        return read_table(path, fmt="csv", where=where), None
+    if source.http is not None:
+        path = download(source.http, scratch=scratch, index=index, where=where)
+        fmt = source.http.format or infer_format(urllib.parse.urlparse(source.http.url).path)
+        return read_table(path, fmt=fmt, where=where), None
+    raise runtime.WorkloadError("InvalidConfig", f"{where} sets no source kind")
+
+
+def _sklearn(source: api_sources.SklearnSource) -> pd.DataFrame:
+    loader: Any = {
+        "iris": sk_datasets.load_iris,
+        "wine": sk_datasets.load_wine,
+        "breast_cancer": sk_datasets.load_breast_cancer,
+        "digits": sk_datasets.load_digits,
+        "diabetes": sk_datasets.load_diabetes,
+    }[source.name]
+    bunch = loader(as_frame=True)
+    frame: pd.DataFrame = bunch.frame.copy()
+    return frame
+
+
+def _synthetic(source: api_sources.SyntheticSource, *, where: str) -> pd.DataFrame:
+    informative = source.informative or source.features
+    try:
+        if source.task == "classification":
+            weights = None
+            if source.weights is not None:
+                total = float(sum(source.weights))
+                if total <= 0:
+                    raise ValueError("synthetic.weights must not all be 0")
+                weights = [w / total for w in source.weights]
+            x, y = sk_datasets.make_classification(
+                n_samples=source.samples,
+                n_features=source.features,
+                n_informative=informative,
+                n_redundant=0,
+                n_repeated=0,
+                n_classes=source.classes,
+                n_clusters_per_class=1,
+                weights=weights,
+                flip_y=source.noise,
+                random_state=source.seed,
+            )
+        else:
+            x, y = sk_datasets.make_regression(
+                n_samples=source.samples,
+                n_features=source.features,
+                n_informative=informative,
+                noise=source.noise,
+                random_state=source.seed,
+            )
+    except ValueError as exc:
+        raise runtime.WorkloadError("InvalidConfig", f"{where}: {exc}") from exc
+    width = len(str(source.features - 1))
+    frame = pd.DataFrame(np.asarray(x), columns=[f"x{i:0{width}d}" for i in range(source.features)])
+    frame["target"] = np.asarray(y)
+    return frame
+
+
+def infer_format(path: str) -> api_sources.FileFormat:
+    return "parquet" if path.lower().endswith((".parquet", ".pq", ".parq")) else "csv"
+
+
+def read_table(path: pathlib.Path, *, fmt: api_sources.FileFormat, where: str) -> pd.DataFrame:
+    """A CSV (header row, comma separated) or Parquet file as a DataFrame."""
+    if not path.is_file():
+        raise runtime.WorkloadError(
+            "SourceUnreadable", f"{where}: no file at {path}; check the URI and that the volume holds it"
+        )
+    try:
+        # pyarrow's CSV reader: multi-threaded, and it reads "", NA, N/A, null, NaN as missing.
+        frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, engine="pyarrow")
+    except Exception as exc:  # pandas/pyarrow raise many types for a broken file
+        raise runtime.WorkloadError(
+            "SourceUnreadable", f"{where}: cannot read {path} as {fmt}: {type(exc).__name__}: {exc}"[:900]
+        ) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(set(frame.columns)) != len(frame.columns):
+        dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+        raise runtime.WorkloadError("SchemaMismatch", f"{where}: duplicate column names {dupes}")
+    return frame
+
+
+def download(
+    source: api_sources.HttpSource, *, scratch: pathlib.Path, index: int, where: str
+) -> pathlib.Path:
+    """Fetch ``source.url`` into ``scratch``, hashing as it streams; check the SHA-256 when given."""
+    target = scratch / f"source-{index}"
+    sha = hashlib.sha256()
+    request = urllib.request.Request(source.url, headers={"User-Agent": "mlops-operator-prepare/0.1"})
+    try:
+        with (
+            urllib.request.urlopen(request, timeout=source.timeout_seconds) as response,
+            target.open("wb") as out,
+        ):
+            while chunk := response.read(CHUNK):
+                sha.update(chunk)
+                out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        raise runtime.WorkloadError(
+            "SourceUnreadable", f"{where}: HTTP {exc.code} {exc.reason}; check the URL"
+        ) from exc
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise runtime.WorkloadError(
+            "SourceUnreadable",
+            f"{where}: download failed: {reason}; check the URL and that the pod can reach it",
+        ) from exc
+    got = sha.hexdigest()
+    if source.sha256 and got != source.sha256.lower():
+        raise runtime.WorkloadError(
+            "ChecksumMismatch",
+            f"{where}: downloaded bytes have sha256 {got}, the spec expects {source.sha256.lower()}; "
+            "if the file changed on purpose, update the sha256",
+        )
+    return target
