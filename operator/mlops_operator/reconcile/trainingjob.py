@@ -1,0 +1,508 @@
+"""Reconcile a TrainingJob: (spec, Dataset, Job, pods, now) → children to apply/patch/delete + status.
+
+Pure, so every branch is a unit test: the handler reads the cluster, calls ``plan`` and
+carries out the returned ``Plan``. The rules, in order:
+
+1. A spec the estimator cannot take (bad params, a metric it cannot give, a GPU it cannot
+   use) fails at once with ``InvalidSpec``: no pod ever starts.
+2. A finished run stays finished: its status is kept, and ``ttlSecondsAfterFinished`` after
+   completion the Job and ConfigMap are deleted (the TrainingJob and its results stay).
+   Editing the spec of a finished job (a new ``run_hash``) starts a new run.
+3. Without a Job, the run waits for the Dataset to be Ready (``WaitingForData``), pins its
+   version (digest and directory, so a re-prepared Dataset does not change a run), and
+   creates the ConfigMap and the Job (suspended when ``runPolicy.suspend`` or Kueue asks).
+4. With a Job, its outcome (``common.job_outcome``) becomes the phase; ``suspend`` is kept in
+   step with the spec, except that a Kueue-managed Job is never un-suspended by us.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any
+
+from mlops_operator.api import common, estimators
+from mlops_operator.api import trainingjob as api
+from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import trainingjob_build as build
+
+EventTuple = tuple[str, str, str]  # (type, reason, message)
+CONDITIONS: tuple[str, ...] = ("Running", "Succeeded", "Failed", "Suspended")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What the handler read: the Dataset named by datasetRef, the run's Job, pods and ConfigMap."""
+
+    dataset: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    configmap: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    """What the handler must do, then the status to store and the Events to post."""
+
+    status: api.TrainingJobStatus
+    apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    patch: list[tuple[ChildRef, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    delete: list[ChildRef] = dataclasses.field(default_factory=list)
+    events: list[EventTuple] = dataclasses.field(default_factory=list)
+    cleanup_at: datetime.datetime | None = None  # when the TTL will delete the children
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetState:
+    ready: bool
+    reason: str
+    message: str
+    digest: str = ""
+    uri: str = ""
+    task: str | None = None
+
+
+def dataset_state(name: str, dataset: dict[str, Any] | None) -> DatasetState:
+    """Whether the Dataset is Ready, read from its status as a plain dict (any Dataset version)."""
+    if dataset is None:
+        return DatasetState(False, "DatasetNotFound", f"Dataset {name!r} does not exist (yet)")
+    status = dataset.get("status") or {}
+    phase = status.get("phase")
+    ready_cond = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    uri = status.get("storageUri") or ""
+    digest = status.get("digest") or ""
+    if (phase == "Ready" or ready_cond) and uri:
+        task = status.get("task")
+        return DatasetState(
+            True,
+            "DatasetReady",
+            f"Dataset {name!r} is Ready",
+            digest=digest,
+            uri=uri,
+            task=task if task in {"classification", "regression"} else None,
+        )
+    if phase == "Failed":
+        detail = status.get("message") or status.get("reason") or "it failed"
+        return DatasetState(False, "DatasetFailed", f"Dataset {name!r} failed: {detail}"[:1024])
+    return DatasetState(
+        False, "DatasetNotReady", f"waiting for Dataset {name!r} to be Ready (it is {phase or 'new'})"
+    )
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _failed_at(job: dict[str, Any]) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in {"Failed", "FailureTarget"} and cond.get("status") == "True":
+            return str(cond.get("lastTransitionTime") or "") or None
+    return None
+
+
+def _workload_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The workload's own ``{"ok": false, "reason", "error"}`` from the newest failed pod."""
+    for pod in sorted(
+        pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True
+    ):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            result = rcommon.parse_result(term.get("message"))
+            if term.get("exitCode") and result and result.get("ok") is False and result.get("reason"):
+                return str(result["reason"]), str(result.get("error") or result["reason"])[:1024]
+    return None
+
+
+def metric_values(result: dict[str, Any]) -> dict[str, api.MetricValues]:
+    """``{"validation": {m: v}, "test": {m: v}, "cv": {m: {"mean", "std"}}}`` → per-metric values."""
+    metrics = result.get("metrics") or {}
+    names = set((metrics.get("validation") or {}) | (metrics.get("test") or {}) | (metrics.get("cv") or {}))
+    out: dict[str, api.MetricValues] = {}
+    for name in sorted(n for n in names if n in api.MetricName.__args__):  # type: ignore[attr-defined]
+        cv = (metrics.get("cv") or {}).get(name) or {}
+        values = {
+            "validation": (metrics.get("validation") or {}).get(name),
+            "test": (metrics.get("test") or {}).get(name),
+            "cv_mean": cv.get("mean") if isinstance(cv, dict) else None,
+            "cv_std": cv.get("std") if isinstance(cv, dict) else None,
+        }
+        clean = {
+            k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if clean:
+            out[name] = api.MetricValues(**clean)
+    return out
+
+
+def objective_value(metric: str, values: dict[str, api.MetricValues]) -> float | None:
+    """The objective on validation; the CV mean when there is no validation split; else test."""
+    v = values.get(metric)
+    if v is None:
+        return None
+    for candidate in (v.validation, v.cv_mean, v.test):
+        if candidate is not None:
+            return candidate
+    return None
+
+
+def _with_conditions(
+    status: api.TrainingJobStatus, *, now: datetime.datetime, generation: int
+) -> api.TrainingJobStatus:
+    phase = status.phase
+    truth = {
+        "Running": phase == "Running",
+        "Succeeded": phase == "Succeeded",
+        "Failed": phase == "Failed",
+        "Suspended": phase in {"Suspended", "Queued"},
+    }
+    reason = status.reason or phase or "Pending"
+    for type_ in CONDITIONS:
+        status = status.with_condition(
+            type_,
+            "True" if truth[type_] else "False",
+            reason=reason,
+            message=status.message or "",
+            now=now,
+            generation=generation,
+        )
+    return status
+
+
+def _fresh(tj: api.TrainingJob, **fields: Any) -> api.TrainingJobStatus:
+    """A new run's status: conditions carried over (for their transition times), results cleared."""
+    return api.TrainingJobStatus(conditions=tj.status.conditions, **fields)
+
+
+def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datetime, plan: Plan) -> None:
+    ttl = tj.spec.run_policy.ttl_seconds_after_finished
+    finished = _parse_time(status.completion_time)
+    if ttl is None or finished is None or status.children_deleted:
+        return
+    due = finished + datetime.timedelta(seconds=ttl)
+    if now < due:
+        plan.cleanup_at = due
+        return
+    # Deleting what is already gone is a no-op, so the handler need not read the children.
+    plan.delete.append(ChildRef("batch/v1", "Job", build.job_name(tj)))
+    plan.delete.append(ChildRef("v1", "ConfigMap", build.config_name(tj)))
+    plan.status = status.model_copy(update={"children_deleted": True})
+    plan.events.append(
+        (
+            "Normal",
+            "ChildrenDeleted",
+            f"deleted the Job and its config {ttl}s after the run finished; results are kept",
+        )
+    )
+
+
+def plan(
+    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings
+) -> Plan:
+    """The whole reconcile decision for one TrainingJob."""
+    result = _plan(tj, observed=observed, now=now, settings=settings)
+    status = result.status.model_copy(update={"observed_generation": tj.metadata.generation})
+    result.status = _with_conditions(status, now=now, generation=tj.metadata.generation)
+    result.events = transition_events(tj.status, result.status) + result.events
+    return result
+
+
+def _plan(
+    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings
+) -> Plan:
+    old = tj.status
+    spec = tj.spec
+    h = build.run_hash(spec)
+    job = observed.job
+    job_hash = ((job or {}).get("metadata", {}).get("annotations") or {}).get(rcommon.ANNOTATION_SPEC_HASH)
+
+    if old.phase in api.FINISHED_PHASES and old.spec_hash == h:
+        out = Plan(status=old.model_copy())
+        _ttl(tj, old, now, out)
+        return out
+
+    errors = api.validate_spec(spec)
+    if errors:
+        out = Plan(
+            status=_fresh(
+                tj,
+                phase="Failed",
+                reason="InvalidSpec",
+                message="; ".join(errors)[:1024],
+                spec_hash=h,
+                completion_time=common.rfc3339(now),
+            )
+        )
+        if job is not None and job_hash != h and not _active(job):
+            out.delete.append(ChildRef("batch/v1", "Job", build.job_name(tj)))
+        return out
+
+    if job is not None and job_hash != h:
+        if _active(job):
+            # Only fields outside the run changed (CEL refuses the others while Running):
+            # they apply to the next run; report the current one.
+            return _observe(tj, observed=observed, now=now, pinned_hash=job_hash or h)
+        out = Plan(
+            status=_fresh(
+                tj,
+                phase="Pending",
+                reason="SpecChanged",
+                message="the spec changed: replacing the Job with a new run",
+            )
+        )
+        out.delete.append(ChildRef("batch/v1", "Job", build.job_name(tj)))
+        out.events.append(("Normal", "SpecChanged", "the spec changed: starting a new run"))
+        return out
+
+    if job is None:
+        return _start(tj, observed=observed, now=now, settings=settings, h=h)
+    return _observe(tj, observed=observed, now=now, pinned_hash=h)
+
+
+def _active(job: dict[str, Any]) -> bool:
+    status = job.get("status") or {}
+    finished = any(
+        c.get("type") in {"Complete", "Failed"} and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return not finished and bool(status.get("active"))
+
+
+def _pinned_dataset(tj: api.TrainingJob, observed: Observed) -> tuple[str, str] | None:
+    """The Dataset version of the current run: from the status, else from the run's ConfigMap."""
+    if tj.status.dataset_uri and tj.status.spec_hash == build.run_hash(tj.spec):
+        return tj.status.dataset_uri, tj.status.dataset_digest or ""
+    data = ((observed.configmap or {}).get("data") or {}).get(build.CONFIG_KEY)
+    if data:
+        try:
+            config = json.loads(data)
+        except ValueError:
+            return None
+        if config.get("datasetUri"):
+            return str(config["datasetUri"]), str(config.get("datasetDigest") or "")
+    return None
+
+
+def _desired_suspend(tj: api.TrainingJob, job: dict[str, Any] | None) -> bool:
+    if tj.spec.run_policy.suspend:
+        return True
+    if build.kueue_queue(tj):
+        # Kueue admits by un-suspending; we never do. A new Job starts suspended.
+        return True if job is None else bool((job.get("spec") or {}).get("suspend"))
+    return False
+
+
+def _start(
+    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings, h: str
+) -> Plan:
+    pinned = _pinned_dataset(tj, observed) if tj.status.spec_hash == h else None
+    if pinned is None:
+        ds = dataset_state(tj.spec.dataset_ref.name, observed.dataset)
+        if not ds.ready:
+            return Plan(status=_fresh(tj, phase="WaitingForData", reason=ds.reason, message=ds.message))
+        task = estimators.get(tj.spec.model.estimator).task
+        if ds.task and ds.task != task:
+            message = (
+                f"{tj.spec.model.estimator} is a {task} estimator but Dataset "
+                f"{tj.spec.dataset_ref.name!r} is a {ds.task} dataset"
+            )
+            return Plan(
+                status=_fresh(
+                    tj,
+                    phase="Failed",
+                    reason="TaskMismatch",
+                    message=message,
+                    spec_hash=h,
+                    completion_time=common.rfc3339(now),
+                )
+            )
+        pinned = (ds.uri, ds.digest)
+    uri, digest = pinned
+    config = build.train_config(tj, dataset_uri=uri, dataset_digest=digest, settings=settings)
+    suspend = _desired_suspend(tj, None)
+    phase = "Pending"
+    reason, message = "JobCreated", f"created Job {build.job_name(tj)}"
+    if suspend:
+        phase = "Suspended" if tj.spec.run_policy.suspend else "Queued"
+        reason = "Suspended" if tj.spec.run_policy.suspend else "Queued"
+        message = (
+            "the run is suspended (runPolicy.suspend)"
+            if tj.spec.run_policy.suspend
+            else f"waiting for Kueue queue {build.kueue_queue(tj)!r} to admit the Job"
+        )
+    status = _fresh(
+        tj,
+        phase=phase,
+        reason=reason,
+        message=message,
+        job_name=build.job_name(tj),
+        spec_hash=h,
+        dataset_digest=digest or None,
+        dataset_uri=uri,
+        attempts=0,
+    )
+    out = Plan(status=status)
+    out.apply.append(build.configmap(tj, config))
+    out.apply.append(build.job(tj, config=config, settings=settings, suspend=suspend))
+    out.events.append(
+        (
+            "Normal",
+            "JobCreated",
+            f"created Job {build.job_name(tj)} on Dataset {tj.spec.dataset_ref.name} "
+            f"version {digest[:12] or uri}",
+        )
+    )
+    return out
+
+
+def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, pinned_hash: str) -> Plan:
+    job = observed.job or {}
+    old = tj.status
+    outcome = rcommon.job_outcome(job, observed.pods)
+    pinned = _pinned_dataset(tj, observed)
+    base: dict[str, Any] = {
+        "job_name": build.job_name(tj),
+        "spec_hash": pinned_hash,
+        "dataset_uri": pinned[0] if pinned else old.dataset_uri,
+        "dataset_digest": (pinned[1] if pinned else old.dataset_digest) or None,
+        "attempts": outcome.attempts,
+        "start_time": outcome.start_time or old.start_time,
+        "pod_start_time": outcome.pod_started or old.pod_start_time,
+    }
+    out = Plan(status=_fresh(tj, **base))
+    if outcome.state in {"Pending", "Running", "Suspended"}:
+        want = _desired_suspend(tj, job)
+        if bool((job.get("spec") or {}).get("suspend")) != want:
+            out.patch.append((ChildRef("batch/v1", "Job", build.job_name(tj)), {"spec": {"suspend": want}}))
+            verb = "suspending" if want else "resuming"
+            state = "Suspended" if want else "Pending"
+            out.status = out.status.model_copy(
+                update={"phase": state, "reason": state, "message": f"{verb} the Job"}
+            )
+            return out
+    if outcome.state == "Succeeded":
+        out.status = _succeeded(tj, out.status, outcome)
+    elif outcome.state == "Failed":
+        reason, message = outcome.reason, outcome.message
+        workload = _workload_failure(observed.pods)
+        if workload and reason not in {"OOMKilled", "DeadlineExceeded"}:
+            reason, message = workload
+        completion = outcome.completion_time or _failed_at(job) or common.rfc3339(now)
+        out.status = out.status.model_copy(
+            update={
+                "phase": "Failed",
+                "reason": reason,
+                "message": message[:1024],
+                "completion_time": completion,
+                "duration_seconds": _duration(out.status.start_time, completion),
+            }
+        )
+    elif outcome.state == "Suspended":
+        queued = build.kueue_queue(tj) is not None and not tj.spec.run_policy.suspend
+        phase = "Queued" if queued else "Suspended"
+        message = (
+            f"waiting for Kueue queue {build.kueue_queue(tj)!r} to admit the Job"
+            if queued
+            else "the run is suspended (runPolicy.suspend)"
+        )
+        out.status = out.status.model_copy(update={"phase": phase, "reason": phase, "message": message})
+    elif outcome.state == "Running":
+        out.status = out.status.model_copy(
+            update={"phase": "Running", "reason": "PodRunning", "message": outcome.message}
+        )
+    else:
+        out.status = out.status.model_copy(
+            update={"phase": "Pending", "reason": outcome.reason, "message": outcome.message[:1024]}
+        )
+    if out.status.phase in api.FINISHED_PHASES:
+        _ttl(tj, out.status, now, out)
+    return out
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    a, b = _parse_time(start), _parse_time(end)
+    if a is None or b is None:
+        return None
+    return max(0.0, (b - a).total_seconds())
+
+
+def _succeeded(
+    tj: api.TrainingJob, status: api.TrainingJobStatus, outcome: rcommon.JobOutcome
+) -> api.TrainingJobStatus:
+    result = outcome.result or {}
+    metric, _ = tj.spec.effective_objective()
+    values = metric_values(result)
+    objective = result.get("objectiveValue")
+    if not isinstance(objective, int | float) or isinstance(objective, bool):
+        objective = objective_value(metric, values)
+    update: dict[str, Any] = {
+        "phase": "Succeeded",
+        "reason": "Completed" if outcome.result else "NoResult",
+        "message": "the model is trained and evaluated"
+        if outcome.result
+        else "the Job completed but its container wrote no JSON result to /dev/termination-log",
+        "completion_time": outcome.completion_time,
+        "duration_seconds": _duration(status.start_time, outcome.completion_time),
+        "metrics": values or None,
+        "objective_metric": metric,
+        "objective_value": objective,
+        "model_uri": result.get("modelUri"),
+        "fit_seconds": result.get("fitSeconds")
+        if isinstance(result.get("fitSeconds"), int | float)
+        else None,
+        "model_size_bytes": result.get("modelSizeBytes")
+        if isinstance(result.get("modelSizeBytes"), int)
+        else None,
+    }
+    if isinstance(result.get("datasetDigest"), str) and result["datasetDigest"]:
+        update["dataset_digest"] = result["datasetDigest"]
+    return status.model_copy(update=update)
+
+
+def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) -> list[EventTuple]:
+    """The Events a person wants in ``kubectl describe`` when the run moves on."""
+    if old.phase == new.phase and old.reason == new.reason:
+        return []
+    phase, reason, message = new.phase, new.reason or "", new.message or ""
+    if phase == "Failed":
+        return [("Warning", reason or "Failed", message or "the run failed")]
+    if phase == "Succeeded":
+        detail = (
+            f"{new.objective_metric}={new.objective_value:.6g}" if new.objective_value is not None else "done"
+        )
+        return [
+            (
+                "Normal",
+                "Succeeded",
+                f"trained in {new.duration_seconds or 0:.0f}s; {detail}; model at {new.model_uri or '-'}",
+            )
+        ]
+    if phase == "Running":
+        return [
+            ("Normal", "Resumed" if old.phase == "Suspended" else "Running", message or "the pod is running")
+        ]
+    if phase == "Pending" and reason in {
+        "Unschedulable",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+    }:
+        return [("Warning", reason, message)]
+    if phase in {"Queued", "Suspended", "WaitingForData"} and old.phase != phase:
+        return [("Normal", phase, message)]
+    return []

@@ -1,0 +1,613 @@
+"""The pure TrainingJob reconciler: children it builds and the status it derives from Jobs and pods."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from mlops_operator.api import trainingjob as api
+from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import trainingjob as rtj
+from mlops_operator.reconcile import trainingjob_build as build
+
+NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+READY = {
+    "status": {
+        "phase": "Ready",
+        "digest": "sha256:abc123def456",
+        "storageUri": "pvc://data/datasets/iris/abc123",
+    }
+}
+
+
+def make_tj(
+    spec: dict[str, Any] | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    status: dict[str, Any] | None = None,
+    generation: int = 1,
+) -> api.TrainingJob:
+    body = {
+        "metadata": {
+            "name": "iris-rf",
+            "namespace": "team",
+            "uid": "uid-1",
+            "generation": generation,
+            "labels": labels or {},
+            "creationTimestamp": "2025-01-01T11:59:00Z",
+        },
+        "spec": spec
+        or {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "RandomForestClassifier", "params": {"n_estimators": 10}},
+        },
+        "status": status or {},
+    }
+    return api.TrainingJob.from_body(body)
+
+
+def stored(tj: api.TrainingJob, plan: rtj.Plan) -> api.TrainingJob:
+    """The TrainingJob as the next pass reads it, with the plan's status stored (wire round trip)."""
+    body = {
+        "metadata": tj.metadata.model_dump(by_alias=True),
+        "spec": tj.spec.to_api(),
+        "status": plan.status.to_api(),
+    }
+    return api.TrainingJob.from_body(body)
+
+
+def created_job(plan: rtj.Plan) -> dict[str, Any]:
+    job = copy.deepcopy(next(o for o in plan.apply if o["kind"] == "Job"))
+    job["status"] = {}
+    return job
+
+
+def configmap_of(plan: rtj.Plan) -> dict[str, Any]:
+    return next(o for o in plan.apply if o["kind"] == "ConfigMap")
+
+
+def pod(
+    *,
+    phase: str = "Pending",
+    terminated: dict[str, Any] | None = None,
+    waiting: dict[str, Any] | None = None,
+    unschedulable: str | None = None,
+    started: str | None = "2025-01-01T12:00:05Z",
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase}
+    if started:
+        status["startTime"] = started
+    if terminated is not None:
+        status["containerStatuses"] = [{"name": "train", "state": {"terminated": terminated}}]
+    if waiting is not None:
+        status["containerStatuses"] = [{"name": "train", "state": {"waiting": waiting}}]
+    if unschedulable:
+        status["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}
+        ]
+    return {
+        "metadata": {"name": "iris-rf-train-abcde", "creationTimestamp": "2025-01-01T12:00:01Z"},
+        "status": status,
+    }
+
+
+def start(tj: api.TrainingJob) -> tuple[api.TrainingJob, rtj.Plan]:
+    plan = rtj.plan(tj, observed=rtj.Observed(dataset=READY), now=NOW, settings=SETTINGS)
+    return stored(tj, plan), plan
+
+
+def test_invalid_params_fail_before_any_pod() -> None:
+    tj = make_tj(
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "RandomForestClassifier", "params": {"n_estimators": -3, "foo": 1}},
+        }
+    )
+    plan = rtj.plan(tj, observed=rtj.Observed(dataset=READY), now=NOW, settings=SETTINGS)
+    assert plan.apply == [] and plan.patch == [] and plan.delete == []
+    assert plan.status.phase == "Failed" and plan.status.reason == "InvalidSpec"
+    assert "unknown parameter 'foo' for RandomForestClassifier" in (plan.status.message or "")
+    assert "model.params.n_estimators: must be an int >= 1, got -3" in (plan.status.message or "")
+    assert plan.events == [("Warning", "InvalidSpec", plan.status.message)]
+    assert plan.status.is_true("Failed")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "reason"),
+    [
+        (None, "DatasetNotFound"),
+        ({"status": {"phase": "Preparing"}}, "DatasetNotReady"),
+        ({"status": {"phase": "Failed", "message": "bad checksum"}}, "DatasetFailed"),
+    ],
+)
+def test_waits_for_the_dataset(dataset: dict[str, Any] | None, reason: str) -> None:
+    plan = rtj.plan(make_tj(), observed=rtj.Observed(dataset=dataset), now=NOW, settings=SETTINGS)
+    assert plan.apply == []
+    assert plan.status.phase == "WaitingForData" and plan.status.reason == reason
+    assert plan.events[0][:2] == ("Normal", "WaitingForData")
+
+
+def test_ready_dataset_creates_configmap_and_job() -> None:
+    tj = make_tj(
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "RandomForestClassifier", "params": {"n_estimators": 10}},
+            "resources": {"cpu": "2", "memory": "4Gi"},
+            "priorityClassName": "batch-low",
+            "runPolicy": {"backoffLimit": 3, "activeDeadlineSeconds": 600},
+        }
+    )
+    new, plan = start(tj)
+    assert [o["kind"] for o in plan.apply] == ["ConfigMap", "Job"]
+    job = created_job(plan)
+    assert job["metadata"]["name"] == "iris-rf-train"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert job["metadata"]["labels"]["mlops.dev/trainingjob"] == "iris-rf"
+    assert job["metadata"]["annotations"][rcommon.ANNOTATION_SPEC_HASH] == build.run_hash(tj.spec)
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 3 and spec["activeDeadlineSeconds"] == 600 and spec["suspend"] is False
+    pod_spec = spec["template"]["spec"]
+    assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "train"
+    assert pod_spec["restartPolicy"] == "Never" and pod_spec["priorityClassName"] == "batch-low"
+    assert "nodeSelector" not in pod_spec and "tolerations" not in pod_spec
+    container = pod_spec["containers"][0]
+    assert container["image"] == "mlops-workloads:test"
+    assert container["command"] == ["python", "-m", "mlops_workloads.train"]
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
+    assert container["securityContext"] == rcommon.restricted_security_context(1000)
+    assert {"name": "MLOPS_CONFIG_FILE", "value": "/etc/mlops/config.json"} in container["env"]
+    # Dataset and output share the claim: one volume, mounted once.
+    assert [v["name"] for v in pod_spec["volumes"]] == ["config", "tmp", "output"]
+    assert pod_spec["volumes"][2] == {"name": "output", "persistentVolumeClaim": {"claimName": "data"}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    assert config["outputUri"] == "pvc://data/models/team/iris-rf"
+    assert config["datasetUri"] == "pvc://data/datasets/iris/abc123"
+    assert config["importPath"] == "sklearn.ensemble.RandomForestClassifier"
+    assert config["metrics"] == ["accuracy", "f1", "roc_auc"]
+    api.TrainConfig.model_validate(config)
+    assert new.status.phase == "Pending" and new.status.dataset_digest == "sha256:abc123def456"
+    assert ("Normal", "JobCreated") in [e[:2] for e in plan.events]
+
+
+def test_gpu_job_gets_gpu_resources_selector_and_toleration() -> None:
+    tj = make_tj(
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "XGBClassifier", "params": {"n_estimators": 50}},
+            "resources": {"cpu": "4", "memory": "8Gi", "gpu": 1},
+            "nodeSelector": {"zone": "a"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        }
+    )
+    _, plan = start(tj)
+    pod_spec = created_job(plan)["spec"]["template"]["spec"]
+    resources = pod_spec["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == "1" and resources["limits"]["nvidia.com/gpu"] == "1"
+    assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.present": "true", "zone": "a"}
+    assert pod_spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+    ]
+    assert pod_spec["affinity"] == {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    assert config["gpu"] == 1 and config["gpuParams"] == {"device": "cuda", "tree_method": "hist"}
+
+
+def test_gpu_for_a_cpu_only_estimator_is_refused() -> None:
+    tj = make_tj(
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "RandomForestClassifier"},
+            "resources": {"gpu": 1},
+        }
+    )
+    plan = rtj.plan(tj, observed=rtj.Observed(dataset=READY), now=NOW, settings=SETTINGS)
+    assert plan.status.reason == "InvalidSpec"
+    assert "resources.gpu: RandomForestClassifier cannot use a GPU" in (plan.status.message or "")
+
+
+def test_file_dataset_gets_separate_read_only_mount_and_sibling_output() -> None:
+    ready = {"status": {"phase": "Ready", "digest": "d1", "storageUri": "file:///srv/data/iris/d1"}}
+    plan = rtj.plan(make_tj(), observed=rtj.Observed(dataset=ready), now=NOW, settings=SETTINGS)
+    pod_spec = created_job(plan)["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod_spec["containers"][0]["volumeMounts"]}
+    assert mounts["dataset"] == {"name": "dataset", "mountPath": "/srv/data/iris/d1", "readOnly": True}
+    assert mounts["output"]["mountPath"] == "/srv/data/models/team/iris-rf"
+
+
+def test_task_mismatch_with_the_dataset_fails() -> None:
+    ready = copy.deepcopy(READY)
+    ready["status"]["task"] = "regression"
+    plan = rtj.plan(make_tj(), observed=rtj.Observed(dataset=ready), now=NOW, settings=SETTINGS)
+    assert plan.status.phase == "Failed" and plan.status.reason == "TaskMismatch" and plan.apply == []
+
+
+def test_success_maps_the_result_into_status() -> None:
+    tj, plan = start(
+        make_tj(
+            {
+                "datasetRef": {"name": "iris"},
+                "model": {"estimator": "RandomForestClassifier"},
+                "metrics": ["f1", "accuracy"],
+            }
+        )
+    )
+    job = created_job(plan)
+    job["status"] = {
+        "startTime": "2025-01-01T12:00:00Z",
+        "completionTime": "2025-01-01T12:01:30Z",
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    result = {
+        "ok": True,
+        "modelUri": "pvc://data/models/team/iris-rf",
+        "datasetDigest": "sha256:abc123def456",
+        "metrics": {"validation": {"f1": 0.9, "accuracy": 0.93}, "test": {"f1": 0.88, "accuracy": 0.9}},
+        "objectiveValue": 0.9,
+        "fitSeconds": 1.25,
+        "modelSizeBytes": 2048,
+    }
+    pods = [
+        pod(
+            phase="Succeeded",
+            terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(result)},
+        )
+    ]
+    plan = rtj.plan(
+        tj, observed=rtj.Observed(dataset=READY, job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS
+    )
+    s = plan.status
+    assert s.phase == "Succeeded" and s.reason == "Completed"
+    assert s.metrics is not None and s.metrics["f1"].validation == 0.9 and s.metrics["accuracy"].test == 0.9
+    assert s.objective_metric == "f1" and s.objective_value == 0.9
+    assert s.model_uri == "pvc://data/models/team/iris-rf" and s.model_size_bytes == 2048
+    assert s.duration_seconds == 90.0 and s.attempts == 1 and s.fit_seconds == 1.25
+    assert s.is_true("Succeeded") and not s.is_true("Running")
+    assert plan.events[0][:2] == ("Normal", "Succeeded") and "f1=0.9" in plan.events[0][2]
+    assert plan.apply == [] and plan.patch == []
+
+
+@pytest.mark.parametrize(
+    ("job_status", "pods", "reason"),
+    [
+        (
+            {
+                "failed": 2,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            },
+            [pod(phase="Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})],
+            "OOMKilled",
+        ),
+        (
+            {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "Job was active longer than specified deadline",
+                    }
+                ],
+            },
+            [pod(phase="Failed")],
+            "DeadlineExceeded",
+        ),
+        (
+            {
+                "failed": 2,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            },
+            [pod(phase="Failed", terminated={"exitCode": 1, "reason": "Error", "message": "Traceback..."})],
+            "Error",
+        ),
+        (
+            {
+                "failed": 2,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            },
+            [
+                pod(
+                    phase="Failed",
+                    terminated={
+                        "exitCode": 1,
+                        "reason": "Error",
+                        "message": json.dumps(
+                            {
+                                "ok": False,
+                                "reason": "TaskMismatch",
+                                "error": "Ridge is a regression estimator",
+                            }
+                        ),
+                    },
+                )
+            ],
+            "TaskMismatch",
+        ),
+    ],
+)
+def test_failures_name_their_reason(
+    job_status: dict[str, Any], pods: list[dict[str, Any]], reason: str
+) -> None:
+    tj, plan = start(make_tj())
+    job = created_job(plan)
+    job["status"] = {"startTime": "2025-01-01T12:00:00Z", **job_status}
+    job["status"]["conditions"][0]["lastTransitionTime"] = "2025-01-01T12:10:00Z"
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS)
+    assert plan.status.phase == "Failed" and plan.status.reason == reason
+    assert plan.status.completion_time == "2025-01-01T12:10:00Z" and plan.status.duration_seconds == 600
+    assert plan.events[0][:2] == ("Warning", reason)
+    assert plan.status.is_true("Failed")
+
+
+def test_permanent_failure_exit_code_fails_the_job_at_once() -> None:
+    tj, plan = start(make_tj())
+    job = created_job(plan)
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "train", "operator": "In", "values": [build.PERMANENT_EXIT_CODE]},
+    } in rules
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+    job["status"] = {
+        "failed": 1,
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "PodFailurePolicy",
+                "lastTransitionTime": "2025-01-01T12:00:09Z",
+            }
+        ],
+    }
+    message = json.dumps({"ok": False, "reason": "InvalidParams", "error": "penalty l1 needs solver saga"})
+    pods = [pod(phase="Failed", terminated={"exitCode": 3, "reason": "Error", "message": message})]
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS)
+    assert (plan.status.phase, plan.status.reason) == ("Failed", "InvalidParams")
+    assert plan.status.message == "penalty l1 needs solver saga"
+
+
+def test_unschedulable_gpu_pod_is_reported_while_pending() -> None:
+    tj, plan = start(
+        make_tj(
+            {"datasetRef": {"name": "iris"}, "model": {"estimator": "XGBClassifier"}, "resources": {"gpu": 2}}
+        )
+    )
+    job = created_job(plan)
+    job["status"] = {"active": 1, "startTime": "2025-01-01T12:00:00Z"}
+    msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    plan = rtj.plan(
+        tj,
+        observed=rtj.Observed(job=job, pods=[pod(unschedulable=msg, started=None)], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.phase == "Pending" and plan.status.reason == "Unschedulable"
+    assert plan.status.message == msg
+    assert plan.events == [("Warning", "Unschedulable", msg)]
+
+
+def test_image_pull_backoff_is_reported() -> None:
+    tj, plan = start(make_tj())
+    job = created_job(plan)
+    job["status"] = {"active": 1}
+    waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+    plan = rtj.plan(
+        tj,
+        observed=rtj.Observed(job=job, pods=[pod(waiting=waiting)], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert (plan.status.phase, plan.status.reason) == ("Pending", "ImagePullBackOff")
+
+
+def test_running_then_suspend_and_resume() -> None:
+    tj, plan = start(make_tj())
+    job = created_job(plan)
+    job["status"] = {"active": 1, "ready": 1, "startTime": "2025-01-01T12:00:00Z"}
+    plan = rtj.plan(
+        tj,
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.phase == "Running" and plan.status.is_true("Running")
+    assert plan.status.pod_start_time == "2025-01-01T12:00:05Z"
+    tj = stored(tj, plan)
+
+    suspended = tj.model_copy(
+        update={"spec": tj.spec.model_copy(update={"run_policy": api.RunPolicy(suspend=True)})}
+    )
+    plan = rtj.plan(
+        suspended,
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.patch == [(rtj.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": True}})]
+    assert plan.status.phase == "Suspended" and plan.delete == []
+    suspended = stored(suspended, plan)
+    job["spec"]["suspend"] = True
+    job["status"] = {"conditions": [{"type": "Suspended", "status": "True"}]}
+    plan = rtj.plan(suspended, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
+    assert plan.patch == [] and plan.status.phase == "Suspended" and plan.status.is_true("Suspended")
+
+    resumed = suspended.model_copy(update={"spec": tj.spec})
+    plan = rtj.plan(resumed, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
+    assert plan.patch == [(rtj.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": False}})]
+    resumed = stored(resumed, plan)
+    job["spec"]["suspend"] = False
+    job["status"] = {"active": 1}
+    plan = rtj.plan(
+        resumed,
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.phase == "Running" and plan.patch == []
+
+
+def test_suspended_from_the_start() -> None:
+    tj = make_tj(
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "RandomForestClassifier"},
+            "runPolicy": {"suspend": True},
+        }
+    )
+    new, plan = start(tj)
+    assert created_job(plan)["spec"]["suspend"] is True
+    assert new.status.phase == "Suspended"
+
+
+def test_kueue_job_is_created_suspended_and_never_unsuspended_by_us() -> None:
+    labels = {"kueue.x-k8s.io/queue-name": "team-queue", "kueue.x-k8s.io/priority-class": "high"}
+    tj, plan = start(make_tj(labels=labels))
+    job = created_job(plan)
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-queue"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
+    assert tj.status.phase == "Queued"
+    job["status"] = {}
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
+    assert plan.patch == [] and plan.status.phase == "Queued" and plan.status.reason == "Queued"
+    # Kueue admits: it un-suspends the Job; we follow and never suspend it back.
+    job["spec"]["suspend"] = False
+    job["status"] = {"active": 1}
+    plan = rtj.plan(
+        stored(tj, plan),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.patch == [] and plan.status.phase == "Running"
+
+
+def _finished(ttl: int | None) -> tuple[api.TrainingJob, dict[str, Any]]:
+    spec = {
+        "datasetRef": {"name": "iris"},
+        "model": {"estimator": "RandomForestClassifier"},
+        "runPolicy": {"ttlSecondsAfterFinished": ttl} if ttl is not None else {},
+    }
+    tj, plan = start(make_tj(spec))
+    job = created_job(plan)
+    job["status"] = {
+        "startTime": "2025-01-01T12:00:00Z",
+        "completionTime": "2025-01-01T12:01:00Z",
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    result = {"ok": True, "metrics": {"validation": {"accuracy": 0.97}}, "modelUri": "pvc://data/m"}
+    pods = [pod(phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(result)})]
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS)
+    return stored(tj, plan), job
+
+
+def test_ttl_deletes_children_and_keeps_results() -> None:
+    tj, job = _finished(ttl=120)
+    assert tj.status.phase == "Succeeded"
+    early = NOW.replace(hour=12, minute=2)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=early, settings=SETTINGS)
+    assert plan.delete == [] and plan.cleanup_at == datetime.datetime(2025, 1, 1, 12, 3, tzinfo=datetime.UTC)
+    late = NOW.replace(hour=12, minute=3)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=late, settings=SETTINGS)
+    assert plan.delete == [
+        rtj.ChildRef("batch/v1", "Job", "iris-rf-train"),
+        rtj.ChildRef("v1", "ConfigMap", "iris-rf-train"),
+    ]
+    assert plan.status.children_deleted is True and plan.status.phase == "Succeeded"
+    assert plan.status.objective_value == 0.97 and plan.status.model_uri == "pvc://data/m"
+    assert ("Normal", "ChildrenDeleted") in [e[:2] for e in plan.events]
+    gone = stored(tj, plan)
+    plan = rtj.plan(gone, observed=rtj.Observed(dataset=READY), now=late, settings=SETTINGS)
+    assert plan.apply == [] and plan.delete == [] and plan.events == []
+    assert plan.status.phase == "Succeeded" and plan.status.objective_value == 0.97
+
+
+def test_finished_job_without_ttl_keeps_its_children() -> None:
+    tj, job = _finished(ttl=None)
+    plan = rtj.plan(
+        tj, observed=rtj.Observed(job=job, configmap={}), now=NOW.replace(year=2026), settings=SETTINGS
+    )
+    assert plan.delete == [] and plan.apply == [] and plan.cleanup_at is None
+
+
+def test_editing_a_finished_job_starts_a_new_run() -> None:
+    tj, job = _finished(ttl=None)
+    edited = tj.model_copy(
+        update={
+            "spec": tj.spec.model_copy(
+                update={
+                    "model": api.ModelSpec(estimator="RandomForestClassifier", params={"n_estimators": 50})
+                }
+            )
+        }
+    )
+    plan = rtj.plan(
+        edited, observed=rtj.Observed(dataset=READY, job=job, configmap={}), now=NOW, settings=SETTINGS
+    )
+    assert plan.delete == [rtj.ChildRef("batch/v1", "Job", "iris-rf-train")]
+    assert (
+        plan.status.phase == "Pending" and plan.status.metrics is None and plan.status.reason == "SpecChanged"
+    )
+    plan = rtj.plan(stored(edited, plan), observed=rtj.Observed(dataset=READY), now=NOW, settings=SETTINGS)
+    assert [o["kind"] for o in plan.apply] == ["ConfigMap", "Job"]
+    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    assert config["params"] == {"n_estimators": 50}
+
+
+def test_a_running_job_keeps_its_dataset_version() -> None:
+    tj, plan = start(make_tj())
+    configmap = configmap_of(plan)
+    job = created_job(plan)
+    job["status"] = {"active": 1}
+    reprepared = {
+        "status": {"phase": "Ready", "digest": "sha256:new", "storageUri": "pvc://data/datasets/iris/new"}
+    }
+    plan = rtj.plan(
+        tj,
+        observed=rtj.Observed(dataset=reprepared, job=job, pods=[pod(phase="Running")], configmap=configmap),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.dataset_digest == "sha256:abc123def456"
+    # Even with the status lost (restored from a backup), the run's ConfigMap pins the version.
+    bare = make_tj()
+    plan = rtj.plan(
+        bare,
+        observed=rtj.Observed(dataset=reprepared, job=job, pods=[pod(phase="Running")], configmap=configmap),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.dataset_uri == "pvc://data/datasets/iris/abc123"
+
+
+def test_lost_job_is_recreated_with_the_pinned_version() -> None:
+    tj, _ = start(make_tj())
+    reprepared = {
+        "status": {"phase": "Ready", "digest": "sha256:new", "storageUri": "pvc://data/datasets/iris/new"}
+    }
+    plan = rtj.plan(tj, observed=rtj.Observed(dataset=reprepared), now=NOW, settings=SETTINGS)
+    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    assert config["datasetUri"] == "pvc://data/datasets/iris/abc123"
+
+
+def test_status_is_stable_between_passes() -> None:
+    tj, plan = start(make_tj())
+    job = created_job(plan)
+    job["status"] = {"active": 1}
+    observed = rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={})
+    first = rtj.plan(tj, observed=observed, now=NOW, settings=SETTINGS)
+    later = NOW + datetime.timedelta(minutes=5)
+    second = rtj.plan(stored(tj, first), observed=observed, now=later, settings=SETTINGS)
+    assert second.status.to_api() == first.status.to_api()
+    assert second.events == []
+    assert first.status.observed_generation == 1

@@ -1,0 +1,170 @@
+"""Reading a prepared Dataset version and writing a model directory (the shared data contracts).
+
+skops files are loaded only after every type they hold is checked against an allowlist of
+module prefixes: a Dataset directory on a shared volume must not be a way to run code in
+the training pod.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+from mlops_workloads import runtime
+
+ALLOWED_MODULE_PREFIXES: tuple[str, ...] = (
+    "sklearn.",
+    "numpy.",
+    "scipy.",
+    "xgboost.",
+    "lightgbm.",
+    "builtins.",
+    "collections.",
+    "pandas.",
+)
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+def load_skops(path: pathlib.Path) -> Any:
+    """Load a skops file, trusting only allowlisted types; refuse anything else by name."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=str(path))
+    refused = sorted(t for t in untrusted if not t.startswith(ALLOWED_MODULE_PREFIXES))
+    if refused:
+        raise runtime.WorkloadError(
+            "UntrustedArtifact",
+            f"{path.name} holds types outside the allowlist {list(ALLOWED_MODULE_PREFIXES)}: {refused}",
+        )
+    try:
+        return sio.load(str(path), trusted=untrusted)
+    except Exception as exc:
+        raise runtime.WorkloadError("InvalidArtifact", f"{path} could not be loaded: {exc}") from exc
+
+
+def read_json(path: pathlib.Path, *, required: bool = True) -> dict[str, Any]:
+    if not path.is_file():
+        if required:
+            raise runtime.WorkloadError("DatasetIncomplete", f"{path.name} is missing from {path.parent}")
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise runtime.WorkloadError("DatasetIncomplete", f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise runtime.WorkloadError("DatasetIncomplete", f"{path} must hold a JSON object")
+    return value
+
+
+@dataclasses.dataclass
+class PreparedDataset:
+    """One prepared Dataset version: raw-feature splits, the fitted preprocessor, schema and baseline."""
+
+    path: pathlib.Path
+    schema: dict[str, Any]
+    manifest: dict[str, Any]
+    preprocessor: Any
+    splits: dict[str, Any]  # split name -> pandas.DataFrame (possibly empty)
+
+    @property
+    def target(self) -> str:
+        return str(self.schema["target"])
+
+    @property
+    def task(self) -> str:
+        return str(self.schema.get("task") or "")
+
+    @property
+    def features(self) -> list[str]:
+        declared = [str(f["name"]) for f in self.schema.get("features") or []]
+        if declared:
+            return declared
+        return [c for c in self.splits["train"].columns if c != self.target]
+
+    @property
+    def digest(self) -> str:
+        return str(self.manifest.get("digest") or "")
+
+    def xy(self, split: str) -> tuple[Any, Any]:
+        frame = self.splits[split]
+        return frame[self.features], frame[self.target]
+
+
+def load_dataset(path: pathlib.Path) -> PreparedDataset:
+    import pandas as pd
+
+    if not path.is_dir():
+        raise runtime.WorkloadError("DatasetNotFound", f"the Dataset directory {path} does not exist")
+    schema = read_json(path / "schema.json")
+    if "target" not in schema:
+        raise runtime.WorkloadError("DatasetIncomplete", f"{path / 'schema.json'} names no target")
+    manifest = read_json(path / "manifest.json", required=False)
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        file = path / f"{split}.parquet"
+        if not file.is_file():
+            if split == "train":
+                raise runtime.WorkloadError("DatasetIncomplete", f"train.parquet is missing from {path}")
+            splits[split] = pd.DataFrame()
+            continue
+        splits[split] = pd.read_parquet(file)
+    pre_file = path / "preprocessor.skops"
+    if not pre_file.is_file():
+        raise runtime.WorkloadError("DatasetIncomplete", f"preprocessor.skops is missing from {path}")
+    dataset = PreparedDataset(
+        path=path, schema=schema, manifest=manifest, preprocessor=load_skops(pre_file), splits=splits
+    )
+    missing = [c for c in [*dataset.features, dataset.target] if c not in splits["train"].columns]
+    if missing:
+        raise runtime.WorkloadError("DatasetIncomplete", f"train.parquet lacks the columns {missing}")
+    if len(splits["train"]) == 0:
+        raise runtime.WorkloadError("DatasetEmpty", "the training split has no rows")
+    return dataset
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_model_dir(
+    out: pathlib.Path, *, pipeline: Any, card: dict[str, Any], dataset: PreparedDataset
+) -> int:
+    """Write model.skops, schema.json, baseline.json and model_card.json; return model.skops's size.
+
+    Each file is replaced atomically and the model card goes last, so a reader never sees a
+    card that describes a model that is not there. The directory itself may be a mount
+    point (file:// outputs are hostPath mounts), so it is filled in place, never renamed.
+    """
+    import skops.io as sio
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise runtime.WorkloadError("OutputNotWritable", f"cannot create {out}: {exc}") from exc
+    fd, tmp = tempfile.mkstemp(prefix=".model.skops.", dir=out)
+    os.close(fd)
+    try:
+        sio.dump(pipeline, tmp)
+        os.replace(tmp, out / "model.skops")
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    for name in ("schema.json", "baseline.json"):
+        source = dataset.path / name
+        if source.is_file():
+            _write_atomic(out / name, source.read_bytes())
+    size = (out / "model.skops").stat().st_size
+    card = {**card, "modelSizeBytes": size}
+    _write_atomic(out / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
+    return size
