@@ -193,9 +193,12 @@ def _pod_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         status = pod.get("status") or {}
         term = _termination(pod)
         if term and term.get("exitCode", 0) != 0:
+            detail = parse_result(term.get("message")) or {}
+            if detail.get("ok") is False and detail.get("reason"):
+                # The workload said why (SchemaMismatch, InvalidParams, ...): that is what to fix.
+                return str(detail["reason"])[:128], str(detail.get("error") or detail["reason"])[:1024]
             reason = term.get("reason") or "Error"
-            detail = parse_result(term.get("message"))
-            text = (detail or {}).get("error") or term.get("message") or f"exit code {term.get('exitCode')}"
+            text = term.get("message") or f"exit code {term.get('exitCode')}"
             return str(reason), str(text)[:1024]
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}

@@ -268,23 +268,6 @@ def stale_children(ds: api.Dataset, observed: Observed) -> list[ChildRef]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _workload_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The workload's own ``{"ok": false, "reason", "error"}`` from the newest failed pod."""
-    for pod in sorted(
-        pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True
-    ):
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (
-                (cs.get("state") or {}).get("terminated")
-                or (cs.get("lastState") or {}).get("terminated")
-                or {}
-            )
-            result = rcommon.parse_result(term.get("message"))
-            if term.get("exitCode") and result and result.get("ok") is False and result.get("reason"):
-                return str(result["reason"])[:128], str(result.get("error") or result["reason"])[:1024]
-    return None
-
-
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -364,11 +347,7 @@ def _phase(
         )
         return "Ready", "Prepared", message, fields
     if outcome.state == "Failed":
-        failure = _workload_failure(pods)
-        reason, message = (
-            failure if failure else (outcome.reason or "Failed", outcome.message or "the Job failed")
-        )
-        return "Failed", reason, message, {}
+        return "Failed", outcome.reason or "Failed", outcome.message or "the Job failed", {}
     if outcome.state == "Running":
         return "Preparing", "Preparing", f"the prepare pod is running ({outcome.attempts} attempt(s))", {}
     if outcome.state == "Suspended":

@@ -115,19 +115,6 @@ def _failed_at(job: dict[str, Any]) -> str | None:
     return None
 
 
-def _workload_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The workload's own ``{"ok": false, "reason", "error"}`` from the newest failed pod."""
-    for pod in sorted(
-        pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True
-    ):
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            result = rcommon.parse_result(term.get("message"))
-            if term.get("exitCode") and result and result.get("ok") is False and result.get("reason"):
-                return str(result["reason"]), str(result.get("error") or result["reason"])[:1024]
-    return None
-
-
 def metric_values(result: dict[str, Any]) -> dict[str, api.MetricValues]:
     """``{"validation": {m: v}, "test": {m: v}, "cv": {m: {"mean", "std"}}}`` → per-metric values."""
     metrics = result.get("metrics") or {}
@@ -398,9 +385,6 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
         out.status = _succeeded(tj, out.status, outcome)
     elif outcome.state == "Failed":
         reason, message = outcome.reason, outcome.message
-        workload = _workload_failure(observed.pods)
-        if workload and reason not in {"OOMKilled", "DeadlineExceeded"}:
-            reason, message = workload
         completion = outcome.completion_time or _failed_at(job) or common.rfc3339(now)
         out.status = out.status.model_copy(
             update={
