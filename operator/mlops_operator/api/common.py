@@ -169,6 +169,40 @@ class Resources(ApiModel):
         return out
 
 
+class Toleration(ApiModel):
+    """A corev1 Toleration, for pods that must run on tainted nodes."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+                    "message": "a toleration with operator Exists must not set value",
+                    "fieldPath": ".value",
+                }
+            ]
+        }
+    )
+
+    key: str | None = pydantic.Field(
+        default=None, max_length=316, description="Taint key; empty matches all."
+    )
+    operator: Literal["Exists", "Equal"] | None = pydantic.Field(default=None, description="Exists or Equal.")
+    value: str | None = pydantic.Field(default=None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = pydantic.Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = pydantic.Field(
+        default=None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists must not set value")
+        return self
+
+
 StorageUri = pydantic.constr(pattern=STORAGE_URI_PATTERN)
 
 

@@ -270,22 +270,6 @@ class Split(common.ApiModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class Toleration(common.ApiModel):
-    """A corev1 Toleration for the prepare pod."""
-
-    key: str | None = pydantic.Field(
-        default=None, max_length=316, description="Taint key; empty matches all."
-    )
-    operator: Literal["Exists", "Equal"] | None = pydantic.Field(default=None, description="Exists or Equal.")
-    value: str | None = pydantic.Field(default=None, max_length=63, description="Taint value for Equal.")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = pydantic.Field(
-        default=None, description="Taint effect to match; empty matches all."
-    )
-    toleration_seconds: int | None = pydantic.Field(
-        default=None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears."
-    )
-
-
 class DatasetSpec(common.ApiModel):
     """What to prepare and where to put it."""
 
@@ -330,7 +314,7 @@ class DatasetSpec(common.ApiModel):
         "it where a local volume lives.",
         json_schema_extra={"maxProperties": 32},
     )
-    tolerations: list[Toleration] | None = pydantic.Field(
+    tolerations: list[common.Toleration] | None = pydantic.Field(
         default=None,
         max_length=32,
         description="Tolerations of the prepare pod (merged with the GPU toleration).",

@@ -109,22 +109,6 @@ class CrossValidation(common.ApiModel):
         return value
 
 
-class Toleration(common.ApiModel):
-    """A corev1 Toleration."""
-
-    key: str | None = pydantic.Field(
-        default=None, max_length=316, description="Taint key; empty matches all."
-    )
-    operator: Literal["Exists", "Equal"] | None = pydantic.Field(default=None, description="Exists or Equal.")
-    value: str | None = pydantic.Field(default=None, max_length=63, description="Taint value for Equal.")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = pydantic.Field(
-        default=None, description="Taint effect to match; empty matches all."
-    )
-    toleration_seconds: int | None = pydantic.Field(
-        default=None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears."
-    )
-
-
 class RunPolicy(common.ApiModel):
     """Retries, deadline, clean-up and suspension of the training run."""
 
@@ -243,7 +227,7 @@ class TrainingJobSpec(common.ApiModel):
         description="Extra node labels the pod must match (merged with the GPU selector).",
         json_schema_extra={"maxProperties": 32},
     )
-    tolerations: list[Toleration] | None = pydantic.Field(
+    tolerations: list[common.Toleration] | None = pydantic.Field(
         default=None, max_length=32, description="Extra tolerations (merged with the GPU toleration)."
     )
     affinity: dict[str, Any] | None = pydantic.Field(
