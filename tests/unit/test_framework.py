@@ -153,3 +153,31 @@ def test_child_routing_prefers_controller_reference_then_labels() -> None:
     }
     assert framework._owner_of(pod) == ("datasets", "iris")
     assert framework._owner_of({"metadata": {"labels": {}}}) is None
+
+
+def test_a_stale_snapshot_is_re_read_after_our_own_status_write() -> None:
+    seen: list[str | None] = []
+
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        seen.append((body.get("status") or {}).get("phase"))
+        return framework.Outcome(status=common.StatusBase(observed_generation=3, phase="Running"))
+
+    class VersionedKube(RecordingKube):
+        def apply_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            super().apply_status(*args, **kwargs)
+            return {"metadata": {"resourceVersion": "5"}}
+
+        def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any]:
+            fresh = _body({"observedGeneration": 3, "phase": "Running", "conditions": []})
+            fresh["metadata"]["resourceVersion"] = "6"
+            return fresh
+
+    kube = VersionedKube()
+    reg = _reg(fn)
+    first = _body({"phase": "Pending"})
+    first["metadata"]["uid"] = "uid-stale"
+    first["metadata"]["resourceVersion"] = "4"
+    framework.run(reg, _ctx(kube), first)
+    framework.run(reg, _ctx(kube), first)  # the same (now stale) snapshot, queued by kopf
+    assert seen == ["Pending", "Running"]
+    assert len(kube.statuses) == 1  # the re-read status already matches: no second write

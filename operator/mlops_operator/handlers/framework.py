@@ -15,6 +15,7 @@ throttling or outages → ``kopf.TemporaryError`` (kopf retries).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import datetime
@@ -82,6 +83,10 @@ class Registration:
 
 REGISTRY: dict[str, Registration] = {}
 _LOCKS: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+# resourceVersion of each object right after this process last wrote its status: a pass handed
+# an older snapshot (kopf queues events while another pass runs) re-reads the object first,
+# so it never computes transitions, Events or children from a status it already replaced.
+_WRITTEN_RV: dict[str, str] = {}
 
 
 def memo_context(memo: Any, logger: Any) -> Context:
@@ -132,6 +137,12 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
     new_status: dict[str, Any] | None = None
     events: list[EventNote] = []
     with _LOCKS[uid]:
+        written = _WRITTEN_RV.get(uid)
+        if written is not None and written != meta.get("resourceVersion"):
+            fresh = ctx.kube.get(common.API_VERSION, reg.kind, str(meta.get("name")), meta.get("namespace"))
+            if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+                return None
+            body, meta = fresh, fresh.get("metadata") or {}
         try:
             try:
                 outcome = reg.reconcile(ctx, body)
@@ -182,7 +193,12 @@ def _write(
 ) -> None:
     meta = body.get("metadata") or {}
     if status is not None and status != (body.get("status") or {}):
-        ctx.kube.apply_status(common.API_VERSION, reg.kind, meta["name"], meta.get("namespace"), status)
+        stored = ctx.kube.apply_status(
+            common.API_VERSION, reg.kind, meta["name"], meta.get("namespace"), status
+        )
+        version = ((stored or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            _WRITTEN_RV[str(meta.get("uid", ""))] = str(version)
     regarding = {"apiVersion": common.API_VERSION, "kind": reg.kind, "metadata": dict(meta)}
     for note in events:
         ctx.kube.event(regarding, reason=note.reason, message=note.message, type_=note.type, now=ctx.now)
@@ -223,6 +239,7 @@ def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float 
             uid = ((event.get("object") or {}).get("metadata") or {}).get("uid", "")
             metrics.PHASES.forget(kind, uid)
             _LOCKS.pop(uid, None)
+            _WRITTEN_RV.pop(uid, None)
 
     group, version = common.GROUP, common.VERSION
     kopf.on.resume(group, version, plural, id="reconcile")(on_change)
@@ -273,13 +290,34 @@ def _owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return _owner_from_labels(labels)
 
 
-def on_child_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """A labelled child changed: reconcile its owner."""
+CHILD_DEBOUNCE_SECONDS = 0.3
+_PENDING: set[tuple[str, str, str]] = set()
+
+
+async def on_child_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """A labelled child changed: reconcile its owner, once per burst.
+
+    A Job's pod goes Pending, Running and Succeeded within a second, and its Job changes with
+    it: those events are coalesced into one pass per owner. The key leaves the pending set
+    before the pass reads the cluster, so an event that arrives during the pass schedules
+    another one and nothing is missed.
+    """
     owner = _owner_of(body)
     if owner is None:
         return
-    namespace = body.get("metadata", {}).get("namespace", "default")
-    reconcile_by_name(owner[0], memo_context(memo, logger), owner[1], namespace)
+    namespace = str(body.get("metadata", {}).get("namespace", "default"))
+    key = (owner[0], namespace, owner[1])
+    if key in _PENDING:
+        return
+    _PENDING.add(key)
+    try:
+        await asyncio.sleep(CHILD_DEBOUNCE_SECONDS)
+    finally:
+        _PENDING.discard(key)
+    ctx = memo_context(memo, logger)
+    await asyncio.get_running_loop().run_in_executor(
+        getattr(memo, "executor", None), reconcile_by_name, owner[0], ctx, owner[1], namespace
+    )
 
 
 _CHILD_SELECTOR = {rcommon.LABEL_MANAGED_BY: rcommon.MANAGED_BY}

@@ -95,6 +95,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     apply_kopf_settings(settings, CONFIG)
     memo.kube = client.Kube(client.connect(CONFIG.kubeconfig))
     memo.settings = CONFIG.settings
+    memo.executor = settings.execution.executor  # where child-triggered passes run (kopf's thread pool)
     start_metrics_server(CONFIG)
     logger.info(
         "mlops-operator started (metrics on :%s, workload image %s)",

@@ -378,7 +378,11 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
             verb = "suspending" if want else "resuming"
             state = "Suspended" if want else "Pending"
             out.status = out.status.model_copy(
-                update={"phase": state, "reason": state, "message": f"{verb} the Job"}
+                update={
+                    "phase": state,
+                    "reason": "Suspended" if want else "Resumed",
+                    "message": f"{verb} the Job",
+                }
             )
             return out
     if outcome.state == "Succeeded":
@@ -479,6 +483,8 @@ def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) ->
         return [
             ("Normal", "Resumed" if old.phase == "Suspended" else "Running", message or "the pod is running")
         ]
+    if phase == "Pending" and reason == "Resumed" and old.phase in {"Suspended", "Queued"}:
+        return [("Normal", "Resumed", message or "resuming the Job")]
     if phase == "Pending" and reason in {
         "Unschedulable",
         "ImagePullBackOff",
