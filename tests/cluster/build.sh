@@ -45,6 +45,17 @@ ldflags() {
   echo "$flags"
 }
 
+helm_ldflags() {
+  # As helm's own Makefile: its version, and the Kubernetes version `helm template` assumes.
+  local v major minor
+  v=$(awk '$1 == "helm.sh/helm/v3" {print $2; exit}' "$here/helm/go.mod")
+  major=$(echo "${k8s_version#v}" | cut -d. -f1)
+  minor=$(echo "${k8s_version#v}" | cut -d. -f2)
+  echo "-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+}
+
 build() { # build <module dir> <output names...> -- <packages...>
   local dir=$1; shift
   local outs=() pkgs=() missing=0
@@ -54,7 +65,9 @@ build() { # build <module dir> <output names...> -- <packages...>
   [ $missing = 1 ] || return 0
   echo "build.sh: building ${outs[*]} (cache: $bin)" >&2
   local start=$SECONDS
-  (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$(ldflags "$k8s_version")" -o "$bin/" "${pkgs[@]}")
+  local flags
+  if [ "$dir" = helm ]; then flags=$(helm_ldflags); else flags=$(ldflags "$k8s_version"); fi
+  (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$bin/" "${pkgs[@]}")
   echo "build.sh: built ${outs[*]} in $((SECONDS - start))s" >&2
 }
 
