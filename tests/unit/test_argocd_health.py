@@ -1,0 +1,259 @@
+"""The Argo CD health checks, run in a real Lua 5.1 interpreter (lupa), against sample objects.
+
+Argo CD evaluates health scripts with gopher-lua (Lua 5.1): the object is the global ``obj``
+and the script returns ``{status=..., message=...}``. lupa's ``lua51`` module is the reference
+Lua 5.1, so syntax or semantics that only newer Lua accepts fail here.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Any
+
+import lupa.lua51 as lupa_lua51  # lupa (a dev dependency) ships the reference Lua 5.1
+import pytest
+import yaml
+
+from mlops_operator import argocd
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run_health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
+    lua = lupa_lua51.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(argocd.health_script(kind))
+    assert result is not None, f"{kind} health script returned nothing"
+    status, message = result["status"], result["message"]
+    assert status in {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
+    return str(status), str(message)
+
+
+def body(
+    kind: str, status: dict[str, Any] | None, *, generation: int = 1, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": "ns", "generation": generation},
+        "spec": spec or {},
+    }
+    if status is not None:
+        out["status"] = {"observedGeneration": generation, **status}
+    return out
+
+
+def cond(type_: str, status: str, reason: str = "", message: str = "") -> dict[str, str]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+
+
+@pytest.mark.parametrize("kind", argocd.KINDS)
+def test_no_status_and_unobserved_generation_are_progressing(kind: str) -> None:
+    assert run_health(kind, body(kind, None)) == ("Progressing", "Waiting for the operator to reconcile")
+    stale = body(kind, {"phase": "Failed", "reason": "InvalidSpec"}, generation=3)
+    stale["status"]["observedGeneration"] = 2
+    assert run_health(kind, stale) == ("Progressing", "Waiting for the operator to observe generation 3")
+    missing = body(kind, {"phase": "Running"})
+    del missing["status"]["observedGeneration"]
+    assert run_health(kind, missing)[0] == "Progressing"
+
+
+def test_dataset() -> None:
+    ready = {
+        "phase": "Ready",
+        "rows": {"output": 150},
+        "digestShort": "abc123def456",
+        "conditions": [cond("Ready", "True", "Prepared")],
+    }
+    assert run_health("Dataset", body("Dataset", ready)) == (
+        "Healthy",
+        "Ready: 150 rows, version abc123def456",
+    )
+    failed = {
+        "phase": "Failed",
+        "reason": "SchemaViolation",
+        "message": "column age: 12 values above max",
+        "conditions": [cond("Failed", "True", "SchemaViolation", "column age")],
+    }
+    assert run_health("Dataset", body("Dataset", failed)) == (
+        "Degraded",
+        "SchemaViolation: column age: 12 values above max",
+    )
+    # A Failed condition wins even when the phase was not updated.
+    by_condition = {
+        "phase": "Preparing",
+        "conditions": [cond("Failed", "True", "SourceNotFound", "no such file")],
+    }
+    assert run_health("Dataset", body("Dataset", by_condition)) == (
+        "Degraded",
+        "SourceNotFound: no such file",
+    )
+    preparing = {
+        "phase": "Preparing",
+        "conditions": [cond("Ready", "False", "Preparing", "job x-prepare running")],
+    }
+    assert run_health("Dataset", body("Dataset", preparing)) == (
+        "Progressing",
+        "Preparing: Preparing: job x-prepare running",
+    )
+    assert run_health("Dataset", body("Dataset", {"phase": "Pending"}))[0] == "Progressing"
+
+
+def test_trainingjob() -> None:
+    ok = {
+        "phase": "Succeeded",
+        "objectiveMetric": "accuracy",
+        "objectiveValue": 0.9666666666,
+        "conditions": [cond("Succeeded", "True", "Completed")],
+    }
+    assert run_health("TrainingJob", body("TrainingJob", ok)) == ("Healthy", "Succeeded: accuracy = 0.9667")
+    oom = {
+        "phase": "Failed",
+        "reason": "OOMKilled",
+        "message": "the container used more than 512Mi",
+        "conditions": [cond("Failed", "True", "OOMKilled")],
+    }
+    assert run_health("TrainingJob", body("TrainingJob", oom)) == (
+        "Degraded",
+        "OOMKilled: the container used more than 512Mi",
+    )
+    suspended = {
+        "phase": "Suspended",
+        "conditions": [cond("Suspended", "True", "Suspended", "runPolicy.suspend")],
+    }
+    assert run_health("TrainingJob", body("TrainingJob", suspended)) == (
+        "Suspended",
+        "Suspended: runPolicy.suspend",
+    )
+    for phase in ("Pending", "WaitingForData", "Queued", "Running"):
+        status, message = run_health("TrainingJob", body("TrainingJob", {"phase": phase}))
+        assert status == "Progressing" and message.startswith(phase), (phase, message)
+    waiting = {"phase": "WaitingForData", "reason": "DatasetNotReady", "message": "Dataset iris is Preparing"}
+    assert run_health("TrainingJob", body("TrainingJob", waiting)) == (
+        "Progressing",
+        "WaitingForData: DatasetNotReady: Dataset iris is Preparing",
+    )
+
+
+def test_sweep() -> None:
+    spec = {"objective": {"metric": "f1"}}
+    best = {"name": "s-trial-7", "index": 7, "objectiveValue": 0.91234, "params": {}}
+    done = {
+        "phase": "Succeeded",
+        "progress": "20/20",
+        "bestTrial": best,
+        "conditions": [cond("Succeeded", "True", "MaxTrialsReached")],
+    }
+    assert run_health("HyperparameterSweep", body("HyperparameterSweep", done, spec=spec)) == (
+        "Healthy",
+        "Succeeded: 20/20 trials, best f1 = 0.9123 (s-trial-7)",
+    )
+    running = {"phase": "Running", "progress": "7/20", "bestTrial": best}
+    assert run_health("HyperparameterSweep", body("HyperparameterSweep", running, spec=spec)) == (
+        "Progressing",
+        "Running: 7/20 trials, best f1 = 0.9123 (s-trial-7)",
+    )
+    failed = {
+        "phase": "Failed",
+        "reason": "TooManyFailedTrials",
+        "message": "4 trials failed (max 3)",
+        "progress": "6/20",
+    }
+    assert run_health("HyperparameterSweep", body("HyperparameterSweep", failed, spec=spec)) == (
+        "Degraded",
+        "TooManyFailedTrials: 4 trials failed (max 3)",
+    )
+    suspended = {"phase": "Suspended", "progress": "3/20"}
+    assert run_health("HyperparameterSweep", body("HyperparameterSweep", suspended)) == (
+        "Suspended",
+        "Suspended: 3/20 trials",
+    )
+    assert run_health("HyperparameterSweep", body("HyperparameterSweep", {"phase": "Pending"})) == (
+        "Progressing",
+        "Pending:",
+    )
+
+
+def _md(status: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    base = {
+        "readyReplicas": 2,
+        "desiredReplicas": 2,
+        "url": "http://iris.ns.svc/v2/models/iris",
+        "conditions": [cond("Ready", "True", "Available")],
+    }
+    base.update(status)
+    return body("ModelDeployment", base, spec={"model": {"trainingJobRef": "t"}, **spec})
+
+
+def test_modeldeployment() -> None:
+    assert run_health("ModelDeployment", _md({"phase": "Ready"})) == (
+        "Healthy",
+        "2/2 replicas ready, serving http://iris.ns.svc/v2/models/iris",
+    )
+    drift = _md(
+        {
+            "phase": "Ready",
+            "drift": {"score": 0.3141, "feature": "petal_width", "rows": 500},
+            "conditions": [cond("Ready", "True"), cond("DriftDetected", "True", "PSIAboveThreshold")],
+        }
+    )
+    status, message = run_health("ModelDeployment", drift)
+    assert status == "Healthy" and message.endswith("; drift detected on petal_width (PSI 0.3141)")
+    scaling = _md(
+        {
+            "phase": "Progressing",
+            "readyReplicas": 1,
+            "desiredReplicas": 3,
+            "conditions": [cond("Ready", "False", "MinimumReplicasUnavailable", "waiting for pods")],
+        }
+    )
+    assert run_health("ModelDeployment", scaling) == ("Progressing", "1/3 replicas ready: waiting for pods")
+    partly = _md({"readyReplicas": 1, "desiredReplicas": 3})
+    assert run_health("ModelDeployment", partly) == ("Progressing", "1/3 replicas ready")
+    canary = _md({"canary": {"state": "Progressing", "trafficPercent": 25.0, "replicas": 1}})
+    assert run_health("ModelDeployment", canary) == ("Progressing", "Canary in progress at 25% of traffic")
+    rolled = _md({"canary": {"state": "RolledBack", "message": "error rate 12% > 5%", "replicas": 0}})
+    assert run_health("ModelDeployment", rolled) == ("Degraded", "Canary rolled back: error rate 12% > 5%")
+    failed = _md(
+        {
+            "phase": "Failed",
+            "reason": "ModelNotFound",
+            "message": "no model.skops in pvc://m/x",
+            "conditions": [cond("Failed", "True", "ModelNotFound")],
+        }
+    )
+    assert run_health("ModelDeployment", failed) == ("Degraded", "ModelNotFound: no model.skops in pvc://m/x")
+    archived = _md({"readyReplicas": 0, "desiredReplicas": 0}, stage="archived")
+    assert run_health("ModelDeployment", archived) == ("Suspended", "Archived: scaled to zero")
+
+
+def test_scripts_use_only_what_argocd_allows() -> None:
+    for kind in argocd.KINDS:
+        script = argocd.health_script(kind)
+        # gopher-lua in Argo CD: no io/os/require; Lua 5.1: no goto, no integer division, no utf8.
+        for banned in (r"\bio\.", r"\bos\.", r"\brequire\b", r"\bgoto\b", r"//", r"\butf8\."):
+            assert not re.search(banned, re.sub(r"--[^\n]*", "", script)), (kind, banned)
+    with pytest.raises(ValueError, match="no health check"):
+        argocd.health_script("Pod")
+
+
+def test_rendered_configmap_and_gitops_example_carry_the_scripts() -> None:
+    rendered = yaml.safe_load(argocd.render("configmap"))
+    assert rendered["metadata"]["name"] == "argocd-cm"
+    assert rendered["data"] == argocd.argocd_cm_data()
+    assert set(rendered["data"]) == {f"resource.customizations.health.mlops.dev_{k}" for k in argocd.KINDS}
+    values = yaml.safe_load(argocd.render("helm-values"))
+    assert values["configs"]["cm"] == argocd.argocd_cm_data()
+    # The example GitOps repo ships the same scripts (kept in sync by this test).
+    example = ROOT / "examples" / "gitops" / "argocd" / "bootstrap" / "argocd-cm-health.yaml"
+    shipped = yaml.safe_load(example.read_text(encoding="utf-8"))
+    assert shipped["data"] == argocd.argocd_cm_data(), "run: python -m mlops_operator.argocd > " + str(
+        example
+    )
