@@ -6,8 +6,9 @@ from __future__ import annotations
 import pathlib
 
 import yaml
-from conftest import ROOT, Cluster, OperatorHandle, OperatorProcess, wait_until
 from prometheus_client import parser
+
+from conftest import ROOT, Cluster, OperatorHandle, OperatorProcess, wait_until
 
 QUICKSTART = ROOT / "examples" / "quickstart"
 KINDS = {
