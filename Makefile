@@ -33,9 +33,10 @@ bin: ## Build (or reuse) the pinned control-plane binaries, cached under ~/.cach
 # ---------------------------------------------------------------------------------------------
 # Local cluster: etcd + kube-apiserver + controller-manager + scheduler + kwok nodes on loopback
 # ---------------------------------------------------------------------------------------------
+NODE ?= kwok
 .PHONY: cluster-up
-cluster-up: ## Start the local control plane with kwok CPU/GPU nodes; prints KUBECONFIG=<path> last.
-	@$(PYTHON) tests/cluster/localcluster.py up
+cluster-up: ## Start the local control plane with kwok CPU/GPU nodes (NODE=real adds a real kubelet node); prints KUBECONFIG=<path> last.
+	@$(PYTHON) tests/cluster/localcluster.py up --node $(NODE)
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane (keeps its data; `make cluster-wipe` drops it).
@@ -45,16 +46,31 @@ cluster-down: ## Stop the local control plane (keeps its data; `make cluster-wip
 cluster-wipe: ## Stop the local control plane and delete its etcd data.
 	@$(PYTHON) tests/cluster/localcluster.py wipe
 
+.PHONY: node-runtime
+node-runtime: ## Install the real node's runtime from Debian's packages (containerd, runc, CNI plugins, iptables...).
+	@bash tests/cluster/node/install-runtime.sh
+
+.PHONY: images
+images: ## Build the pause, operator and workloads images without Docker (cached by content); import them into a running real node.
+	@$(PYTHON) tests/cluster/realnode.py images
+
 # ---------------------------------------------------------------------------------------------
 # Generated files
 # ---------------------------------------------------------------------------------------------
 .PHONY: crds
-crds: venv ## Render crds/*.yaml and the chart's copies from the pydantic models.
+crds: venv bin ## Render crds/*.yaml and the chart's copies from the pydantic models (and the manifests that embed them).
 	$(PY) -m mlops_operator.crdgen --out crds --chart-out charts/mlops-operator/crds
+	$(PY) examples/install/render.py
+
+.PHONY: manifests
+manifests: venv bin ## Render examples/install/{install,monitoring}.yaml and the kustomize base from the chart.
+	$(PY) examples/install/render.py
 
 .PHONY: verify
-verify: venv ## Fail when generated files differ from the models (like kueue's make verify).
+verify: venv bin ## Fail when generated files differ from the models or the chart (like kueue's make verify).
 	$(PY) -m mlops_operator.crdgen --out crds --chart-out charts/mlops-operator/crds --check
+	$(PY) examples/install/render.py --check
+	$(PY) -m mlops_operator.api.estimators --check
 
 # ---------------------------------------------------------------------------------------------
 # Checks
@@ -69,6 +85,10 @@ lint: venv ## ruff, mypy --strict and the import-layer contracts.
 .PHONY: test-unit
 test-unit: venv ## Unit tests only (no cluster).
 	$(VENV)/bin/pytest tests/unit -q
+
+.PHONY: test-e2e
+test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built images, pods that really run.
+	$(VENV)/bin/pytest tests/e2e -q
 
 .PHONY: test
 test: venv bin lint verify ## Everything CI runs: lint, generated files, unit and integration tests on the real control plane.

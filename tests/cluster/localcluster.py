@@ -533,17 +533,32 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["up", "down", "status", "wipe"])
+    parser.add_argument(
+        "--node",
+        choices=["kwok", "real"],
+        default="kwok",
+        help="'real' also starts a real kubelet node (tests/cluster/realnode.py) beside the kwok nodes",
+    )
     args = parser.parse_args(argv)
+    import realnode  # the real node's lifecycle lives beside this file
+
     if args.command == "up":
         path = up()
+        if args.node == "real":
+            realnode.up()
         print(f"KUBECONFIG={path}")
     elif args.command == "down":
+        realnode.down()  # no-op unless a real node was started
         down()
     elif args.command == "wipe":
+        realnode.down(wipe=True)
         down(wipe=True)
     else:
         for name, ok in status().items():
             print(f"{name}: {'running' if ok else 'stopped'}")
+        if realnode.NODE_DIR.exists():
+            for name, ok in realnode.status().items():
+                print(f"{name}: {'running' if ok else 'stopped'}")
         print(f"KUBECONFIG={KUBECONFIG}")
     return 0
 

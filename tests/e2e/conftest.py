@@ -1,0 +1,107 @@
+"""The real-node tier: pods that really run, on a kubelet node beside the kwok nodes.
+
+``real_node`` (session) starts the node when it is not running (``tests/cluster/realnode.py``:
+containerd, kubelet, kube-proxy, CNI bridge) on the session's control plane, and builds and
+imports the images (``tests/cluster/images/build.py``, cached by content). A node that cannot
+start fails the tier, as the control plane does: these tests exist to run for real.
+
+Pods here are production-shaped: a ``restricted`` Pod Security namespace, non-root, read-only
+root filesystem, all capabilities dropped, RuntimeDefault seccomp; they opt into the real node
+with its label and toleration (the kwok tier's pods never land on it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import Cluster, wait_until
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+
+import realnode  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class RealNode:
+    name: str
+    workload_image: str
+    operator_image: str
+
+    def schedule(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        """``pod_spec`` with the node selector and toleration that put it on the real node."""
+        return {
+            **pod_spec,
+            "nodeSelector": {**pod_spec.get("nodeSelector", {}), **realnode.REAL_NODE_SELECTOR},
+            "tolerations": [*pod_spec.get("tolerations", []), realnode.REAL_NODE_TOLERATION],
+        }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+            # The first test also pays for the session's node setup and cold image builds.
+            item.add_marker(pytest.mark.timeout(1800))
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> RealNode:
+    """The real kubelet node, Ready, with the pause, operator and workloads images imported."""
+    try:
+        realnode.up()  # idempotent: a few seconds when the node already runs
+        realnode.import_images(["pause", "operator", "workloads"])
+    except Exception as exc:
+        pytest.fail(f"the real node could not start: {exc}", pytrace=False)
+    wait_until(
+        lambda: _node_ready(cluster, realnode.NODE_NAME), timeout=120, what=f"node {realnode.NODE_NAME} Ready"
+    )
+    sys.path.insert(0, str(ROOT / "tests" / "cluster" / "images"))
+    import build as image_build
+
+    version = image_build.project_version()
+    return RealNode(
+        name=realnode.NODE_NAME,
+        workload_image=f"mlops-workloads:{version}",
+        operator_image=f"mlops-operator:{version}",
+    )
+
+
+def _node_ready(cluster: Cluster, name: str) -> bool:
+    node = cluster.get("node", name)
+    conditions = (node or {}).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@pytest.fixture
+def e2e_namespace(cluster: Cluster, real_node: RealNode) -> Iterator[str]:
+    """A fresh ``e-<hex>`` namespace enforcing the ``restricted`` Pod Security profile."""
+    name = f"e-{uuid.uuid4().hex[:8]}"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    wait_until(lambda: cluster.get("serviceaccount", "default", name), timeout=30, what="default SA")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    # A claim made by realnode.ensure_data_claim leaves a Retain volume and its directory.
+    pv = realnode.data_claim_objects(name)[0]["metadata"]["name"]  # type: ignore[index]
+    cluster.kubectl("delete", "pv", pv, "--wait=false", "--ignore-not-found", check=False)
+    shutil.rmtree(realnode.volume_path(name), ignore_errors=True)
