@@ -170,3 +170,27 @@ def test_resource_paths() -> None:
         == "/apis/mlops.dev/v1alpha1/namespaces/ns/hyperparametersweeps/s/status"
     )
     assert client.plural("NetworkPolicy") == "networkpolicies" and client.plural("Dataset") == "datasets"
+
+
+def test_placement_merges_operator_defaults_gpu_pool_and_the_resources_own() -> None:
+    real = {"key": "mlops.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}
+    settings = rcommon.Settings(node_selector={"pool": "ml"}, tolerations=(real,))
+    selector, tols = rcommon.placement(settings, gpu=1, node_selector={"pool": "big"}, tolerations=[real])
+    assert selector == {"pool": "big", "nvidia.com/gpu.present": "true"}
+    assert tols == [real, {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert rcommon.placement(rcommon.Settings()) == ({}, [])
+
+
+def test_workload_placement_comes_from_the_environment() -> None:
+    from mlops_operator.handlers import settings as handler_settings
+
+    config = handler_settings.OperatorConfig.from_env(
+        {
+            "MLOPS_WORKLOAD_NODE_SELECTOR": '{"mlops.dev/node-pool": "real"}',
+            "MLOPS_WORKLOAD_TOLERATIONS": '[{"key": "mlops.dev/real-node", "operator": "Exists"}]',
+        }
+    )
+    assert config.settings.node_selector == {"mlops.dev/node-pool": "real"}
+    assert config.settings.tolerations == ({"key": "mlops.dev/real-node", "operator": "Exists"},)
+    with pytest.raises(ValueError, match="MLOPS_WORKLOAD_NODE_SELECTOR"):
+        handler_settings.OperatorConfig.from_env({"MLOPS_WORKLOAD_NODE_SELECTOR": "[1]"})

@@ -9,6 +9,7 @@ objects is recognisably ours.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -41,6 +42,8 @@ class OperatorConfig:
             workload_image=env.get("MLOPS_WORKLOAD_IMAGE", defaults.workload_image),
             image_pull_policy=env.get("MLOPS_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             service_account=env.get("MLOPS_WORKLOAD_SERVICE_ACCOUNT") or None,
+            node_selector=_json_env(env, "MLOPS_WORKLOAD_NODE_SELECTOR", dict),
+            tolerations=tuple(_json_env(env, "MLOPS_WORKLOAD_TOLERATIONS", list)),
         )
         return cls(
             metrics_port=int(env.get("MLOPS_METRICS_PORT", "8000")),
@@ -49,6 +52,17 @@ class OperatorConfig:
             max_workers=int(env.get("MLOPS_MAX_WORKERS", "20")),
             settings=settings,
         )
+
+
+def _json_env(env: dict[str, str], name: str, kind: type[Any]) -> Any:
+    """A JSON object or list from the environment; a malformed value stops the operator at once."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return kind()
+    value = json.loads(raw)
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a JSON {kind.__name__}, got {raw!r}")
+    return value
 
 
 CONFIG: OperatorConfig = OperatorConfig()

@@ -85,6 +85,10 @@ class Settings:
     gpu_node_label: str = "nvidia.com/gpu.present"
     gpu_taint_key: str = "nvidia.com/gpu"
     run_as_user: int = 1000
+    # Where workload pods go by default (an admin's choice, e.g. a node pool for ML work); a
+    # resource's own nodeSelector and tolerations are added on top.
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
 
 
 def spec_hash(spec: Any) -> str:
@@ -134,6 +138,28 @@ def gpu_scheduling(settings: Settings) -> tuple[dict[str, str], list[dict[str, A
         {settings.gpu_node_label: "true"},
         [{"key": settings.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}],
     )
+
+
+def placement(
+    settings: Settings,
+    *,
+    gpu: int = 0,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """A workload pod's nodeSelector and tolerations: the operator's defaults, the GPU pool when
+    it asks for GPUs, then the resource's own (which win on a key both set)."""
+    selector = dict(settings.node_selector)
+    tols = [dict(t) for t in settings.tolerations]
+    if gpu:
+        gpu_selector, gpu_tols = gpu_scheduling(settings)
+        selector.update(gpu_selector)
+        tols += gpu_tols
+    selector.update(node_selector or {})
+    for tol in tolerations or []:
+        if tol not in tols:
+            tols.append(tol)
+    return selector, tols
 
 
 # ---------------------------------------------------------------------------------------------

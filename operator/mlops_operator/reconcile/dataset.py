@@ -205,12 +205,12 @@ def build_job(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str, Any]:
     }
     if settings.service_account:
         pod["serviceAccountName"] = settings.service_account
-    node_selector: dict[str, str] = {}
-    tolerations: list[dict[str, Any]] = []
-    if spec.resources.gpu:
-        node_selector, tolerations = rcommon.gpu_scheduling(settings)
-    node_selector = {**node_selector, **(spec.node_selector or {})}
-    tolerations = tolerations + [t.to_api() for t in spec.tolerations or []]
+    node_selector, tolerations = rcommon.placement(
+        settings,
+        gpu=spec.resources.gpu,
+        node_selector=spec.node_selector,
+        tolerations=[t.to_api() for t in spec.tolerations or []],
+    )
     if node_selector:
         pod["nodeSelector"] = node_selector
     if tolerations:

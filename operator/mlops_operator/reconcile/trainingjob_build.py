@@ -139,15 +139,6 @@ def _volumes(
     return volumes, mounts
 
 
-def _tolerations(tj: api.TrainingJob, gpu: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = list(gpu)
-    for tol in tj.spec.tolerations or []:
-        item = tol.to_api()
-        if item not in out:
-            out.append(item)
-    return out
-
-
 def job(
     tj: api.TrainingJob, *, config: api.TrainConfig, settings: rcommon.Settings, suspend: bool
 ) -> dict[str, Any]:
@@ -158,11 +149,12 @@ def job(
     job_labels = dict(labels)
     job_labels.update({k: v for k, v in tj.metadata.labels.items() if k.startswith(KUEUE_PREFIX)})
     volumes, mounts = _volumes(config, settings, config_map=config_name(tj))
-    node_selector: dict[str, str] = {}
-    gpu_tolerations: list[dict[str, Any]] = []
-    if spec.resources.gpu:
-        node_selector, gpu_tolerations = rcommon.gpu_scheduling(settings)
-    node_selector = {**node_selector, **(spec.node_selector or {})}
+    node_selector, tolerations = rcommon.placement(
+        settings,
+        gpu=spec.resources.gpu,
+        node_selector=spec.node_selector,
+        tolerations=[t.to_api() for t in spec.tolerations or []],
+    )
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.workload_image,
@@ -190,7 +182,6 @@ def job(
         pod_spec["serviceAccountName"] = settings.service_account
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
-    tolerations = _tolerations(tj, gpu_tolerations)
     if tolerations:
         pod_spec["tolerations"] = tolerations
     if spec.affinity:
