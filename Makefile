@@ -91,8 +91,8 @@ test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built ima
 	$(VENV)/bin/pytest tests/e2e -q
 
 .PHONY: test
-test: venv bin lint verify ## Everything CI runs: lint, generated files, unit and integration tests on the real control plane.
-	$(VENV)/bin/pytest tests/unit tests/integration -q
+test: venv bin lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
+	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -q
 
 # ---------------------------------------------------------------------------------------------
 # Run it
