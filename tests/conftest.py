@@ -177,7 +177,10 @@ def operator(cluster: Cluster) -> Iterator[OperatorHandle]:
     port = free_port()
     handler_settings.configure(
         handler_settings.OperatorConfig(
-            metrics_port=port, metrics_host="127.0.0.1", kubeconfig=str(cluster.kubeconfig)
+            metrics_port=port,
+            metrics_host="127.0.0.1",
+            kubeconfig=str(cluster.kubeconfig),
+            namespaces=("t-*",),
         )
     )
     args = ["run", "--standalone", "--namespace", "t-*", "-m", "mlops_operator.handlers.all"]

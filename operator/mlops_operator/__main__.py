@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, kubeconfig=args.kubeconfig)
     if args.peering:
         config = dataclasses.replace(config, peering=args.peering)
+    config = dataclasses.replace(config, namespaces=tuple(args.namespace))
     handler_settings.configure(config)
     kopf.configure(
         verbose=args.verbose,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from mlops_operator.handlers import (  # noqa: F401 - imported for their registrations
     children,
+    dataset,
     probes,
     settings,
+    sweep,
+    trainingjob,
 )

@@ -1,7 +1,7 @@
 """One level-triggered reconcile loop per kind, wired to kopf.
 
 Each kind module calls ``register(kind=..., plural=..., reconcile=fn)``. The same ``fn`` runs
-on create, update and resume, on a timer, and whenever a labelled child (Job, Pod, Deployment,
+on create, update and resume, on a periodic resync, and whenever a labelled child (Job, Pod, Deployment,
 TrainingJob...) changes: whichever event arrives, the whole state is recomputed from the
 cluster, so a missed event heals on the next pass and a restart loses nothing.
 
@@ -19,6 +19,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import fnmatch
 import logging
 import threading
 import time
@@ -231,9 +232,6 @@ def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float 
     def on_change(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         run(reg, memo_context(memo, logger), body)
 
-    def on_timer(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        run(reg, memo_context(memo, logger), body)
-
     def on_event(event: kopf.RawEvent, **_: Any) -> None:
         if event.get("type") == "DELETED":
             uid = ((event.get("object") or {}).get("metadata") or {}).get("uid", "")
@@ -245,11 +243,60 @@ def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float 
     kopf.on.resume(group, version, plural, id="reconcile")(on_change)
     kopf.on.create(group, version, plural, id="reconcile")(on_change)
     kopf.on.update(group, version, plural, id="reconcile")(on_change)
-    kopf.timer(group, version, plural, id="resync", interval=interval, initial_delay=interval, idle=None)(
-        on_timer
-    )
     kopf.on.event(group, version, plural, id="track")(on_event)
     return reg
+
+
+def _watched(namespace: str | None, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(namespace or "", p) for p in patterns)
+
+
+def _resync_one(reg: Registration, memo: Any, logger: Any, body: dict[str, Any]) -> None:
+    try:
+        run(reg, memo_context(memo, logger), body)
+    except Exception as exc:  # the next resync retries; one object never stops the loop
+        logger.warning(
+            "resync of %s %s/%s failed: %s",
+            reg.kind,
+            body.get("metadata", {}).get("namespace"),
+            body.get("metadata", {}).get("name"),
+            exc,
+        )
+
+
+async def resync_forever(
+    memo: Any, logger: Any, namespaces: tuple[str, ...], *, concurrency: int = 8
+) -> None:
+    """Re-reconcile every object of every kind on its kind's interval (like controller-runtime's
+    SyncPeriod): TTL expiry, autoscaling samples and missed events are handled here.
+
+    One LIST per kind per interval, instead of a kopf timer per object: kopf puts a finalizer
+    on every object that has a timer, so a stopped operator would block deletions (and
+    namespace deletions) until it came back. This loop needs none.
+    """
+    loop = asyncio.get_running_loop()
+    executor = getattr(memo, "executor", None)
+    gate = asyncio.Semaphore(concurrency)
+    due = {plural: loop.time() + reg.interval for plural, reg in REGISTRY.items()}
+
+    async def one(reg: Registration, body: dict[str, Any]) -> None:
+        async with gate:
+            await loop.run_in_executor(executor, _resync_one, reg, memo, logger, body)
+
+    while True:
+        now = loop.time()
+        for plural, reg in list(REGISTRY.items()):
+            if now < due.setdefault(plural, now + reg.interval):
+                continue
+            due[plural] = now + reg.interval
+            try:
+                items = await loop.run_in_executor(executor, memo.kube.list, common.API_VERSION, reg.kind)
+            except Exception as exc:  # try again on the next interval
+                logger.warning("resync list of %s failed: %s", reg.kind, exc)
+                continue
+            mine = [b for b in items if _watched((b.get("metadata") or {}).get("namespace"), namespaces)]
+            await asyncio.gather(*(one(reg, body) for body in mine))
+        await asyncio.sleep(max(0.5, min((d - loop.time() for d in due.values()), default=1.0)))
 
 
 def _owner_from_labels(labels: Mapping[str, str]) -> tuple[str, str] | None:

@@ -8,6 +8,7 @@ objects is recognisably ours.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -19,6 +20,7 @@ import kopf
 import prometheus_client
 
 from mlops_operator import metrics
+from mlops_operator.handlers import framework
 from mlops_operator.k8s import client
 from mlops_operator.reconcile import common as rcommon
 
@@ -32,6 +34,7 @@ class OperatorConfig:
     kubeconfig: str | None = None
     peering: str | None = None
     max_workers: int = 20
+    namespaces: tuple[str, ...] = ()  # watched namespace patterns; empty: all
     settings: rcommon.Settings = dataclasses.field(default_factory=rcommon.Settings)
 
     @classmethod
@@ -118,8 +121,18 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     )
 
 
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    memo.resync = asyncio.get_running_loop().create_task(
+        framework.resync_forever(memo, logger, CONFIG.namespaces)
+    )
+
+
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = getattr(memo, "resync", None)
+    if task is not None:
+        task.cancel()
     kube = getattr(memo, "kube", None)
     if kube is not None:
         kube.close()

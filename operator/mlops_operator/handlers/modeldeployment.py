@@ -1,0 +1,153 @@
+"""ModelDeployment handler: read the model source, the serving Deployments, their pods and the
+pods' ``/metrics``; let the pure reconciler decide; apply, delete, report.
+
+The metrics read sits behind ``MetricsSource`` (``scrape(pod) -> text | None``): in a cluster
+it is an HTTP GET of ``http://<podIP>:8080/metrics``; integration tests on kwok nodes (where
+no server runs) install a source that returns the text they want with ``set_metrics_source``.
+
+The autoscaler's load is computed from two consecutive scrapes of cumulative counters
+(busy seconds and request counts), so the previous scrape per pod is kept in memory here.
+Losing it (an operator restart) costs one resync interval without a new sample; the
+decision state itself (load window, panic, scale-down delay) is in the status.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import urllib.request
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from mlops_operator.api import common
+from mlops_operator.api import modeldeployment as api
+from mlops_operator.handlers import framework
+from mlops_operator.reconcile import autoscale
+from mlops_operator.reconcile import modeldeployment as rmd
+from mlops_operator.reconcile import modeldeployment_build as build
+from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+
+RESYNC_SECONDS = 5.0
+SCRAPE_TIMEOUT = 1.0
+MAX_SCRAPE_THREADS = 16
+
+
+class MetricsSource(Protocol):
+    def scrape(self, pod: Mapping[str, Any]) -> str | None:
+        """The pod's Prometheus exposition, or None when it cannot be read now."""
+
+
+class HttpMetricsSource:
+    def __init__(self, *, port: int = build.PORT, timeout: float = SCRAPE_TIMEOUT) -> None:
+        self.port = port
+        self.timeout = timeout
+
+    def scrape(self, pod: Mapping[str, Any]) -> str | None:
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            return None
+        host = f"[{ip}]" if ":" in str(ip) else str(ip)
+        try:
+            with urllib.request.urlopen(
+                f"http://{host}:{self.port}/metrics", timeout=self.timeout
+            ) as response:
+                text: str = response.read().decode("utf-8", "replace")
+                return text
+        except (OSError, ValueError):
+            return None
+
+
+_SOURCE: list[MetricsSource] = [HttpMetricsSource()]
+_BASELINES: dict[str, dict[str, tuple[float, float, float]]] = {}
+_BASELINES_LOCK = threading.Lock()
+
+
+def set_metrics_source(source: MetricsSource | None) -> None:
+    """Replace how pods' metrics are read (tests); None restores HTTP scraping."""
+    _SOURCE[0] = source or HttpMetricsSource()
+    with _BASELINES_LOCK:
+        _BASELINES.clear()
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _scrape_all(pods: list[dict[str, Any]], *, now: float) -> dict[str, tuple[str, mmetrics.PodMetrics]]:
+    """Ready pods' parsed metrics by pod name, with their track."""
+    source = _SOURCE[0]
+    ready = [p for p in pods if _pod_ready(p)]
+    if not ready:
+        return {}
+
+    def one(pod: dict[str, Any]) -> tuple[str, str, mmetrics.PodMetrics] | None:
+        text = source.scrape(pod)
+        if text is None:
+            return None
+        try:
+            metrics = mmetrics.parse(text, time=now)
+        except ValueError:
+            return None
+        meta = pod.get("metadata") or {}
+        track = (meta.get("labels") or {}).get(build.LABEL_TRACK, "stable")
+        return str(meta.get("name")), track, metrics
+
+    if len(ready) == 1:
+        results = [one(ready[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(min(MAX_SCRAPE_THREADS, len(ready))) as pool:
+            results = list(pool.map(one, ready))
+    return {name: (track, m) for name, track, m in (r for r in results if r is not None)}
+
+
+def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
+    ns = md.metadata.namespace
+    observed = rmd.Observed()
+    sources = [md.spec.model] + ([md.spec.canary.model] if md.spec.canary else [])
+    for source in sources:
+        for kind, name in rmd.source_refs(source):
+            observed.sources[(kind, name)] = ctx.kube.get(common.API_VERSION, kind, name, ns)
+    for track in build.TRACKS:
+        observed.deployments[track] = ctx.kube.get(
+            "apps/v1", "Deployment", build.deployment_name(md, track), ns
+        )
+    selector = ",".join(f"{k}={v}" for k, v in build.selector(md).items())
+    pods = ctx.kube.list("v1", "Pod", ns, label_selector=selector)
+    now = ctx.now.timestamp()
+    scraped = _scrape_all(pods, now=now)
+    for track, metrics in scraped.values():
+        observed.pod_metrics.setdefault(track, []).append(metrics)
+    scaling = md.spec.autoscaling
+    if scaling is not None and scaling.autoscaler == "kpa":
+        current = {name: (m.time, m.busy_seconds, m.requests) for name, (_, m) in scraped.items()}
+        with _BASELINES_LOCK:
+            previous = _BASELINES.get(md.metadata.uid, {})
+            load, baseline = autoscale.sample_from_scrapes(
+                previous=previous, current=current, metric=scaling.metric
+            )
+            _BASELINES[md.metadata.uid] = baseline
+        observed.load_sample = load
+    return observed
+
+
+def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+    md = api.ModelDeployment.from_body(body)
+    ns = md.metadata.namespace
+    plan = rmd.plan(md, observed=observe(ctx, md), now=ctx.now, settings=ctx.settings)
+    for ref in plan.delete:
+        ctx.kube.delete(ref.api_version, ref.kind, ref.name, ns)
+    for manifest in plan.apply:
+        ctx.kube.apply(manifest)
+    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in plan.events]
+    return framework.Outcome(status=plan.status, events=events)
+
+
+REGISTRATION = framework.register(
+    kind=api.ModelDeployment.crd.kind,
+    plural=api.ModelDeployment.crd.plural,
+    reconcile=reconcile,
+    interval=RESYNC_SECONDS,
+)
