@@ -1,0 +1,386 @@
+"""HyperparameterSweep, pure: (sweep, its observed trial TrainingJobs, now) -> what to do and the status.
+
+The sweep remembers nothing between passes: every pass rebuilds the algorithm's history from
+the trials (``sweep_children.observe``), asks ``search`` for as many trials as free slots allow,
+and summarises the trials in a status that stays small whatever their number: counts, best
+trial, last few failures, never the list (katib#1847).
+
+Terminal states: ``Failed`` when more than ``maxFailedTrials`` trials failed or the search
+space is invalid (before any trial); ``Succeeded`` when the goal is reached, ``maxTrials`` trials
+finished or the space is exhausted. Goal and failure are final (unfinished trials are then
+stopped); "maxTrials reached" is not: raising ``maxTrials`` resumes the sweep, as Katib does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mlops_operator import search
+from mlops_operator.api import common, sweep
+from mlops_operator.reconcile import sweep_children
+from mlops_operator.search import trials
+
+STICKY_REASONS = ("GoalReached", "TooManyFailedTrials")
+MAX_PARAM_CHARS = 128
+
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """One pass's decisions: the status, trials to create and to stop, the promotion to apply."""
+
+    status: sweep.HyperparameterSweepStatus
+    create: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    delete: list[str] = dataclasses.field(default_factory=list)
+    promote: dict[str, Any] | None = None
+    events: list[Event] = dataclasses.field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_PARAM_CHARS:
+        return value[: MAX_PARAM_CHARS - 3] + "..."
+    return value
+
+
+def best_trial(
+    observed: Sequence[sweep_children.ObservedTrial],
+    previous: sweep.BestTrial | None,
+    direction: trials.Direction,
+    budget_parameter: str | None,
+    budgets: Mapping[int, Any],
+) -> sweep.BestTrial | None:
+    """The best scored trial (ties: the earliest), never worse than the one already reported."""
+    best: sweep.BestTrial | None = previous
+    for o in observed:
+        t = o.trial
+        if not t.scored or t.value is None:
+            continue
+        if best is not None and not (
+            trials.is_better(t.value, best.objective_value, direction)
+            or (t.value == best.objective_value and t.index < best.index)
+        ):
+            continue
+        params = {k: _short(v) for k, v in t.params.items()}
+        if budget_parameter is not None and t.rung in budgets:
+            params[budget_parameter] = budgets[t.rung]
+        best = sweep.BestTrial(
+            name=o.name,
+            index=t.index,
+            params=params,
+            objective_value=t.value,
+            model_uri=o.model_uri,
+            rung=t.rung if budget_parameter else None,
+        )
+    return best
+
+
+def goal_reached(spec: sweep.HyperparameterSweepSpec, best: sweep.BestTrial | None) -> bool:
+    goal = spec.objective.goal
+    if goal is None or best is None:
+        return False
+    if spec.objective.effective_direction() == "maximize":
+        return best.objective_value >= goal
+    return best.objective_value <= goal
+
+
+def last_failures(observed: Sequence[sweep_children.ObservedTrial]) -> list[sweep.TrialFailure]:
+    failed = [o for o in observed if o.trial.state == "Failed"]
+    failed.sort(key=lambda o: o.trial.finish_key(), reverse=True)
+    return [
+        sweep.TrialFailure(trial=o.name, reason=(o.reason or "Failed")[:128], message=o.message[:512])
+        for o in failed[: sweep.MAX_FAILURES_KEPT]
+    ]
+
+
+def _failure_summary(failures: Sequence[sweep.TrialFailure]) -> str:
+    return "; ".join(
+        f"{f.trial}: {f.reason}" + (f" ({f.message[:120]})" if f.message else "") for f in failures[:3]
+    )
+
+
+def _with_phase(
+    status: sweep.HyperparameterSweepStatus,
+    phase: str,
+    reason: str,
+    message: str,
+    *,
+    now: datetime.datetime,
+    generation: int,
+) -> sweep.HyperparameterSweepStatus:
+    flags = {
+        "Running": phase in ("Pending", "Running"),
+        "Succeeded": phase == "Succeeded",
+        "Failed": phase == "Failed",
+    }
+    for type_, on in flags.items():
+        status = status.with_condition(
+            type_,
+            "True" if on else "False",
+            reason=reason,
+            message=message if on else "",
+            now=now,
+            generation=generation,
+        )
+    return status.model_copy(update={"phase": phase, "reason": reason, "message": message[:1024]})
+
+
+FINAL_REASONS = (*STICKY_REASONS, "MaxTrialsReached", "SearchSpaceExhausted", "InvalidSearchSpace")
+
+
+def settled(resource: sweep.HyperparameterSweep) -> bool:
+    """Whether a pass has nothing left to do, judging by the stored status alone.
+
+    True for an ended sweep whose spec has not changed since (raising maxTrials bumps the
+    generation), that has no unfinished trial and whose promotion, if any, is decided. The
+    handler then skips listing the trials: an ended 1,000-trial sweep costs no LIST of 1,000
+    objects per resync. A failure the framework wrote (ChildRejected, ...) is never settled:
+    the next pass retries.
+    """
+    status = resource.status
+    if status.phase not in ("Succeeded", "Failed") or status.reason not in FINAL_REASONS:
+        return False
+    if status.observed_generation != resource.metadata.generation:
+        return False
+    if status.trials.pending or status.trials.running:
+        return False
+    return not (
+        status.phase == "Succeeded"
+        and resource.spec.promote is not None
+        and status.condition("Promoted") is None
+    )
+
+
+def plan(
+    resource: sweep.HyperparameterSweep,
+    *,
+    children: Sequence[Mapping[str, Any]],
+    now: datetime.datetime,
+) -> Plan:
+    """Everything one pass decides. ``children``: the sweep's TrainingJobs as read from the API."""
+    spec = resource.spec
+    old = resource.status
+    generation = resource.metadata.generation
+    stamp = common.rfc3339(now)
+    seed = sweep_children.seed_of(resource)
+    observed = sweep_children.observe(children, metric=spec.objective.metric)
+    live = [o for o in observed if not o.deleting]
+    history = [o.trial for o in live]
+    status = old.model_copy(update={"observed_generation": generation, "seed": seed})
+
+    problems = sweep_children.validate(resource)
+    if problems:
+        message = "invalid search space: " + "; ".join(problems)
+        status = _with_phase(status, "Failed", "InvalidSearchSpace", message, now=now, generation=generation)
+        status = status.model_copy(update={"completion_time": old.completion_time or stamp})
+        return Plan(status=status, events=transition_events(old, status))
+
+    algorithm = search.make(spec, seed=seed)
+    budget_name = algorithm.budget_parameter
+    budgets = dict(enumerate(algorithm.scheduler.budgets))
+    direction = spec.objective.effective_direction()
+    created = max([old.trials.created, *[o.trial.index + 1 for o in observed]])
+    unfinished = [o for o in live if not o.trial.done]
+    finished = sum(1 for o in live if o.trial.done)
+    best = best_trial(live, old.best_trial, direction, budget_name, budgets)
+    failures = last_failures(live)
+    failed_count = sum(1 for o in live if o.trial.state == "Failed")
+    reached = goal_reached(spec, best)
+
+    # Decide the phase; final decisions stay final.
+    create: list[dict[str, Any]] = []
+    terminal: tuple[str, str, str] | None = None
+    if old.phase in ("Succeeded", "Failed") and old.reason in STICKY_REASONS:
+        terminal = (old.phase, old.reason or "", old.message or "")
+    elif failed_count > spec.max_failed_trials:
+        terminal = (
+            "Failed",
+            "TooManyFailedTrials",
+            f"{failed_count} trials failed (maxFailedTrials {spec.max_failed_trials}); last: "
+            + _failure_summary(failures),
+        )
+    elif reached and best is not None:
+        terminal = (
+            "Succeeded",
+            "GoalReached",
+            f"{best.name} reached {spec.objective.metric} {best.objective_value:g} "
+            f"(goal {spec.objective.goal:g})",
+        )
+    else:
+        slots = spec.parallelism - len(unfinished)
+        room = spec.max_trials - created
+        wanted = max(0, min(slots, room))
+        suggestions = algorithm.suggest(history, wanted) if wanted else []
+        for offset, suggestion in enumerate(suggestions):
+            manifest = sweep_children.trial_manifest(
+                resource, index=created + offset, suggestion=suggestion, algorithm=algorithm
+            )
+            create.append(manifest)
+        exhausted = wanted > 0 and not suggestions
+        if not unfinished and not create and (room <= 0 or exhausted):
+            reason = "MaxTrialsReached" if room <= 0 else "SearchSpaceExhausted"
+            terminal = (
+                "Succeeded",
+                reason,
+                f"{finished} trials finished; best: "
+                + (f"{best.name} {spec.objective.metric} {best.objective_value:g}" if best else "none"),
+            )
+    created += len(create)
+
+    counts = sweep.TrialCounts(
+        created=created,
+        pending=sum(1 for o in live if o.trial.state == "Pending") + len(create),
+        running=sum(1 for o in live if o.trial.state == "Running"),
+        succeeded=sum(1 for o in live if o.trial.state == "Succeeded"),
+        failed=failed_count,
+        pruned=len(algorithm.pruned(history)),
+    )
+    delete: list[str] = []
+    if terminal is not None and terminal[0] in ("Succeeded", "Failed") and terminal[1] in STICKY_REASONS:
+        delete = [o.name for o in unfinished]
+        counts = counts.model_copy(
+            update={"pending": 0, "running": 0, "stopped": max(0, created - counts.succeeded - counts.failed)}
+        )
+    planned = spec.max_trials
+    if algorithm.capacity is not None and algorithm.scheduler.mode == "single":
+        planned = min(planned, algorithm.capacity)
+    status = status.model_copy(
+        update={
+            "trials": counts,
+            "progress": f"{counts.succeeded + counts.failed}/{planned}",
+            "best_trial": best,
+            "goal_reached": reached if spec.objective.goal is not None else None,
+            "last_failures": failures,
+            "start_time": old.start_time or (stamp if created else None),
+        }
+    )
+    if terminal is not None:
+        status = _with_phase(status, terminal[0], terminal[1], terminal[2], now=now, generation=generation)
+        status = status.model_copy(update={"completion_time": old.completion_time or stamp})
+    else:
+        phase = "Running" if created else "Pending"
+        message = (
+            f"{counts.running} running, {counts.pending} pending, {counts.succeeded + counts.failed} finished"
+        )
+        status = _with_phase(
+            status, phase, "TrialsRunning" if created else "Starting", message, now=now, generation=generation
+        )
+        status = status.model_copy(update={"completion_time": None})
+
+    promote: dict[str, Any] | None = None
+    if status.phase == "Succeeded" and spec.promote is not None:
+        status, promote = _promotion(resource, status, now=now)
+    return Plan(
+        status=status, create=create, delete=delete, promote=promote, events=transition_events(old, status)
+    )
+
+
+def _promotion(
+    resource: sweep.HyperparameterSweep, status: sweep.HyperparameterSweepStatus, *, now: datetime.datetime
+) -> tuple[sweep.HyperparameterSweepStatus, dict[str, Any] | None]:
+    promote = resource.spec.promote
+    assert promote is not None
+    best = status.best_trial
+    generation = resource.metadata.generation
+    if best is None:
+        return status.with_condition(
+            "Promoted",
+            "False",
+            reason="NoSucceededTrial",
+            message="no trial succeeded; nothing to promote",
+            now=now,
+            generation=generation,
+        ), None
+    threshold = promote.threshold
+    if threshold is not None and trials.is_better(
+        threshold, best.objective_value, resource.spec.objective.effective_direction()
+    ):
+        message = (
+            f"best {resource.spec.objective.metric} {best.objective_value:g} does not clear the threshold "
+            f"{threshold:g}; {promote.model_deployment} left unchanged"
+        )
+        return status.with_condition(
+            "Promoted", "False", reason="BelowThreshold", message=message, now=now, generation=generation
+        ), None
+    done = status.promotion
+    if done is not None and done.trial == best.name and done.model_deployment == promote.model_deployment:
+        return status, None
+    record = sweep.Promotion(
+        model_deployment=promote.model_deployment,
+        trial=best.name,
+        model_uri=best.model_uri,
+        objective_value=best.objective_value,
+        time=common.rfc3339(now),
+    )
+    status = status.model_copy(update={"promotion": record}).with_condition(
+        "Promoted",
+        "True",
+        reason="Promoted",
+        message=f"{best.name} ({resource.spec.objective.metric} {best.objective_value:g}) handed to "
+        f"ModelDeployment {promote.model_deployment}",
+        now=now,
+        generation=generation,
+    )
+    return status, sweep_children.promotion_manifest(resource, best)
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------
+
+
+def transition_events(
+    old: sweep.HyperparameterSweepStatus, new: sweep.HyperparameterSweepStatus
+) -> list[Event]:
+    """The Events a person wants in ``kubectl describe`` for the change from ``old`` to ``new``."""
+    events: list[Event] = []
+    if new.phase == "Running" and old.phase in (None, "Pending"):
+        events.append(("Normal", "Started", "the sweep started its first trials"))
+    if new.trials.created > old.trials.created:
+        n = new.trials.created - old.trials.created
+        first, last = old.trials.created, new.trials.created - 1
+        which = f"trial {first}" if n == 1 else f"trials {first}-{last}"
+        events.append(("Normal", "TrialsCreated", f"created {which} ({new.trials.created} so far)"))
+    if new.trials.failed > old.trials.failed and new.last_failures:
+        f = new.last_failures[0]
+        events.append(("Warning", "TrialFailed", f"{f.trial} failed: {f.reason} {f.message[:200]}".strip()))
+    if new.best_trial is not None and (
+        old.best_trial is None
+        or (new.best_trial.name, new.best_trial.objective_value)
+        != (old.best_trial.name, old.best_trial.objective_value)
+    ):
+        events.append(
+            (
+                "Normal",
+                "NewBestTrial",
+                f"{new.best_trial.name}: {new.best_trial.objective_value:g} with "
+                f"{json.dumps(new.best_trial.params, sort_keys=True)[:400]}",
+            )
+        )
+    if new.phase != old.phase or new.reason != old.reason:
+        if new.phase == "Succeeded":
+            events.append(("Normal", new.reason or "Succeeded", new.message or "the sweep succeeded"))
+        elif new.phase == "Failed":
+            events.append(("Warning", new.reason or "Failed", new.message or "the sweep failed"))
+        elif new.phase == "Running" and old.phase == "Succeeded":
+            events.append(("Normal", "Resumed", "maxTrials was raised; the sweep runs again"))
+    old_promoted = old.condition("Promoted")
+    new_promoted = new.condition("Promoted")
+    if new_promoted is not None and (
+        old_promoted is None
+        or (old_promoted.status, old_promoted.reason, old_promoted.message)
+        != (new_promoted.status, new_promoted.reason, new_promoted.message)
+    ):
+        kind = "Normal" if new_promoted.status == "True" else "Warning"
+        reason = "Promoted" if new_promoted.status == "True" else "PromotionSkipped"
+        events.append((kind, reason, new_promoted.message))
+    return events

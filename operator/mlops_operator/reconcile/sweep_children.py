@@ -1,0 +1,282 @@
+"""HyperparameterSweep's children, pure: trial TrainingJobs out and back, and the promoted ModelDeployment.
+
+A trial is a TrainingJob named ``<sweep>-trial-<index>`` (deterministic, so a retried or
+restarted pass cannot duplicate it), labelled with its index, configuration and rung, and
+annotated with the parameters the algorithm chose (JSON), its budget and, for CMA-ES, the
+generation it was asked in. ``observe`` reads those back into the algorithm's ``Trial``
+records: that is the sweep's whole memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mlops_operator import search
+from mlops_operator.api import common, estimators, sweep, trainingjob
+from mlops_operator.reconcile import common as rcommon
+from mlops_operator.search import space, trials
+
+LABEL_TRIAL_INDEX = sweep.LABEL_TRIAL_INDEX
+LABEL_TRIAL_CONFIG = sweep.LABEL_TRIAL_CONFIG
+LABEL_TRIAL_RUNG = sweep.LABEL_TRIAL_RUNG
+ANNOTATION_PARAMS = sweep.ANNOTATION_TRIAL_PARAMS
+ANNOTATION_GENERATION = sweep.ANNOTATION_TRIAL_GENERATION
+ANNOTATION_BUDGET = sweep.ANNOTATION_TRIAL_BUDGET
+LABEL_PROMOTED_FROM = "mlops.dev/promoted-from-sweep"
+ANNOTATION_PROMOTED_TRIAL = "mlops.dev/promoted-trial"
+COMPONENT = "trial"
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedTrial:
+    """A trial TrainingJob as read back: the algorithm's record plus what status needs."""
+
+    trial: trials.Trial
+    name: str
+    model_uri: str | None = None
+    reason: str = ""
+    message: str = ""
+    deleting: bool = False
+
+
+def selector(resource: sweep.HyperparameterSweep) -> str:
+    """Label selector of the sweep's trials."""
+    return f"mlops.dev/hyperparametersweep={resource.metadata.name}"
+
+
+def seed_of(resource: sweep.HyperparameterSweep) -> int:
+    spec_seed = resource.spec.seed
+    return (
+        spec_seed
+        if spec_seed is not None
+        else space.seed_from_uid(resource.metadata.uid or resource.metadata.name)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading trials back
+# --------------------------------------------------------------------------------------------
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def objective_value(status: Mapping[str, Any], metric: str) -> float | None:
+    """The trial's value of the sweep's metric on the validation split."""
+    value: Any = None
+    if status.get("objectiveMetric") in (None, metric):
+        value = status.get("objectiveValue")
+    if value is None:
+        metrics = status.get("metrics") or {}
+        entry = metrics.get(metric) if isinstance(metrics, Mapping) else None
+        if isinstance(entry, Mapping):
+            value = entry.get("validation", entry.get("cvMean"))
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def observe(children: Sequence[Mapping[str, Any]], *, metric: str) -> list[ObservedTrial]:
+    """Trial records from the sweep's TrainingJobs (objects without a trial index are ignored)."""
+    out: list[ObservedTrial] = []
+    for child in children:
+        meta = child.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        index = _int(labels.get(LABEL_TRIAL_INDEX))
+        if index is None or index < 0:
+            continue
+        try:
+            params = json.loads(annotations.get(ANNOTATION_PARAMS) or "{}")
+        except ValueError:
+            params = {}
+        status = child.get("status") or {}
+        phase = status.get("phase")
+        value = objective_value(status, metric)
+        reason = str(status.get("reason") or "")
+        message = str(status.get("message") or "")
+        state: trials.TrialState
+        if phase == "Succeeded" and value is not None:
+            state = "Succeeded"
+        elif phase == "Succeeded":
+            state, reason = "Failed", "NoObjectiveValue"
+            message = f"the trial succeeded but reported no {metric} on the validation split"
+        elif phase == "Failed":
+            state = "Failed"
+        elif phase == "Running":
+            state = "Running"
+        else:
+            state = "Pending"
+        trial = trials.Trial(
+            index=index,
+            params=params if isinstance(params, dict) else {},
+            state=state,
+            value=value if state == "Succeeded" else None,
+            config=_int(labels.get(LABEL_TRIAL_CONFIG), index),
+            rung=_int(labels.get(LABEL_TRIAL_RUNG), 0) or 0,
+            generation=_int(annotations.get(ANNOTATION_GENERATION)),
+            finished=str(status.get("completionTime") or ""),
+        )
+        out.append(
+            ObservedTrial(
+                trial=trial,
+                name=str(meta.get("name", "")),
+                model_uri=status.get("modelUri"),
+                reason=reason,
+                message=message,
+                deleting=bool(meta.get("deletionTimestamp")),
+            )
+        )
+    out.sort(key=lambda o: o.trial.index)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Building trials
+# --------------------------------------------------------------------------------------------
+
+
+def trial_spec(
+    resource: sweep.HyperparameterSweep, params: Mapping[str, Any], name: str
+) -> trainingjob.TrainingJobSpec:
+    """The trial's TrainingJob spec: the template with the trial's parameters and the sweep's objective."""
+    template = resource.spec.trial_template
+    objective = resource.spec.objective
+    metrics = template.effective_metrics()
+    if objective.metric not in metrics:
+        metrics = [*metrics, objective.metric]
+    update: dict[str, Any] = {
+        "model": template.model.model_copy(update={"params": {**template.model.params, **params}}),
+        "metrics": metrics,
+        "objective": trainingjob.Objective(
+            metric=objective.metric, direction=objective.effective_direction()
+        ),
+    }
+    if template.output is not None and template.output.storage_uri:
+        location = common.StorageLocation.parse(template.output.storage_uri).join(name)
+        update["output"] = trainingjob.Output(storage_uri=location.uri())
+    return template.model_copy(update=update, deep=True)
+
+
+def trial_manifest(
+    resource: sweep.HyperparameterSweep,
+    *,
+    index: int,
+    suggestion: trials.Suggestion,
+    algorithm: search.Search,
+) -> dict[str, Any]:
+    owner = rcommon.Owner.of(resource)
+    name = owner.child_name("trial", index)
+    labels = {
+        **owner.labels(COMPONENT),
+        LABEL_TRIAL_INDEX: str(index),
+        LABEL_TRIAL_CONFIG: str(suggestion.config),
+        LABEL_TRIAL_RUNG: str(suggestion.rung),
+    }
+    queue = resource.metadata.labels.get(trainingjob.KUEUE_QUEUE_LABEL)
+    if queue:  # trials queue in the sweep's Kueue LocalQueue (the TrainingJob carries it to its Job)
+        labels[trainingjob.KUEUE_QUEUE_LABEL] = queue
+    annotations = {ANNOTATION_PARAMS: json.dumps(dict(suggestion.params), sort_keys=True)}
+    if suggestion.generation is not None:
+        annotations[ANNOTATION_GENERATION] = str(suggestion.generation)
+    if suggestion.budget is not None:
+        annotations[ANNOTATION_BUDGET] = json.dumps(suggestion.budget)
+    spec = trial_spec(resource, algorithm.trial_params(suggestion), name)
+    return {
+        "apiVersion": common.API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": name,
+            "namespace": resource.metadata.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec.to_api(),
+    }
+
+
+def _first_value(p: sweep.SearchParameter) -> Any:
+    if p.type == "categorical":
+        return (p.values or [None])[0]
+    return int(p.low or 0) if p.type == "int" else p.low
+
+
+def validate(resource: sweep.HyperparameterSweep) -> list[str]:
+    """Why no trial of this sweep could run; checked before the first trial. Each names the field."""
+    spec = resource.spec
+    errors = space.problems(spec)
+    if errors:
+        return errors
+    template = spec.trial_template
+    entry = estimators.REGISTRY.get(template.model.estimator)
+    if entry is not None and spec.objective.metric not in estimators.metrics_for(entry.task):
+        errors.append(
+            f"objective.metric: {spec.objective.metric} does not apply to {entry.task} ({entry.name})"
+        )
+    for p in spec.search_space:
+        if p.type == "categorical":
+            probes = list(p.values or [])
+        else:
+            assert p.low is not None and p.high is not None
+            probes = [p.low, p.high] if p.type == "float" else [int(p.low), int(p.high)]
+        for value in probes:
+            errors.extend(
+                f"searchSpace[{p.name}]: {e}"
+                for e in estimators.validate_params(template.model.estimator, {p.name: value})
+            )
+    if not errors:
+        # One valid trial's spec: any error left is the template's own (metrics, params, GPU).
+        probe = {p.name: _first_value(p) for p in spec.search_space}
+        errors.extend(
+            f"trialTemplate: {e}" for e in trainingjob.validate_spec(trial_spec(resource, probe, "probe"))
+        )
+    return list(dict.fromkeys(errors))
+
+
+# --------------------------------------------------------------------------------------------
+# Promotion
+# --------------------------------------------------------------------------------------------
+
+
+def promotion_manifest(resource: sweep.HyperparameterSweep, best: sweep.BestTrial) -> dict[str, Any]:
+    """The ModelDeployment to apply: the best trial's model directory (or the sweep, without one)."""
+    assert resource.spec.promote is not None
+    model: dict[str, Any] = (
+        {"storageUri": best.model_uri} if best.model_uri else {"sweepRef": resource.metadata.name}
+    )
+    return {
+        "apiVersion": common.API_VERSION,
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": resource.spec.promote.model_deployment,
+            "namespace": resource.metadata.namespace,
+            "labels": {LABEL_PROMOTED_FROM: resource.metadata.name},
+            "annotations": {ANNOTATION_PROMOTED_TRIAL: best.name},
+        },
+        "spec": {"model": model},
+    }
+
+
+def promotion_patch(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON merge patch that points an existing ModelDeployment at the promoted model.
+
+    The other model sources are cleared (exactly one may be set); everything else the user
+    configured (replicas, canary, stage...) is left alone.
+    """
+    model = {"trainingJobRef": None, "sweepRef": None, "storageUri": None, **manifest["spec"]["model"]}
+    return {
+        "metadata": {
+            "labels": manifest["metadata"]["labels"],
+            "annotations": manifest["metadata"]["annotations"],
+        },
+        "spec": {"model": model},
+    }
