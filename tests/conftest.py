@@ -27,6 +27,10 @@ sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 
 import localcluster  # noqa: E402
 
+# The kubernetes package reads KUBECONFIG when it is first imported (kopf's login uses that
+# default), and test modules import it at collection: point it at the local cluster now.
+os.environ["KUBECONFIG"] = str(localcluster.KUBECONFIG)
+
 T = TypeVar("T")
 
 

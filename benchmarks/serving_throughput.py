@@ -1,0 +1,273 @@
+"""Serving throughput: our model server vs MLServer (mlserver-sklearn) vs KServe's Python server.
+
+One run, one model (the iris ColumnTransformer + LogisticRegression Pipeline of
+``mlops_workloads.serve.demo``), one machine, one load generator (``wrk`` when installed,
+else a raw-socket asyncio generator): requests/s and p50/p99 latency at concurrency 1 and
+32, for single-row requests, plus the overhead of each server over a bare ``predict`` call.
+The servers run side by side; cells are measured in ROUNDS, interleaved, and the median
+round is reported, so a burst of load from elsewhere on a shared machine hits every server
+alike. MLServer and KServe live in their own venvs (see ``serving/competitors.py``).
+
+Work per request is NOT flattering to us: our server returns predictions, class
+probabilities and low-confidence flags and updates drift windows and metrics; MLServer and
+KServe are asked for ``predict`` only.
+
+    .venv/bin/python benchmarks/serving_throughput.py [--seconds 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from serving import competitors, loadgen, stacks
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, "site": "north"}
+V1_BODY = json.dumps({"instances": [ROW]}).encode()
+V2_COLUMNS = {
+    "inputs": [
+        {"name": k, "shape": [1], "datatype": "BYTES" if k == "site" else "FP64", "data": [v]}
+        for k, v in ROW.items()
+    ]
+}
+V2_BODY = json.dumps(V2_COLUMNS).encode()
+MLSERVER_BODY = json.dumps(
+    {
+        "parameters": {"content_type": "pd"},
+        "inputs": [
+            {**t, "parameters": {"content_type": "str"}} if t["datatype"] == "BYTES" else t
+            for t in V2_COLUMNS["inputs"]
+        ],
+    }
+).encode()
+CONCURRENCY = (1, 32)
+
+
+@contextlib.contextmanager
+def started(
+    name: str, cmd: list[str], ready_url: str, log_dir: pathlib.Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    log = (log_dir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        stacks.wait_ready(ready_url, timeout=180)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def distinct_ports(n: int) -> list[int]:
+    """``n`` free ports, all different (sockets held open until all are chosen)."""
+    import socket
+
+    socks = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    ports = [int(sock.getsockname()[1]) for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def check_answer(url: str, body: bytes) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="per cell and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated subset of servers")
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    from mlops_workloads.serve import bundle, demo
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    model_dir = demo.build(work / "model")
+    joblib_path = competitors.export_joblib(model_dir, work / "joblib")
+    pipeline = bundle.load(model_dir).pipeline
+    frame = pd.DataFrame([ROW])
+    bare_predict = loadgen.bare_predict(lambda: pipeline.predict(frame))
+    bare_proba = loadgen.bare_predict(lambda: pipeline.predict_proba(frame))
+
+    ports = iter(distinct_ports(16))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_CONFIG", "PROMETHEUS_MULTIPROC"))}
+    servers: list[dict[str, Any]] = []
+    p = next(ports)
+    servers.append(
+        {
+            "name": "ours (v1)",
+            "cmd": [
+                sys.executable,
+                "-m",
+                "mlops_workloads.serve",
+                "--model-dir",
+                str(model_dir),
+                "--model-name",
+                "iris",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+            ],
+            "ready": f"http://127.0.0.1:{p}/v2/health/ready",
+            "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
+            "body": V1_BODY,
+            "env": env,
+            "also": [("ours (v2)", f"http://127.0.0.1:{p}/v2/models/iris/infer", V2_BODY)],
+        }
+    )
+    p = next(ports)
+    servers.append(
+        {
+            "name": "ours (v1, --workers 2)",
+            "cmd": [
+                sys.executable,
+                "-m",
+                "mlops_workloads.serve",
+                "--model-dir",
+                str(model_dir),
+                "--model-name",
+                "iris",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                "--workers",
+                "2",
+            ],
+            "ready": f"http://127.0.0.1:{p}/v2/health/ready",
+            "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
+            "body": V1_BODY,
+            "env": env,
+            "also": [],
+        }
+    )
+    for workers in (1, 0):
+        p = next(ports)
+        name = "mlserver" if workers == 1 else "mlserver (parallel_workers=0)"
+        servers.append(
+            {
+                "name": name,
+                "cmd": competitors.mlserver_command(
+                    joblib_path,
+                    work / f"mlserver-{workers}",
+                    port=p,
+                    grpc_port=next(ports),
+                    metrics_port=next(ports),
+                    parallel_workers=workers,
+                ),
+                "ready": f"http://127.0.0.1:{p}/v2/health/ready",
+                "url": f"http://127.0.0.1:{p}/v2/models/iris/infer",
+                "body": MLSERVER_BODY,
+                "env": None,
+                "also": [],
+            }
+        )
+    p = next(ports)
+    servers.append(
+        {
+            "name": "kserve",
+            "cmd": competitors.kserve_command(joblib_path, work / "kserve", port=p, grpc_port=next(ports)),
+            "ready": f"http://127.0.0.1:{p}/v1/models/iris",
+            "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
+            "body": V1_BODY,
+            "env": None,
+            "also": [],
+        }
+    )
+    if args.only:
+        keep = set(args.only.split(","))
+        servers = [s for s in servers if s["name"] in keep]
+
+    cells: list[tuple[str, str, bytes]] = []
+    for s in servers:
+        cells.append((s["name"], s["url"], s["body"]))
+        cells.extend(s["also"])
+    results: dict[tuple[str, int], list[loadgen.Result]] = {}
+    with contextlib.ExitStack() as stack:
+        for s in servers:
+            stack.enter_context(started(s["name"], s["cmd"], s["ready"], work, s["env"]))
+        for name, url, body in cells:
+            print(f"[check] {name}: {json.dumps(check_answer(url, body))[:160]}", flush=True)
+        for round_ in range(args.rounds):
+            for concurrency in CONCURRENCY:
+                for name, url, body in cells:
+                    r = loadgen.run(url, body, concurrency=concurrency, seconds=args.seconds)
+                    results.setdefault((name, concurrency), []).append(r)
+                    print(
+                        f"[round {round_ + 1}] {name:32s} c={concurrency:<3d} {r.rps:8.0f} req/s  "
+                        f"p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:8.2f} ms  non-2xx {r.errors}",
+                        flush=True,
+                    )
+                    time.sleep(0.5)
+
+    print()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores (shared), "
+        f"Python {platform.python_version()}; load generator: {loadgen.tool()}; {args.rounds} interleaved "
+        f"rounds of {args.seconds:.0f} s per cell, median round shown; single-row requests"
+    )
+    print(
+        f"bare pipeline.predict: {bare_predict * 1e3:.3f} ms   bare pipeline.predict_proba: "
+        f"{bare_proba * 1e3:.3f} ms  (1 row, in-process)"
+    )
+    print(f"{'server':32s} {'c':>3s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'overhead p50':>13s}")
+    summary: dict[tuple[str, int], loadgen.Result] = {}
+    for concurrency in CONCURRENCY:
+        for name, _, _ in cells:
+            runs = sorted(results[(name, concurrency)], key=lambda r: r.rps)
+            med = runs[len(runs) // 2]
+            summary[(name, concurrency)] = med
+            p50 = statistics.median(r.p50_ms for r in runs)
+            p99 = statistics.median(r.p99_ms for r in runs)
+            overhead = f"{p50 - bare_predict * 1e3:+.2f} ms" if concurrency == 1 else ""
+            print(f"{name:32s} {concurrency:3d} {med.rps:8.0f} {p50:8.2f} {p99:8.2f} {overhead:>13s}")
+    anchor = "mlserver"
+    for concurrency in CONCURRENCY:
+        if (anchor, concurrency) not in summary:
+            continue
+        base = summary[(anchor, concurrency)]
+        for name, _, _ in cells:
+            r = summary[(name, concurrency)]
+            p99 = statistics.median(x.p99_ms for x in results[(name, concurrency)])
+            base_p99 = statistics.median(x.p99_ms for x in results[(anchor, concurrency)])
+            print(
+                f"c={concurrency:<3d} {name:32s} {r.rps / base.rps:5.2f}x MLServer's throughput, "
+                f"p99 {p99:7.2f} ms vs {base_p99:7.2f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()

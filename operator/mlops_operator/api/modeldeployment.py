@@ -1,0 +1,396 @@
+"""ModelDeployment: serve a trained model, scale it, roll out new versions, watch for drift.
+
+The spec says WHICH model (a TrainingJob's, a sweep's best trial, or a storage URI), HOW
+MANY pods (fixed ``replicas`` or ``autoscaling``), how a new version rolls out (``canary``
+with automatic rollback), which ``stage`` it is in (a registry's staging, production,
+archived) and what to do on ``drift``. The status keeps what a person and the operator
+need after a restart: phase, URL, replicas, the served model's URI and digest, the canary's
+state, the last scale decision and the autoscaler's small state (so a restart of the
+operator neither forgets a panic nor scales down early).
+
+``ServeConfig`` is the model server's config (``python -m mlops_workloads.serve``); it lives
+here so the operator and the workload share one definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import pydantic
+
+from mlops_operator.api import common
+
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+EXACTLY_ONE_MODEL = (
+    "(has(self.trainingJobRef) ? 1 : 0) + (has(self.sweepRef) ? 1 : 0) + (has(self.storageUri) ? 1 : 0) == 1"
+)
+
+
+class ModelSource(common.ApiModel):
+    """Where the model comes from: exactly one of trainingJobRef, sweepRef, storageUri."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": EXACTLY_ONE_MODEL,
+                    "message": "model: set exactly one of trainingJobRef, sweepRef or storageUri",
+                }
+            ]
+        }
+    )
+
+    training_job_ref: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of a TrainingJob in the same namespace; its status.modelUri is served once it "
+        "succeeded.",
+    )
+    sweep_ref: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of a HyperparameterSweep in the same namespace; its best trial's model is served.",
+    )
+    storage_uri: str | None = pydantic.Field(
+        default=None,
+        max_length=2048,
+        pattern=common.STORAGE_URI_PATTERN,
+        description="A model directory (pvc://<claim>/<path> or file:///<path>) holding model.skops, "
+        "schema.json, baseline.json and model_card.json.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        chosen = [v for v in (self.training_job_ref, self.sweep_ref, self.storage_uri) if v is not None]
+        if len(chosen) != 1:
+            raise ValueError("model: set exactly one of trainingJobRef, sweepRef or storageUri")
+        return self
+
+
+class Autoscaling(common.ApiModel):
+    """Replica bounds and the scaling policy (Knative KPA semantics by default)."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+                    "fieldPath": ".minReplicas",
+                },
+                {
+                    "rule": "self.panicWindowSeconds < self.stableWindowSeconds",
+                    "message": "autoscaling.panicWindowSeconds must be shorter than stableWindowSeconds",
+                    "fieldPath": ".panicWindowSeconds",
+                },
+            ]
+        }
+    )
+
+    min_replicas: int = pydantic.Field(default=1, ge=1, le=1000, description="Fewest pods (at least 1).")
+    max_replicas: int = pydantic.Field(default=10, ge=1, le=1000, description="Most pods.")
+    metric: Literal["concurrency", "rps"] = pydantic.Field(
+        default="concurrency",
+        description="What `target` counts per pod: in-flight requests or requests per second.",
+    )
+    target: float = pydantic.Field(default=10.0, gt=0, le=100000, description="Desired metric value per pod.")
+    target_utilization_percent: int = pydantic.Field(
+        default=70,
+        ge=1,
+        le=100,
+        description="Scale so pods run at this share of `target` (headroom for bursts).",
+    )
+    autoscaler: Literal["kpa", "hpa"] = pydantic.Field(
+        default="kpa",
+        description="kpa: the operator reads the pods' /metrics and sets replicas (no metrics server "
+        "needed); hpa: emit an autoscaling/v2 HorizontalPodAutoscaler on the pods metric (needs a "
+        "custom-metrics adapter).",
+    )
+    stable_window_seconds: int = pydantic.Field(
+        default=60, ge=6, le=3600, description="Window whose average load sets the replica count."
+    )
+    panic_window_seconds: int = pydantic.Field(
+        default=6, ge=1, le=600, description="Short window that detects bursts."
+    )
+    panic_threshold_percent: int = pydantic.Field(
+        default=200,
+        ge=110,
+        le=1000,
+        description="Enter panic mode when the panic window needs this share of the ready pods (200 = 2x).",
+    )
+    scale_down_delay_seconds: int = pydantic.Field(
+        default=120,
+        ge=0,
+        le=3600,
+        description="A scale-down happens only after the lower count was wanted for this long (no flapping).",
+    )
+    max_scale_up_rate: float = pydantic.Field(
+        default=1000.0, ge=1.0, le=1000.0, description="At most this factor of the ready pods per decision."
+    )
+    max_scale_down_rate: float = pydantic.Field(
+        default=2.0, ge=1.0, le=1000.0, description="At most ready/rate pods removed per decision."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if self.panic_window_seconds >= self.stable_window_seconds:
+            raise ValueError("autoscaling.panicWindowSeconds must be shorter than stableWindowSeconds")
+        return self
+
+
+class RollbackPolicy(common.ApiModel):
+    """When a canary is worse than the stable version by these margins, it is rolled back."""
+
+    error_rate_margin: float = pydantic.Field(
+        default=0.02, ge=0, le=1, description="Roll back when the canary's 5xx rate exceeds stable's by this."
+    )
+    p95_latency_margin_ms: float = pydantic.Field(
+        default=50.0,
+        ge=0,
+        le=600000,
+        description="Roll back when the canary's p95 latency exceeds stable's by this.",
+    )
+    min_requests: int = pydantic.Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Judge the canary only after it answered this many requests.",
+    )
+
+
+class Canary(common.ApiModel):
+    """A second model version behind the same Service, with a share of the traffic."""
+
+    model: ModelSource = pydantic.Field(description="The canary's model (same choices as spec.model).")
+    traffic_percent: int = pydantic.Field(
+        default=10, ge=0, le=100, description="Share of requests for the canary (by replica weighting)."
+    )
+    rollback: RollbackPolicy = pydantic.Field(
+        default_factory=RollbackPolicy, description="Automatic rollback thresholds."
+    )
+
+
+class RetrainTemplate(common.ApiModel):
+    """A TrainingJob to create when drift is detected."""
+
+    spec: dict[str, Any] = pydantic.Field(
+        description="A TrainingJob spec (validated by the TrainingJob CRD when created).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    cooldown_seconds: int = pydantic.Field(
+        default=3600, ge=60, le=30 * 86400, description="At most one retraining job per this many seconds."
+    )
+
+
+class DriftPolicy(common.ApiModel):
+    """Drift monitoring: PSI of recent inputs against the training baseline."""
+
+    threshold: float = pydantic.Field(
+        default=0.2, gt=0, le=100, description="DriftDetected when the largest per-feature PSI passes this."
+    )
+    window: int = pydantic.Field(default=1000, ge=10, le=1_000_000, description="Rows in the sliding window.")
+    min_rows: int = pydantic.Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Judge drift only once a pod's window holds this many rows.",
+    )
+    retrain: RetrainTemplate | None = pydantic.Field(
+        default=None, description="Optional TrainingJob to create when drift is detected."
+    )
+
+
+class ModelDeploymentSpec(common.ApiModel):
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.replicas) && has(self.autoscaling))",
+                    "message": "set either replicas or autoscaling, not both",
+                    "fieldPath": ".replicas",
+                },
+            ]
+        }
+    )
+
+    model: ModelSource = pydantic.Field(description="The model to serve.")
+    replicas: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="A fixed number of pods (default 1 when autoscaling is unset).",
+    )
+    autoscaling: Autoscaling | None = pydantic.Field(default=None, description="Scale on load instead.")
+    resources: common.Resources = pydantic.Field(
+        default_factory=lambda: common.Resources(cpu="500m", memory="512Mi"),
+        description="Resources of each serving pod.",
+    )
+    workers: int = pydantic.Field(
+        default=1, ge=1, le=64, description="Server processes per pod (SO_REUSEPORT); match the pod's CPU."
+    )
+    low_confidence_threshold: float = pydantic.Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Rows whose top class probability is under this are flagged lowConfidence.",
+    )
+    max_batch_rows: int = pydantic.Field(
+        default=1000, ge=1, le=100000, description="Most rows per request; larger batches get 413."
+    )
+    canary: Canary | None = pydantic.Field(
+        default=None, description="Roll out a new version to a share of traffic."
+    )
+    stage: Literal["staging", "production", "archived"] = pydantic.Field(
+        default="staging",
+        description="Registry stage; archived scales the deployment to zero and keeps the record.",
+    )
+    drift: DriftPolicy = pydantic.Field(default_factory=DriftPolicy, description="Drift monitoring.")
+    image: str | None = pydantic.Field(
+        default=None, max_length=512, description="Server image; defaults to the operator's workload image."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> ModelDeploymentSpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either replicas or autoscaling, not both")
+        return self
+
+
+class AutoscalerSample(common.ApiModel):
+    """One observation of the deployment's total load."""
+
+    t: float = pydantic.Field(description="Unix time of the observation (seconds).")
+    v: float = pydantic.Field(ge=0, description="Total load across ready pods (concurrency or requests/s).")
+
+
+class AutoscalerRecommendation(common.ApiModel):
+    t: float = pydantic.Field(description="Unix time of the recommendation (seconds).")
+    n: int = pydantic.Field(ge=0, description="Recommended replicas.")
+
+
+class AutoscalerState(common.ApiModel):
+    """What the KPA decision needs from the past; bounded so the status stays small."""
+
+    samples: list[AutoscalerSample] = pydantic.Field(
+        default_factory=list, max_length=128, description="Load samples within the stable window."
+    )
+    recommendations: list[AutoscalerRecommendation] = pydantic.Field(
+        default_factory=list,
+        max_length=128,
+        description="Recent recommendations within the scale-down delay.",
+    )
+    panic_since: float | None = pydantic.Field(
+        default=None, description="Unix time panic mode began or was extended."
+    )
+    max_panic_replicas: int = pydantic.Field(
+        default=0, ge=0, description="Highest count wanted during this panic."
+    )
+
+
+class ScaleDecision(common.ApiModel):
+    desired: int = pydantic.Field(ge=0, description="Replicas decided.")
+    reason: str = pydantic.Field(default="", max_length=256, description="Why (CamelCase).")
+    message: str = pydantic.Field(default="", max_length=1024, description="The numbers behind it.")
+    time: str | None = pydantic.Field(default=None, description="When it was made (RFC 3339).")
+
+
+class CanaryStatus(common.ApiModel):
+    state: Literal["Progressing", "Healthy", "RolledBack", "Pending"] = pydantic.Field(
+        default="Pending",
+        description="Progressing (judging), Healthy, RolledBack or Pending (model not ready).",
+    )
+    model_uri: str | None = pydantic.Field(default=None, description="The canary's model URI.")
+    model_digest: str | None = pydantic.Field(default=None, description="The canary's model digest.")
+    traffic_percent: float | None = pydantic.Field(
+        default=None, description="Effective share of traffic (canary pods / all pods)."
+    )
+    replicas: int = pydantic.Field(default=0, ge=0, description="Canary pods.")
+    spec_hash: str | None = pydantic.Field(
+        default=None, description="Hash of the canary spec this state is about."
+    )
+    message: str = pydantic.Field(default="", max_length=1024, description="The verdict's numbers.")
+
+
+class DriftStatus(common.ApiModel):
+    score: float | None = pydantic.Field(default=None, description="Largest per-feature PSI across pods.")
+    feature: str | None = pydantic.Field(default=None, description="The feature with that score.")
+    rows: int = pydantic.Field(default=0, ge=0, description="Rows in the largest window behind the score.")
+    retrains: int = pydantic.Field(default=0, ge=0, description="Retraining jobs created so far.")
+    last_retrain_time: str | None = pydantic.Field(default=None, description="When the last one was created.")
+    last_retrain_job: str | None = pydantic.Field(default=None, description="Its name.")
+
+
+class ModelDeploymentStatus(common.StatusBase):
+    url: str | None = pydantic.Field(default=None, description="In-cluster URL of the model's v2 endpoint.")
+    ready: str | None = pydantic.Field(default=None, description="Ready/desired pods, for printer columns.")
+    ready_replicas: int = pydantic.Field(default=0, ge=0, description="Pods ready to serve.")
+    desired_replicas: int = pydantic.Field(default=0, ge=0, description="Pods wanted.")
+    stage: str | None = pydantic.Field(default=None, description="The stage the deployment is in.")
+    served_model_uri: str | None = pydantic.Field(default=None, description="URI of the model being served.")
+    model_digest: str | None = pydantic.Field(default=None, description="sha256 of the served model.skops.")
+    canary: CanaryStatus | None = pydantic.Field(default=None, description="The canary's state.")
+    last_scale: ScaleDecision | None = pydantic.Field(default=None, description="The last scale decision.")
+    autoscaler: AutoscalerState | None = pydantic.Field(
+        default=None, description="KPA state kept across restarts."
+    )
+    drift: DriftStatus | None = pydantic.Field(default=None, description="Drift across the serving pods.")
+
+
+class ModelDeployment(common.Resource):
+    crd: ClassVar[common.CRDMeta] = common.CRDMeta(
+        kind="ModelDeployment",
+        plural="modeldeployments",
+        singular="modeldeployment",
+        short_names=("md",),
+        printer_columns=(
+            common.PrinterColumn(name="Phase", json_path=".status.phase"),
+            common.PrinterColumn(name="Ready", json_path=".status.ready"),
+            common.PrinterColumn(name="URL", json_path=".status.url"),
+            common.PrinterColumn(name="Stage", json_path=".spec.stage"),
+            common.PrinterColumn(name="Age", json_path=".metadata.creationTimestamp", type="date"),
+        ),
+        description="Serves a trained model with autoscaling, canary rollouts and drift monitoring.",
+    )
+
+    spec: ModelDeploymentSpec = pydantic.Field(description="The model to serve and how to serve it.")
+    status: ModelDeploymentStatus = pydantic.Field(
+        default_factory=ModelDeploymentStatus, description="What the operator observed and decided."
+    )
+
+
+class ServeConfig(common.ApiModel):
+    """Config of ``python -m mlops_workloads.serve`` (MLOPS_CONFIG / MLOPS_CONFIG_FILE or flags)."""
+
+    model_dir: str = pydantic.Field(
+        description="Local path (or file:// / pvc:// URI) of the model directory."
+    )
+    model_name: str = pydantic.Field(
+        default="model", min_length=1, max_length=253, description="Name in URLs."
+    )
+    model_version: str = pydantic.Field(
+        default="1", max_length=128, description="Version reported by /v2/models."
+    )
+    host: str = pydantic.Field(default="0.0.0.0", description="Listen address.")
+    port: int = pydantic.Field(default=8080, ge=0, le=65535, description="Listen port (0: any free port).")
+    workers: int = pydantic.Field(
+        default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT)."
+    )
+    low_confidence_threshold: float = pydantic.Field(default=0.6, ge=0, le=1, description="See the spec.")
+    max_batch_rows: int = pydantic.Field(default=1000, ge=1, le=100000, description="See the spec.")
+    max_body_bytes: int = pydantic.Field(default=16 << 20, ge=1024, description="Larger bodies get 413.")
+    drift_window: int = pydantic.Field(
+        default=1000, ge=1, le=1_000_000, description="Rows in the drift window."
+    )
+    drain_seconds: float = pydantic.Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM: report not-ready, keep serving this long, then exit.",
+    )
+    pvc_root: str = pydantic.Field(default="/mnt/mlops", description="Where pvc:// claims are mounted.")

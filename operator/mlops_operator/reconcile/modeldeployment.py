@@ -1,0 +1,439 @@
+"""ModelDeployment reconcile, pure: (resource, observed children and metrics, now) → plan.
+
+The handler reads the model source (TrainingJob / sweep), the serving Deployments, their
+pods and each ready pod's parsed ``/metrics``; this module decides everything:
+- which model each track serves: a source that is not ready yet never takes down what is
+  already served (the last served URI stays until the new one resolves);
+- how many pods: fixed ``replicas``, the KPA decision (``autoscale.decide``) or an HPA;
+- the canary's share (replica weighting behind one Service) and its rollback verdict;
+- drift: the ``DriftDetected`` condition and an optional retraining TrainingJob;
+- the status (phase, URL, ready/desired, served URI and digest, conditions) and Events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+from mlops_operator.api import common
+from mlops_operator.api import modeldeployment as api
+from mlops_operator.reconcile import autoscale
+from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import modeldeployment_build as build
+from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    uri: str | None
+    reason: str = ""
+    message: str = ""
+    failed: bool = False
+
+
+@dataclasses.dataclass
+class Observed:
+    """What the handler read. ``sources`` maps ("TrainingJob" | "HyperparameterSweep", name) to the body."""
+
+    sources: dict[tuple[str, str], dict[str, Any] | None] = dataclasses.field(default_factory=dict)
+    deployments: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
+    pod_metrics: dict[str, list[mmetrics.PodMetrics]] = dataclasses.field(default_factory=dict)
+    load_sample: float | None = None
+    retrain_job: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclasses.dataclass
+class Plan:
+    apply: list[dict[str, Any]]
+    delete: list[ChildRef]
+    status: api.ModelDeploymentStatus
+    events: list[tuple[str, str, str]]
+
+
+def source_refs(source: api.ModelSource) -> list[tuple[str, str]]:
+    """The objects the handler must read to resolve ``source``."""
+    if source.training_job_ref:
+        return [("TrainingJob", source.training_job_ref)]
+    if source.sweep_ref:
+        return [("HyperparameterSweep", source.sweep_ref)]
+    return []
+
+
+def resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, Any] | None]) -> Resolved:
+    if source.storage_uri:
+        return Resolved(uri=source.storage_uri)
+    if source.training_job_ref:
+        name = source.training_job_ref
+        body = sources.get(("TrainingJob", name))
+        if body is None:
+            return Resolved(None, "WaitingForModel", f"TrainingJob {name} does not exist (yet)")
+        status = body.get("status") or {}
+        phase = status.get("phase")
+        if phase == "Failed":
+            return Resolved(
+                None,
+                "ModelSourceFailed",
+                f"TrainingJob {name} failed: {status.get('message', '')}",
+                failed=True,
+            )
+        if phase != "Succeeded" or not status.get("modelUri"):
+            return Resolved(None, "WaitingForModel", f"TrainingJob {name} is {phase or 'Pending'}")
+        return Resolved(uri=str(status["modelUri"]))
+    name = str(source.sweep_ref)
+    body = sources.get(("HyperparameterSweep", name))
+    if body is None:
+        return Resolved(None, "WaitingForModel", f"HyperparameterSweep {name} does not exist (yet)")
+    status = body.get("status") or {}
+    best = status.get("bestTrial") or {}
+    if status.get("phase") == "Failed" and not best.get("modelUri"):
+        return Resolved(
+            None, "ModelSourceFailed", f"HyperparameterSweep {name} failed without a model", failed=True
+        )
+    if status.get("phase") != "Succeeded" or not best.get("modelUri"):
+        return Resolved(
+            None,
+            "WaitingForModel",
+            f"HyperparameterSweep {name} is {status.get('phase') or 'Pending'}; its best model is "
+            "served once it succeeds",
+        )
+    return Resolved(uri=str(best["modelUri"]))
+
+
+def _ready(deployment: dict[str, Any] | None) -> int:
+    return int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+
+
+def _rolled_out(deployment: dict[str, Any] | None, want: int | None) -> bool:
+    if deployment is None:
+        return False
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False
+    replicas = want if want is not None else int((deployment.get("spec") or {}).get("replicas") or 0)
+    return (
+        int(status.get("updatedReplicas") or 0) >= replicas
+        and int(status.get("replicas") or 0) <= replicas
+        and _ready(deployment) >= replicas
+    )
+
+
+def _total_replicas(
+    md: api.ModelDeployment, observed: Observed, now: datetime.datetime
+) -> tuple[int | None, api.ScaleDecision | None, api.AutoscalerState | None]:
+    """(pods for all tracks or None for an HPA, the decision, the KPA state)."""
+    if md.spec.stage == "archived":
+        return (
+            0,
+            api.ScaleDecision(
+                desired=0, reason="Archived", message="stage is archived", time=common.rfc3339(now)
+            ),
+            None,
+        )
+    scaling = md.spec.autoscaling
+    if scaling is None:
+        count = 1 if md.spec.replicas is None else md.spec.replicas
+        return (
+            count,
+            api.ScaleDecision(
+                desired=count, reason="Fixed", message="spec.replicas", time=common.rfc3339(now)
+            ),
+            None,
+        )
+    if scaling.autoscaler == "hpa":
+        return None, None, None
+    ready = sum(_ready(d) for d in observed.deployments.values())
+    previous = md.status.last_scale.desired if md.status.last_scale else None
+    current = previous if previous is not None else scaling.min_replicas
+    stamp = now.timestamp()
+    samples = [] if observed.load_sample is None else [api.AutoscalerSample(t=stamp, v=observed.load_sample)]
+    decision = autoscale.decide(
+        current=current,
+        ready=ready or current,
+        policy=autoscale.Policy.of(scaling),
+        state=md.status.autoscaler,
+        new_samples=samples,
+        now=stamp,
+    )
+    keep_time = (
+        md.status.last_scale is not None
+        and md.status.last_scale.desired == decision.desired
+        and md.status.last_scale.reason == decision.reason
+    )
+    when = md.status.last_scale.time if keep_time and md.status.last_scale else common.rfc3339(now)
+    return (
+        decision.desired,
+        api.ScaleDecision(
+            desired=decision.desired, reason=decision.reason, message=decision.message[:1024], time=when
+        ),
+        decision.state,
+    )
+
+
+def plan(
+    md: api.ModelDeployment, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings
+) -> Plan:
+    spec = md.spec
+    generation = md.metadata.generation
+    old = md.status
+    events: list[tuple[str, str, str]] = []
+    apply: list[dict[str, Any]] = []
+    delete: list[ChildRef] = []
+    status = old.model_copy(deep=True)
+    status.observed_generation = generation
+    status.stage = spec.stage
+    status.url = build.url(md)
+
+    stable = resolve(spec.model, observed.sources)
+    stable_uri = stable.uri or old.served_model_uri
+    if stable_uri is None:
+        status.phase = "Failed" if stable.failed else "Pending"
+        status = status.with_condition(
+            "Ready", "False", reason=stable.reason, message=stable.message, now=now, generation=generation
+        )
+        status = status.with_condition(
+            "Progressing",
+            "False" if stable.failed else "True",
+            reason=stable.reason,
+            message=stable.message,
+            now=now,
+            generation=generation,
+        )
+        status.ready = "0/0"
+        if old.phase != status.phase:
+            events.append(("Warning" if stable.failed else "Normal", stable.reason, stable.message))
+        return Plan(apply=[], delete=[], status=status, events=events)
+
+    total, scale, kpa_state = _total_replicas(md, observed, now)
+    status.autoscaler = kpa_state
+    if scale is not None:
+        if old.last_scale is not None and old.last_scale.desired != scale.desired:
+            verb = "ScaledUp" if scale.desired > old.last_scale.desired else "ScaledDown"
+            events.append(
+                (
+                    "Normal",
+                    verb,
+                    f"{old.last_scale.desired} → {scale.desired} pods ({scale.reason}): {scale.message}"[
+                        :1024
+                    ],
+                )
+            )
+        status.last_scale = scale
+
+    # Canary: resolve, judge, split.
+    canary_uri: str | None = None
+    canary_status: api.CanaryStatus | None = None
+    if spec.canary is not None and spec.stage != "archived":
+        canary_hash = rcommon.spec_hash(spec.canary.model.to_api())
+        previous = old.canary if old.canary and old.canary.spec_hash == canary_hash else None
+        resolved = resolve(spec.canary.model, observed.sources)
+        canary_status = api.CanaryStatus(
+            spec_hash=canary_hash,
+            model_uri=resolved.uri,
+            state=previous.state if previous else "Pending",
+            message=previous.message if previous else resolved.message,
+        )
+        if resolved.uri is None:
+            canary_status.state = "Pending"
+            canary_status.message = resolved.message
+        elif canary_status.state != "RolledBack":
+            canary_uri = resolved.uri
+            stats_stable = mmetrics.track_stats(observed.pod_metrics.get("stable", []))
+            stats_canary = mmetrics.track_stats(observed.pod_metrics.get("canary", []))
+            verdict, message = mmetrics.canary_verdict(stats_stable, stats_canary, spec.canary.rollback)
+            canary_status.state = verdict  # type: ignore[assignment]
+            canary_status.message = message[:1024]
+            if verdict == "RolledBack":
+                canary_uri = None
+                events.append(("Warning", "CanaryRolledBack", message))
+            elif verdict == "Healthy" and (previous is None or previous.state != "Healthy"):
+                events.append(("Normal", "CanaryHealthy", message))
+        digests = {p.digest for p in observed.pod_metrics.get("canary", []) if p.digest}
+        canary_status.model_digest = (
+            digests.pop() if len(digests) == 1 else (previous.model_digest if previous else None)
+        )
+    status.canary = canary_status
+
+    # Children.
+    hpa = spec.autoscaling is not None and spec.autoscaling.autoscaler == "hpa" and spec.stage != "archived"
+    if total is None:
+        stable_pods: int | None = None
+        canary_pods = 1 if canary_uri else 0
+    else:
+        percent = spec.canary.traffic_percent if spec.canary else 0
+        stable_pods, canary_pods = build.split_replicas(total, percent, canary=canary_uri is not None)
+    apply.append(build.service(md))
+    apply.append(
+        build.deployment(md, track="stable", model_uri=stable_uri, replicas=stable_pods, settings=settings)
+    )
+    if canary_uri is not None:
+        apply.append(
+            build.deployment(
+                md, track="canary", model_uri=canary_uri, replicas=canary_pods, settings=settings
+            )
+        )
+    elif observed.deployments.get("canary") is not None:
+        delete.append(ChildRef("apps/v1", "Deployment", build.deployment_name(md, "canary")))
+    want_pdb = (total or 0) > 1 or (
+        hpa and spec.autoscaling is not None and spec.autoscaling.min_replicas > 1
+    )
+    pdb_name = build.owner(md).child_name("pdb")
+    if want_pdb:
+        apply.append(build.pod_disruption_budget(md))
+    else:
+        delete.append(ChildRef("policy/v1", "PodDisruptionBudget", pdb_name))
+    if hpa:
+        apply.append(build.horizontal_pod_autoscaler(md))
+    elif spec.autoscaling is not None or old.last_scale is None or old.last_scale.reason != "Fixed":
+        delete.append(
+            ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", build.owner(md).child_name("hpa"))
+        )
+
+    # Replicas and rollout state.
+    stable_dep = observed.deployments.get("stable")
+    canary_dep = observed.deployments.get("canary")
+    ready_total = _ready(stable_dep) + (_ready(canary_dep) if canary_uri else 0)
+    desired_total = (
+        stable_pods
+        if stable_pods is not None
+        else int(((stable_dep or {}).get("spec") or {}).get("replicas") or 0)
+    ) + canary_pods
+    status.ready_replicas = ready_total
+    status.desired_replicas = desired_total
+    status.ready = f"{ready_total}/{desired_total}"
+    if canary_status is not None:
+        canary_status.replicas = canary_pods
+        canary_status.traffic_percent = round(100 * canary_pods / desired_total, 1) if desired_total else 0.0
+    status.served_model_uri = stable_uri
+    digests = {p.digest for p in observed.pod_metrics.get("stable", []) if p.digest}
+    if len(digests) == 1:
+        status.model_digest = digests.pop()
+    rolled_out = _rolled_out(stable_dep, stable_pods) and (
+        canary_uri is None or _rolled_out(canary_dep, canary_pods)
+    )
+    stale_uri = stable.uri is None  # serving the previous model while the new source resolves
+    if spec.stage == "archived":
+        phase, reason, message = "Archived", "Archived", "stage is archived; scaled to zero"
+    elif desired_total == 0 and total is not None:
+        phase, reason, message = "ScaledToZero", "ScaledToZero", "spec.replicas is 0"
+    elif _ready(stable_dep) == 0 and (stable_pods or 0) > 0:
+        phase, reason, message = "Pending", "NoReadyPods", "waiting for a serving pod to load the model"
+    elif not rolled_out:
+        phase, reason, message = "Progressing", "RollingOut", f"{ready_total}/{desired_total} pods ready"
+    else:
+        phase, reason, message = "Ready", "Serving", f"serving {stable_uri}"
+    if stale_uri and phase != "Archived":
+        message = f"{message}; new model not ready: {stable.message}"
+    serving = (_ready(stable_dep) > 0 or phase == "Ready") and phase not in {"Archived", "ScaledToZero"}
+    status = status.with_condition(
+        "Ready",
+        "True" if serving else "False",
+        reason=reason,
+        message=message,
+        now=now,
+        generation=generation,
+    )
+    progressing = (
+        phase in {"Progressing", "Pending"}
+        or stale_uri
+        or (canary_status is not None and canary_status.state == "Progressing")
+    )
+    status = status.with_condition(
+        "Progressing",
+        "True" if progressing else "False",
+        reason=reason if not stale_uri else stable.reason,
+        message=message,
+        now=now,
+        generation=generation,
+    )
+    status.phase = phase
+    if old.phase != phase:
+        events.append(("Normal", phase, message[:1024]))
+
+    # Drift.
+    status = _drift(md, observed, status=status, apply=apply, events=events, now=now)
+    return Plan(apply=apply, delete=delete, status=status, events=events)
+
+
+def _drift(
+    md: api.ModelDeployment,
+    observed: Observed,
+    *,
+    status: api.ModelDeploymentStatus,
+    apply: list[dict[str, Any]],
+    events: list[tuple[str, str, str]],
+    now: datetime.datetime,
+) -> api.ModelDeploymentStatus:
+    policy = md.spec.drift
+    score, feature, rows = mmetrics.drift_summary(
+        observed.pod_metrics.get("stable", []), min_rows=policy.min_rows
+    )
+    drift = (status.drift or api.DriftStatus()).model_copy()
+    drift.rows = rows
+    if score is not None:
+        drift.score = round(score, 6)
+        drift.feature = feature
+    was = status.is_true("DriftDetected")
+    generation = md.metadata.generation
+    if score is None:
+        if status.condition("DriftDetected") is None:
+            status = status.with_condition(
+                "DriftDetected",
+                "Unknown",
+                reason="NotEnoughRows",
+                message=f"fewer than {policy.min_rows} rows in the window",
+                now=now,
+                generation=generation,
+            )
+        status.drift = drift
+        return status
+    if score > policy.threshold:
+        message = f"PSI of {feature} is {score:.3f} (threshold {policy.threshold}) over {rows} rows"
+        status = status.with_condition(
+            "DriftDetected",
+            "True",
+            reason="DriftOverThreshold",
+            message=message,
+            now=now,
+            generation=generation,
+        )
+        if not was:
+            events.append(("Warning", "DriftDetected", message))
+        if policy.retrain is not None:
+            last = drift.last_retrain_time
+            cooled = (
+                last is None
+                or (now - datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
+                >= policy.retrain.cooldown_seconds
+            )
+            if cooled:
+                index = drift.retrains + 1
+                job = build.retrain_job(md, index=index, reason=message)
+                apply.append(job)
+                drift.retrains = index
+                drift.last_retrain_time = common.rfc3339(now)
+                drift.last_retrain_job = job["metadata"]["name"]
+                events.append(
+                    ("Normal", "RetrainingStarted", f"created TrainingJob {job['metadata']['name']}")
+                )
+    else:
+        status = status.with_condition(
+            "DriftDetected",
+            "False",
+            reason="WithinThreshold",
+            message=f"largest PSI {score:.3f} ({feature}) ≤ {policy.threshold}",
+            now=now,
+            generation=generation,
+        )
+        if was:
+            events.append(("Normal", "DriftCleared", f"largest PSI back to {score:.3f}"))
+    status.drift = drift
+    return status

@@ -1,0 +1,264 @@
+"""ModelDeployment's children, pure: serving Deployments (stable and canary), Service, PDB, HPA,
+and the retraining TrainingJob.
+
+Traffic split without a mesh: both tracks' pods carry the Service's selector labels, so
+kube-proxy spreads connections over all ready pods and the canary's share is its share of
+the pods (``split_replicas``). Zero-downtime rollouts come from the Deployment itself:
+``maxUnavailable: 0``, a readiness probe on ``/v2/health/ready`` (true only once the model
+is loaded and until the pod starts draining), a ``preStop`` sleep that lets the endpoints
+controller take the pod out before SIGTERM, and a server that finishes in-flight requests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlops_operator.api import common
+from mlops_operator.api import modeldeployment as api
+from mlops_operator.reconcile import common as rcommon
+
+COMPONENT = "serving"
+CONTAINER = "server"
+PORT = 8080
+LABEL_TRACK = "mlops.dev/track"
+LABEL_STAGE = "mlops.dev/stage"
+TRACKS = ("stable", "canary")
+PRESTOP_SLEEP_SECONDS = 5
+TMP_DIR = "/tmp"
+
+
+def owner(md: api.ModelDeployment) -> rcommon.Owner:
+    return rcommon.Owner.of(md)
+
+
+def service_name(md: api.ModelDeployment) -> str:
+    return owner(md).child_name("")
+
+
+def deployment_name(md: api.ModelDeployment, track: str) -> str:
+    return owner(md).child_name("predictor" if track == "stable" else "canary")
+
+
+def url(md: api.ModelDeployment) -> str:
+    return f"http://{service_name(md)}.{md.metadata.namespace}.svc.cluster.local/v2/models/{md.metadata.name}"
+
+
+def selector(md: api.ModelDeployment) -> dict[str, str]:
+    """What the Service and the PDB select: every serving pod of this deployment, both tracks."""
+    labels = owner(md).labels(COMPONENT)
+    return {
+        rcommon.LABEL_COMPONENT: labels[rcommon.LABEL_COMPONENT],
+        f"mlops.dev/{md.crd.kind.lower()}": md.metadata.name,
+    }
+
+
+def _meta(md: api.ModelDeployment, name: str, **extra_labels: str) -> dict[str, Any]:
+    labels = {**owner(md).labels(COMPONENT), LABEL_STAGE: md.spec.stage, **extra_labels}
+    return {
+        "name": name,
+        "namespace": md.metadata.namespace,
+        "labels": labels,
+        "ownerReferences": [owner(md).reference()],
+    }
+
+
+def split_replicas(total: int, percent: int, *, canary: bool) -> tuple[int, int]:
+    """(stable, canary) pods for ``total`` pods and the canary's traffic percent."""
+    if not canary or percent <= 0:
+        return total, 0
+    if percent >= 100:
+        return 0, max(1, total)
+    total = max(total, 2)  # A canary always runs beside at least one stable pod.
+    canary_pods = min(total - 1, max(1, round(total * percent / 100)))
+    return total - canary_pods, canary_pods
+
+
+def serve_config(md: api.ModelDeployment, *, model_uri: str, settings: rcommon.Settings) -> api.ServeConfig:
+    return api.ServeConfig(
+        model_dir=model_uri,
+        model_name=md.metadata.name,
+        model_version=rcommon.spec_hash(model_uri)[:12],
+        port=PORT,
+        workers=md.spec.workers,
+        low_confidence_threshold=md.spec.low_confidence_threshold,
+        max_batch_rows=md.spec.max_batch_rows,
+        drift_window=md.spec.drift.window,
+        drain_seconds=1.0,
+        pvc_root=settings.pvc_root,
+    )
+
+
+def deployment(
+    md: api.ModelDeployment,
+    *,
+    track: str,
+    model_uri: str,
+    replicas: int | None,
+    settings: rcommon.Settings,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment of one track; ``replicas=None`` leaves the count to an HPA."""
+    name = deployment_name(md, track)
+    config = serve_config(md, model_uri=model_uri, settings=settings)
+    location = common.StorageLocation.parse(model_uri)
+    volume, mount = rcommon.storage_volume(location, settings, name="model")
+    mount = {**mount, "readOnly": True}
+    pod_labels = {
+        **selector(md),
+        **owner(md).labels(COMPONENT),
+        LABEL_TRACK: track,
+        LABEL_STAGE: md.spec.stage,
+    }
+    resources = md.spec.resources
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": md.spec.image or settings.workload_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "mlops_workloads.serve"],
+        "env": [
+            {
+                "name": "MLOPS_CONFIG",
+                "value": json.dumps(config.to_api(), sort_keys=True, separators=(",", ":")),
+            },
+            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": f"{TMP_DIR}/metrics"}
+            if md.spec.workers > 1
+            else None,
+        ],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 5,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 150,
+            "timeoutSeconds": 2,
+        },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "resources": resources.to_requirements(gpu_resource=settings.gpu_resource),
+        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
+        "volumeMounts": [mount, {"name": "tmp", "mountPath": TMP_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    container["env"] = [e for e in container["env"] if e is not None]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": rcommon.pod_security_context(settings.run_as_user),
+        "volumes": [volume, {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        "terminationGracePeriodSeconds": 30,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if resources.gpu:
+        node_selector, tolerations = rcommon.gpu_scheduling(settings)
+        pod_spec["nodeSelector"] = node_selector
+        pod_spec["tolerations"] = tolerations
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {**selector(md), LABEL_TRACK: track}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 3,
+        "minReadySeconds": 0,
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(PORT),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    meta = _meta(md, name, **{LABEL_TRACK: track})
+    meta["annotations"] = {rcommon.ANNOTATION_SPEC_HASH: rcommon.spec_hash({"uri": model_uri, "spec": spec})}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def service(md: api.ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(md, service_name(md)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(md),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_disruption_budget(md: api.ModelDeployment) -> dict[str, Any]:
+    """At most one serving pod down by voluntary disruption (drains, upgrades)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(md, owner(md).child_name("pdb")),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(md)}},
+    }
+
+
+HPA_METRICS = {"concurrency": "mlops_serve_inflight_requests", "rps": "mlops_serve_requests_per_second"}
+
+
+def horizontal_pod_autoscaler(md: api.ModelDeployment) -> dict[str, Any]:
+    """autoscaling/v2 HPA on a Pods metric (needs a custom-metrics adapter, e.g. prometheus-adapter)."""
+    scaling = md.spec.autoscaling
+    assert scaling is not None
+    target = scaling.target * scaling.target_utilization_percent / 100
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(md, owner(md).child_name("hpa")),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(md, "stable"),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": HPA_METRICS[scaling.metric]},
+                        "target": {"type": "AverageValue", "averageValue": f"{round(target * 1000)}m"},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_delay_seconds},
+                "scaleUp": {"stabilizationWindowSeconds": 0},
+            },
+        },
+    }
+
+
+def retrain_job(md: api.ModelDeployment, *, index: int, reason: str) -> dict[str, Any]:
+    """The TrainingJob to create on drift, from ``spec.drift.retrain`` (owned by the deployment)."""
+    template = md.spec.drift.retrain
+    assert template is not None
+    meta = _meta(md, owner(md).child_name("retrain", index))
+    meta["labels"][rcommon.LABEL_COMPONENT] = "retrain"
+    meta["annotations"] = {"mlops.dev/retrain-reason": reason[:256]}
+    meta["ownerReferences"] = [owner(md).reference(controller=False)]
+    return {
+        "apiVersion": common.API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": meta,
+        "spec": dict(template.spec),
+    }

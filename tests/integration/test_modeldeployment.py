@@ -1,0 +1,225 @@
+"""ModelDeployments against the real control plane with kwok nodes and the operator in-process.
+
+kwok runs the serving pods (Running and Ready) but no server answers in them, so the
+handler's metrics read is replaced by ``TrackSource``: it answers each pod's scrape with
+the exposition a test sets for the pod's track, with counters that grow with wall time
+at the rates the test chooses (requests/s, 5xx share, latency) like a real server's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from conftest import Cluster, OperatorHandle, wait_until
+
+pytestmark = pytest.mark.integration
+
+URI = "file:///tmp/mlops-it/models/iris-v1"
+URI2 = "file:///tmp/mlops-it/models/iris-v2"
+EP = 'endpoint="/v2/models/{name}/infer"'
+
+
+class TrackSource:
+    """Per-track load: (requests/s, 5xx share, latency in seconds), integrated since start."""
+
+    def __init__(self) -> None:
+        self.rates: dict[str, tuple[float, float, float]] = {}
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+
+    def set(self, track: str, rps: float, error_share: float = 0.0, latency: float = 0.005) -> None:
+        with self.lock:
+            self.rates[track] = (rps, error_share, latency)
+
+    def scrape(self, pod: Mapping[str, Any]) -> str | None:
+        track = ((pod.get("metadata") or {}).get("labels") or {}).get("mlops.dev/track", "stable")
+        with self.lock:
+            rps, share, latency = self.rates.get(track, (0.0, 0.0, 0.005))
+        count = rps * (time.monotonic() - self.started)
+        errors = count * share
+        fast = count if latency <= 0.01 else 0.0
+        return (
+            f'mlops_serve_requests_total{{code="200",{EP}}} {count - errors}\n'
+            f'mlops_serve_requests_total{{code="500",{EP}}} {errors}\n'
+            f'mlops_serve_request_duration_seconds_bucket{{{EP},le="0.01"}} {fast}\n'
+            f'mlops_serve_request_duration_seconds_bucket{{{EP},le="0.5"}} {count}\n'
+            f'mlops_serve_request_duration_seconds_bucket{{{EP},le="+Inf"}} {count}\n'
+            f"mlops_serve_request_duration_seconds_count{{{EP}}} {count}\n"
+            f"mlops_serve_request_duration_seconds_sum{{{EP}}} {count * latency}\n"
+            'mlops_serve_model_info{digest="sha256:feed",model="m",version="1"} 1.0\n'
+        )
+
+
+@pytest.fixture(scope="session")
+def md_handler(cluster: Cluster) -> Any:
+    """The handler module, imported once KUBECONFIG is set (the kubernetes package reads it at import)
+    and before the session operator starts (so kopf has its handlers even if handlers.all lacks them)."""
+    from mlops_operator.handlers import modeldeployment
+
+    return modeldeployment
+
+
+@pytest.fixture
+def source(md_handler: Any) -> Iterator[TrackSource]:
+    fed = TrackSource()
+    md_handler.set_metrics_source(fed)
+    yield fed
+    md_handler.set_metrics_source(None)
+
+
+def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {"model": {"storageUri": URI}, "resources": {"cpu": "100m", "memory": "128Mi"}, **spec},
+    }
+
+
+def status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return (cluster.get("modeldeployment", name, ns) or {}).get("status") or {}
+
+
+def test_deployment_service_and_pdb(
+    cluster: Cluster, md_handler: Any, namespace: str, operator: OperatorHandle, source: TrackSource
+) -> None:
+    cluster.apply(model_deployment("iris", replicas=3, stage="production"), namespace=namespace)
+    dep = wait_until(
+        lambda: cluster.get("deployment", "iris-predictor", namespace),
+        timeout=60,
+        what="the serving Deployment",
+    )
+    assert dep["spec"]["replicas"] == 3
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert dep["spec"]["template"]["metadata"]["labels"]["mlops.dev/stage"] == "production"
+    svc = cluster.get("service", "iris", namespace)
+    assert svc is not None and svc["spec"]["selector"]["mlops.dev/modeldeployment"] == "iris"
+    pdb = cluster.get("poddisruptionbudget", "iris-pdb", namespace)
+    assert pdb is not None and pdb["spec"]["maxUnavailable"] == 1
+    st = wait_until(
+        lambda: (s := status(cluster, namespace, "iris")).get("phase") == "Ready" and s,
+        timeout=90,
+        what="phase Ready",
+    )
+    assert st["ready"] == "3/3" and st["url"] == f"http://iris.{namespace}.svc.cluster.local/v2/models/iris"
+    assert st["modelDigest"] == "sha256:feed" and st["servedModelUri"] == URI
+    # Down to one replica: the PDB goes.
+    cluster.kubectl(
+        "patch", "modeldeployment", "iris", "-n", namespace, "--type=merge", "-p", '{"spec": {"replicas": 1}}'
+    )
+    wait_until(
+        lambda: cluster.get("poddisruptionbudget", "iris-pdb", namespace) is None,
+        timeout=60,
+        what="the PDB removed",
+    )
+    assert (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 1
+
+
+def test_canary_rolls_back_on_errors(
+    cluster: Cluster, md_handler: Any, namespace: str, operator: OperatorHandle, source: TrackSource
+) -> None:
+    source.set("stable", rps=50, error_share=0.001)
+    source.set("canary", rps=50, error_share=0.3)
+    cluster.apply(
+        model_deployment(
+            "iris",
+            replicas=4,
+            canary={
+                "model": {"storageUri": URI2},
+                "trafficPercent": 25,
+                "rollback": {"minRequests": 100, "errorRateMargin": 0.02},
+            },
+        ),
+        namespace=namespace,
+    )
+    canary = wait_until(
+        lambda: cluster.get("deployment", "iris-canary", namespace), timeout=60, what="the canary Deployment"
+    )
+    assert canary["spec"]["replicas"] == 1
+    assert (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 3
+    st = wait_until(
+        lambda: (
+            (s := status(cluster, namespace, "iris")).get("canary", {}).get("state") == "RolledBack" and s
+        ),
+        timeout=120,
+        what="canary RolledBack",
+    )
+    assert "error rate" in st["canary"]["message"]
+    wait_until(
+        lambda: cluster.get("deployment", "iris-canary", namespace) is None,
+        timeout=60,
+        what="the canary Deployment deleted",
+    )
+    wait_until(
+        lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 4,
+        timeout=60,
+        what="stable back to 4 pods",
+    )
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "CanaryRolledBack" in events
+
+
+def test_healthy_canary_keeps_running(
+    cluster: Cluster, md_handler: Any, namespace: str, operator: OperatorHandle, source: TrackSource
+) -> None:
+    source.set("stable", rps=50)
+    source.set("canary", rps=50)
+    cluster.apply(
+        model_deployment(
+            "iris",
+            replicas=2,
+            canary={"model": {"storageUri": URI2}, "trafficPercent": 50, "rollback": {"minRequests": 100}},
+        ),
+        namespace=namespace,
+    )
+    wait_until(
+        lambda: status(cluster, namespace, "iris").get("canary", {}).get("state") == "Healthy",
+        timeout=120,
+        what="canary Healthy",
+    )
+    assert cluster.get("deployment", "iris-canary", namespace) is not None
+
+
+def test_kpa_replica_decision_is_applied(
+    cluster: Cluster, md_handler: Any, namespace: str, operator: OperatorHandle, source: TrackSource
+) -> None:
+    source.set("stable", rps=0)
+    cluster.apply(
+        model_deployment(
+            "iris",
+            autoscaling={
+                "minReplicas": 1,
+                "maxReplicas": 6,
+                "metric": "rps",
+                "target": 10,
+                "targetUtilizationPercent": 100,
+                "stableWindowSeconds": 20,
+                "panicWindowSeconds": 5,
+                "scaleDownDelaySeconds": 0,
+            },
+        ),
+        namespace=namespace,
+    )
+    wait_until(lambda: status(cluster, namespace, "iris").get("phase") == "Ready", timeout=90, what="Ready")
+    # 45 requests/s per pod against a target of 10: more pods, up to the cap of 6.
+    source.set("stable", rps=45)
+    wait_until(
+        lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] >= 4,
+        timeout=120,
+        what="scale-up applied to the Deployment",
+    )
+    st = status(cluster, namespace, "iris")
+    assert st["lastScale"]["desired"] >= 4 and st["autoscaler"]["samples"]
+    source.set("stable", rps=0)
+    wait_until(
+        lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 1,
+        timeout=180,
+        what="scale-down back to minReplicas",
+    )

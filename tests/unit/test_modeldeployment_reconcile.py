@@ -1,0 +1,452 @@
+"""ModelDeployment reconcile (pure): children, replica decisions, canary split and rollback, drift."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from mlops_operator.api import modeldeployment as api
+from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import modeldeployment as rmd
+from mlops_operator.reconcile import modeldeployment_build as build
+from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+URI = "pvc://models/iris/v1"
+URI2 = "pvc://models/iris/v2"
+
+
+def md(spec: dict[str, Any], status: dict[str, Any] | None = None) -> api.ModelDeployment:
+    return api.ModelDeployment.from_body(
+        {
+            "metadata": {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": 3},
+            "spec": spec,
+            "status": status or {},
+        }
+    )
+
+
+def deployment_status(replicas: int, ready: int | None = None, generation: int = 1) -> dict[str, Any]:
+    ready = replicas if ready is None else ready
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+        },
+    }
+
+
+def by_kind(plan: rmd.Plan) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for obj in plan.apply:
+        out.setdefault(obj["kind"], []).append(obj)
+    return out
+
+
+def pod(
+    track: str,
+    *,
+    requests: float = 0,
+    errors: float = 0,
+    p: float = 0.005,
+    drift: float | None = None,
+    rows: int = 0,
+    digest: str = "sha256:a",
+) -> mmetrics.PodMetrics:
+    buckets = ((p, requests), (float("inf"), requests)) if requests else ()
+    return mmetrics.PodMetrics(
+        time=0,
+        requests=requests,
+        errors=errors,
+        busy_seconds=0,
+        buckets=buckets,
+        drift=drift,
+        drift_feature="petal_length" if drift is not None else None,
+        drift_rows=rows,
+        digest=digest,
+    )
+
+
+def test_single_replica_children_and_pod_template() -> None:
+    plan = rmd.plan(md({"model": {"storageUri": URI}}), observed=rmd.Observed(), now=NOW, settings=SETTINGS)
+    kinds = by_kind(plan)
+    assert sorted(kinds) == ["Deployment", "Service"]
+    assert {(r.kind, r.name) for r in plan.delete} >= {("PodDisruptionBudget", "iris-pdb")}
+    dep = kinds["Deployment"][0]
+    assert dep["metadata"]["name"] == "iris-predictor"
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    pod_spec = dep["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert pod_spec["volumes"][0] == {"name": "model", "persistentVolumeClaim": {"claimName": "models"}}
+    config = api.ServeConfig.model_validate_json(container["env"][0]["value"])
+    assert config.model_dir == URI and config.model_name == "iris" and config.port == 8080
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["mlops.dev/stage"] == "staging" and labels["mlops.dev/track"] == "stable"
+    assert labels["app.kubernetes.io/component"] == "serving"
+    service = kinds["Service"][0]
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/component": "serving",
+        "mlops.dev/modeldeployment": "iris",
+    }
+    assert set(service["spec"]["selector"].items()) <= set(labels.items())
+    assert plan.status.url == "http://iris.ml.svc.cluster.local/v2/models/iris"
+    assert plan.status.phase == "Pending" and plan.status.ready == "0/1"
+
+
+def test_ready_deployment_makes_the_deployment_ready() -> None:
+    observed = rmd.Observed(
+        deployments={"stable": deployment_status(3)}, pod_metrics={"stable": [pod("stable"), pod("stable")]}
+    )
+    plan = rmd.plan(
+        md({"model": {"storageUri": URI}, "replicas": 3, "stage": "production"}),
+        observed=observed,
+        now=NOW,
+        settings=SETTINGS,
+    )
+    kinds = by_kind(plan)
+    assert kinds["PodDisruptionBudget"][0]["spec"]["maxUnavailable"] == 1
+    assert plan.status.phase == "Ready" and plan.status.ready == "3/3"
+    assert plan.status.is_true("Ready") and not plan.status.is_true("Progressing")
+    assert plan.status.model_digest == "sha256:a" and plan.status.served_model_uri == URI
+    assert plan.status.stage == "production"
+    assert ("Normal", "Ready", f"serving {URI}") in plan.events
+
+
+def test_rolling_update_is_progressing() -> None:
+    dep = deployment_status(2)
+    dep["metadata"]["generation"] = 2  # spec changed, not yet observed
+    plan = rmd.plan(
+        md({"model": {"storageUri": URI2}, "replicas": 2}, {"servedModelUri": URI}),
+        observed=rmd.Observed(deployments={"stable": dep}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.phase == "Progressing" and plan.status.is_true("Progressing")
+    assert plan.status.is_true("Ready")  # the old pods still serve
+
+
+def test_training_job_source_waits_then_serves() -> None:
+    resource = md({"model": {"trainingJobRef": "train-1"}})
+    running = {("TrainingJob", "train-1"): {"status": {"phase": "Running"}}}
+    plan = rmd.plan(resource, observed=rmd.Observed(sources=running), now=NOW, settings=SETTINGS)
+    assert plan.apply == [] and plan.status.phase == "Pending"
+    assert plan.status.condition("Ready").reason == "WaitingForModel"  # type: ignore[union-attr]
+    done = {("TrainingJob", "train-1"): {"status": {"phase": "Succeeded", "modelUri": URI}}}
+    plan = rmd.plan(resource, observed=rmd.Observed(sources=done), now=NOW, settings=SETTINGS)
+    assert plan.status.served_model_uri == URI
+    failed = {("TrainingJob", "train-1"): {"status": {"phase": "Failed", "message": "OOMKilled"}}}
+    plan = rmd.plan(resource, observed=rmd.Observed(sources=failed), now=NOW, settings=SETTINGS)
+    assert plan.status.phase == "Failed" and "OOMKilled" in plan.status.condition("Ready").message  # type: ignore[union-attr]
+
+
+def test_a_new_source_not_ready_keeps_serving_the_old_model() -> None:
+    resource = md({"model": {"trainingJobRef": "train-2"}}, {"servedModelUri": URI, "phase": "Ready"})
+    observed = rmd.Observed(
+        sources={("TrainingJob", "train-2"): {"status": {"phase": "Running"}}},
+        deployments={"stable": deployment_status(1)},
+    )
+    plan = rmd.plan(resource, observed=observed, now=NOW, settings=SETTINGS)
+    dep = by_kind(plan)["Deployment"][0]
+    assert (
+        api.ServeConfig.model_validate_json(
+            dep["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+        ).model_dir
+        == URI
+    )
+    assert plan.status.is_true("Ready") and plan.status.is_true("Progressing")
+
+
+def test_sweep_source_serves_the_best_trial_once_succeeded() -> None:
+    resource = md({"model": {"sweepRef": "tune"}})
+    running = {
+        ("HyperparameterSweep", "tune"): {"status": {"phase": "Running", "bestTrial": {"modelUri": URI}}}
+    }
+    assert rmd.plan(resource, observed=rmd.Observed(sources=running), now=NOW, settings=SETTINGS).apply == []
+    done = {
+        ("HyperparameterSweep", "tune"): {"status": {"phase": "Succeeded", "bestTrial": {"modelUri": URI2}}}
+    }
+    plan = rmd.plan(resource, observed=rmd.Observed(sources=done), now=NOW, settings=SETTINGS)
+    assert plan.status.served_model_uri == URI2
+    assert rmd.source_refs(resource.spec.model) == [("HyperparameterSweep", "tune")]
+
+
+def test_kpa_decision_is_applied_and_stored() -> None:
+    resource = md(
+        {
+            "model": {"storageUri": URI},
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": 10,
+                "target": 10,
+                "targetUtilizationPercent": 100,
+            },
+        }
+    )
+    observed = rmd.Observed(deployments={"stable": deployment_status(1)}, load_sample=45.0)
+    plan = rmd.plan(resource, observed=observed, now=NOW, settings=SETTINGS)
+    assert by_kind(plan)["Deployment"][0]["spec"]["replicas"] == 5
+    assert plan.status.last_scale is not None and plan.status.last_scale.desired == 5
+    assert plan.status.last_scale.reason == "PanicScaleUp"
+    assert plan.status.autoscaler is not None and plan.status.autoscaler.samples[0].v == 45.0
+    assert "PodDisruptionBudget" in by_kind(plan)
+    # The next pass starts from the stored state.
+    again = md(resource.spec.to_api(), plan.status.to_api())
+    later = NOW + datetime.timedelta(seconds=2)
+    plan2 = rmd.plan(
+        again,
+        observed=rmd.Observed(deployments={"stable": deployment_status(5)}, load_sample=0.0),
+        now=later,
+        settings=SETTINGS,
+    )
+    assert (
+        plan2.status.last_scale is not None and plan2.status.last_scale.desired == 5
+    )  # panic: no scale-down
+    assert any(e[1] == "ScaledUp" for e in plan.events) is False  # first decision: no previous count
+    assert len(plan2.status.autoscaler.samples) == 2  # type: ignore[union-attr]
+
+
+def test_hpa_mode_emits_an_hpa_and_leaves_replicas_alone() -> None:
+    resource = md(
+        {
+            "model": {"storageUri": URI},
+            "autoscaling": {
+                "autoscaler": "hpa",
+                "minReplicas": 2,
+                "maxReplicas": 6,
+                "metric": "rps",
+                "target": 50,
+            },
+        }
+    )
+    kinds = by_kind(rmd.plan(resource, observed=rmd.Observed(), now=NOW, settings=SETTINGS))
+    assert "replicas" not in kinds["Deployment"][0]["spec"]
+    hpa = kinds["HorizontalPodAutoscaler"][0]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "iris-predictor"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "35000m"}
+    assert "PodDisruptionBudget" in kinds
+
+
+@pytest.mark.parametrize(
+    ("total", "percent", "expected"),
+    [
+        (10, 10, (9, 1)),
+        (10, 50, (5, 5)),
+        (4, 25, (3, 1)),
+        (1, 10, (1, 1)),
+        (3, 0, (3, 0)),
+        (3, 100, (0, 3)),
+        (10, 99, (1, 9)),
+    ],
+)
+def test_split_replicas(total: int, percent: int, expected: tuple[int, int]) -> None:
+    assert build.split_replicas(total, percent, canary=True) == expected
+
+
+def test_canary_gets_its_own_deployment_behind_the_same_service() -> None:
+    resource = md(
+        {
+            "model": {"storageUri": URI},
+            "replicas": 4,
+            "canary": {"model": {"storageUri": URI2}, "trafficPercent": 25},
+        }
+    )
+    plan = rmd.plan(resource, observed=rmd.Observed(), now=NOW, settings=SETTINGS)
+    deps = {d["metadata"]["name"]: d for d in by_kind(plan)["Deployment"]}
+    assert deps["iris-predictor"]["spec"]["replicas"] == 3 and deps["iris-canary"]["spec"]["replicas"] == 1
+    canary_labels = deps["iris-canary"]["spec"]["template"]["metadata"]["labels"]
+    service = by_kind(plan)["Service"][0]
+    assert set(service["spec"]["selector"].items()) <= set(canary_labels.items())
+    assert deps["iris-canary"]["spec"]["selector"]["matchLabels"]["mlops.dev/track"] == "canary"
+    assert plan.status.canary is not None and plan.status.canary.traffic_percent == 25.0
+    assert plan.status.canary.state == "Progressing"
+
+
+def _canary_pass(
+    stable_pods: list[mmetrics.PodMetrics],
+    canary_pods: list[mmetrics.PodMetrics],
+    status: dict[str, Any] | None = None,
+) -> rmd.Plan:
+    resource = md(
+        {
+            "model": {"storageUri": URI},
+            "replicas": 4,
+            "canary": {
+                "model": {"storageUri": URI2},
+                "trafficPercent": 25,
+                "rollback": {"errorRateMargin": 0.02, "p95LatencyMarginMs": 50, "minRequests": 100},
+            },
+        },
+        status,
+    )
+    observed = rmd.Observed(
+        deployments={"stable": deployment_status(3), "canary": deployment_status(1)},
+        pod_metrics={"stable": stable_pods, "canary": canary_pods},
+    )
+    return rmd.plan(resource, observed=observed, now=NOW, settings=SETTINGS)
+
+
+def test_canary_with_too_errors_is_rolled_back_and_stays_rolled_back() -> None:
+    plan = _canary_pass([pod("stable", requests=3000, errors=3)], [pod("canary", requests=500, errors=60)])
+    assert plan.status.canary is not None and plan.status.canary.state == "RolledBack"
+    assert "error rate" in plan.status.canary.message
+    assert [d["metadata"]["name"] for d in by_kind(plan)["Deployment"]] == ["iris-predictor"]
+    assert by_kind(plan)["Deployment"][0]["spec"]["replicas"] == 4
+    assert any(e[1] == "CanaryRolledBack" for e in plan.events)
+    # Next pass (canary Deployment still there, being deleted): it stays rolled back and is deleted.
+    again = _canary_pass([pod("stable", requests=3000)], [pod("canary", requests=500)], plan.status.to_api())
+    assert again.status.canary is not None and again.status.canary.state == "RolledBack"
+    assert ("Deployment", "iris-canary") in {(r.kind, r.name) for r in again.delete}
+
+
+def test_canary_with_slow_p95_is_rolled_back() -> None:
+    plan = _canary_pass([pod("stable", requests=3000, p=0.01)], [pod("canary", requests=500, p=0.25)])
+    assert plan.status.canary is not None and plan.status.canary.state == "RolledBack"
+    assert "p95" in plan.status.canary.message
+
+
+def test_healthy_canary_keeps_its_share() -> None:
+    plan = _canary_pass([pod("stable", requests=3000, errors=3)], [pod("canary", requests=500, errors=1)])
+    assert plan.status.canary is not None and plan.status.canary.state == "Healthy"
+    assert len(by_kind(plan)["Deployment"]) == 2
+    assert any(e[1] == "CanaryHealthy" for e in plan.events)
+
+
+def test_new_canary_spec_resets_a_rollback() -> None:
+    plan = _canary_pass([pod("stable", requests=3000)], [pod("canary", requests=500, errors=100)])
+    status = plan.status.to_api()
+    status["canary"]["specHash"] = "something-else"
+    fresh = _canary_pass([pod("stable", requests=3000)], [pod("canary", requests=10)], status)
+    assert fresh.status.canary is not None and fresh.status.canary.state == "Progressing"
+
+
+def test_archived_scales_to_zero() -> None:
+    plan = rmd.plan(
+        md({"model": {"storageUri": URI}, "replicas": 3, "stage": "archived"}),
+        observed=rmd.Observed(deployments={"stable": deployment_status(3)}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert by_kind(plan)["Deployment"][0]["spec"]["replicas"] == 0
+    assert "PodDisruptionBudget" not in by_kind(plan)
+    assert plan.status.phase == "Archived" and not plan.status.is_true("Ready")
+
+
+def test_zero_replicas_is_not_ready() -> None:
+    plan = rmd.plan(
+        md({"model": {"storageUri": URI}, "replicas": 0}),
+        observed=rmd.Observed(deployments={"stable": deployment_status(0)}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.phase == "ScaledToZero" and not plan.status.is_true("Ready")
+
+
+def test_drift_sets_the_condition_and_creates_one_retraining_job() -> None:
+    spec = {
+        "model": {"storageUri": URI},
+        "drift": {
+            "threshold": 0.2,
+            "minRows": 100,
+            "retrain": {
+                "spec": {"datasetRef": {"name": "iris-v2"}, "model": {"estimator": "LogisticRegression"}},
+                "cooldownSeconds": 600,
+            },
+        },
+    }
+    observed = rmd.Observed(
+        deployments={"stable": deployment_status(1)},
+        pod_metrics={"stable": [pod("stable", drift=0.9, rows=500), pod("stable", drift=0.1, rows=500)]},
+    )
+    plan = rmd.plan(md(spec), observed=observed, now=NOW, settings=SETTINGS)
+    assert plan.status.is_true("DriftDetected")
+    assert plan.status.drift is not None and plan.status.drift.score == 0.9
+    assert plan.status.drift.feature == "petal_length"
+    jobs = by_kind(plan)["TrainingJob"]
+    assert jobs[0]["metadata"]["name"] == "iris-retrain-1"
+    assert jobs[0]["spec"]["datasetRef"] == {"name": "iris-v2"}
+    assert jobs[0]["metadata"]["ownerReferences"][0]["controller"] is False
+    assert [e[1] for e in plan.events if e[1] in {"DriftDetected", "RetrainingStarted"}] == [
+        "DriftDetected",
+        "RetrainingStarted",
+    ]
+    # Within the cooldown: no second job, no second event.
+    later = rmd.plan(
+        md(spec, plan.status.to_api()),
+        observed=observed,
+        now=NOW + datetime.timedelta(minutes=5),
+        settings=SETTINGS,
+    )
+    assert "TrainingJob" not in by_kind(later) and not any(e[1] == "DriftDetected" for e in later.events)
+    # After it: the next one.
+    after = rmd.plan(
+        md(spec, later.status.to_api()),
+        observed=observed,
+        now=NOW + datetime.timedelta(minutes=11),
+        settings=SETTINGS,
+    )
+    assert by_kind(after)["TrainingJob"][0]["metadata"]["name"] == "iris-retrain-2"
+
+
+def test_drift_needs_enough_rows_and_clears() -> None:
+    spec = {"model": {"storageUri": URI}, "drift": {"threshold": 0.2, "minRows": 100}}
+    few = rmd.Observed(pod_metrics={"stable": [pod("stable", drift=5.0, rows=10)]})
+    plan = rmd.plan(md(spec), observed=few, now=NOW, settings=SETTINGS)
+    assert plan.status.condition("DriftDetected").status == "Unknown"  # type: ignore[union-attr]
+    high = rmd.Observed(pod_metrics={"stable": [pod("stable", drift=0.5, rows=200)]})
+    plan = rmd.plan(md(spec, plan.status.to_api()), observed=high, now=NOW, settings=SETTINGS)
+    low = rmd.Observed(pod_metrics={"stable": [pod("stable", drift=0.05, rows=200)]})
+    plan = rmd.plan(md(spec, plan.status.to_api()), observed=low, now=NOW, settings=SETTINGS)
+    assert plan.status.condition("DriftDetected").status == "False"  # type: ignore[union-attr]
+    assert any(e[1] == "DriftCleared" for e in plan.events)
+
+
+def test_parse_real_exposition() -> None:
+    text = """
+# TYPE mlops_serve_requests_total counter
+mlops_serve_requests_total{code="200",endpoint="/v2/models/{name}/infer"} 90.0
+mlops_serve_requests_total{code="500",endpoint="/v2/models/{name}/infer"} 10.0
+mlops_serve_requests_total{code="200",endpoint="/v2/health/ready"} 1000.0
+# TYPE mlops_serve_request_duration_seconds histogram
+mlops_serve_request_duration_seconds_bucket{endpoint="/v2/models/{name}/infer",le="0.01"} 50.0
+mlops_serve_request_duration_seconds_bucket{endpoint="/v2/models/{name}/infer",le="0.1"} 100.0
+mlops_serve_request_duration_seconds_bucket{endpoint="/v2/models/{name}/infer",le="+Inf"} 100.0
+mlops_serve_request_duration_seconds_count{endpoint="/v2/models/{name}/infer"} 100.0
+mlops_serve_request_duration_seconds_sum{endpoint="/v2/models/{name}/infer"} 2.5
+# TYPE mlops_serve_drift_score gauge
+mlops_serve_drift_score{feature="a"} 0.1
+mlops_serve_drift_score{feature="b"} 0.7
+# TYPE mlops_serve_drift_window_rows gauge
+mlops_serve_drift_window_rows 800.0
+# TYPE mlops_serve_model_info gauge
+mlops_serve_model_info{digest="sha256:x",model="iris",version="1"} 1.0
+"""
+    m = mmetrics.parse(text, time=5.0)
+    assert (m.requests, m.errors, m.busy_seconds, m.drift, m.drift_feature, m.drift_rows, m.digest) == (
+        100.0,
+        10.0,
+        2.5,
+        0.7,
+        "b",
+        800,
+        "sha256:x",
+    )
+    stats = mmetrics.track_stats([m])
+    assert stats.error_rate == 0.1
+    assert stats.p95_ms == pytest.approx(10 + 90 * 45 / 50)

@@ -1,0 +1,195 @@
+"""``python -m mlops_workloads.serve``: load a model directory and serve it over HTTP.
+
+Config: the JSON of ``ServeConfig`` from MLOPS_CONFIG_FILE / MLOPS_CONFIG (how the operator
+runs it), overridden by command-line flags (how a person runs it). With ``--workers N`` the
+model is loaded once, then N processes are forked, each with its own SO_REUSEPORT socket
+on the same port (the kernel spreads connections) and a shared Prometheus multiprocess
+directory, so /metrics on any worker reports the whole pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from typing import Any
+
+from mlops_operator.api import common
+from mlops_operator.api import modeldeployment as md_api
+from mlops_workloads import runtime
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mlops_workloads.serve", description=__doc__)
+    parser.add_argument("--model-dir", help="model directory or file:// / pvc:// URI")
+    parser.add_argument("--model-name")
+    parser.add_argument("--model-version")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--low-confidence-threshold", type=float)
+    parser.add_argument("--max-batch-rows", type=int)
+    parser.add_argument("--drift-window", type=int)
+    parser.add_argument("--drain-seconds", type=float)
+    parser.add_argument(
+        "--no-batching", action="store_true", help="score each request with its own model call"
+    )
+    parser.add_argument(
+        "--predict-on-loop",
+        action="store_true",
+        help="run model calls on the event loop, not a worker thread",
+    )
+    parser.add_argument("--port-file", help="write the bound port here once listening (tests)")
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.ServeConfig:
+    data: dict[str, Any] = {}
+    if environ.get(runtime.CONFIG_FILE_ENV) or environ.get(runtime.CONFIG_ENV):
+        data = runtime.load_config(md_api.ServeConfig, environ).model_dump()
+    flags = {
+        "model_dir": args.model_dir,
+        "model_name": args.model_name,
+        "model_version": args.model_version,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "low_confidence_threshold": args.low_confidence_threshold,
+        "max_batch_rows": args.max_batch_rows,
+        "drift_window": args.drift_window,
+        "drain_seconds": args.drain_seconds,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if "model_dir" not in data:
+        raise runtime.WorkloadError("MissingConfig", "give --model-dir or a config with modelDir")
+    try:
+        return md_api.ServeConfig.model_validate(data)
+    except Exception as exc:
+        raise runtime.WorkloadError("InvalidConfig", str(exc)) from exc
+
+
+def model_path(config: md_api.ServeConfig) -> str:
+    if config.model_dir.startswith(("pvc://", "file://")):
+        return common.StorageLocation.parse(config.model_dir).local_path(config.pvc_root)
+    return config.model_dir
+
+
+def _run_worker(
+    config: md_api.ServeConfig,
+    bundle: Any,
+    sock: Any,
+    *,
+    batching: bool,
+    offload: bool,
+    port_file: str | None,
+) -> None:
+    from mlops_workloads.serve import app as app_mod
+    from mlops_workloads.serve import http
+
+    app = app_mod.App(
+        bundle,
+        model_name=config.model_name,
+        model_version=config.model_version,
+        low_confidence_threshold=config.low_confidence_threshold,
+        max_batch_rows=config.max_batch_rows,
+        drift_window=config.drift_window,
+    )
+    server = http.Server(app, max_body_bytes=config.max_body_bytes, batching=batching, offload=offload)
+
+    def ready(port: int) -> None:
+        logging.getLogger("mlops_workloads.serve").info(
+            "serving %s (%s) on %s:%d", config.model_name, bundle.digest, config.host, port
+        )
+        if port_file:
+            tmp = f"{port_file}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(str(port))
+            os.replace(tmp, port_file)
+
+    loop = http.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(http.serve(server, sock, drain_seconds=config.drain_seconds, ready=ready))
+    finally:
+        loop.close()
+
+
+def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    args = parse_args(argv)
+    env = dict(os.environ if environ is None else environ)
+    config = load_config(args, env)
+    if config.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be set before prometheus_client is imported (it picks its value class then).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-serve-metrics-")
+    from mlops_workloads.serve import bundle as bundle_mod
+    from mlops_workloads.serve import http
+
+    bundle = bundle_mod.load(model_path(config))
+    batching = not args.no_batching
+    offload = not args.predict_on_loop
+    if config.workers == 1:
+        sock = http.make_socket(config.host, config.port, reuse_port=False)
+        _run_worker(config, bundle, sock, batching=batching, offload=offload, port_file=args.port_file)
+        return 0
+    # Reserve the port (bound, not listening: it receives no connections), then fork.
+    keeper = http.make_socket(config.host, config.port, reuse_port=True)
+    port = keeper.getsockname()[1]
+    children: list[int] = []
+    for index in range(config.workers):
+        pid = os.fork()
+        if pid == 0:
+            keeper.close()
+            sock = http.make_socket(config.host, port, reuse_port=True)
+            code = 0
+            try:
+                _run_worker(
+                    config,
+                    bundle,
+                    sock,
+                    batching=batching,
+                    offload=offload,
+                    port_file=args.port_file if index == 0 else None,
+                )
+            except BaseException:
+                logging.getLogger("mlops_workloads.serve").exception("worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    remaining = set(children)
+    while remaining:
+        pid, code = os.wait()
+        remaining.discard(pid)
+        if code != 0:
+            status = 1
+            forward(signal.SIGTERM, None)  # One worker died: stop the pod, the kubelet restarts it.
+    return status
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run()
+    except runtime.WorkloadError as exc:
+        runtime.write_result({"ok": False, "reason": exc.reason, "error": exc.message})
+        print(json.dumps({"error": exc.message, "reason": exc.reason}), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""The model server's protocol logic, independent of the HTTP stack.
+
+``App.dispatch`` turns (method, path, body) into either a finished ``Response`` or a
+``Pending`` prediction; ``App.score`` answers a list of pending predictions with ONE model
+call (adaptive batching: requests that arrive in the same event-loop turn share a
+``predict_proba``, which costs about the same for 1 row as for 100). A failure of the
+joint call falls back to one call per request, so a bad request only fails itself.
+
+Every path ends in a JSON answer: unknown paths 404, wrong methods 405, bad inputs 4xx
+(see ``inputs``), model errors on a valid input 422, and anything unexpected 500 with the
+exception's type (logged), never a dropped connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_workloads.serve import bundle as bundle_mod
+from mlops_workloads.serve import drift as drift_mod
+from mlops_workloads.serve import inputs, openapi, telemetry
+
+log = logging.getLogger("mlops_workloads.serve")
+JSON = "application/json"
+SERVER_NAME = "mlops-serve"
+SERVER_VERSION = "0.1.0"
+V2_DATATYPE = {"float": "FP64", "int": "INT64", "bool": "BOOL", "category": "BYTES", "string": "BYTES"}
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    endpoint: str = "other"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass
+class Pending:
+    """A validated prediction request waiting for the model."""
+
+    protocol: str  # "v2" or "v1"
+    batch: inputs.Batch
+    endpoint: str
+    request_id: str | None = None
+    outputs: tuple[str, ...] | None = None
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def error(
+    status: int, message: str, *, endpoint: str = "other", headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    return Response(status, _dumps({"error": message}), endpoint=endpoint, headers=headers)
+
+
+def _jsonable(values: np.ndarray) -> list[Any]:
+    out: list[Any] = values.tolist()
+    return out
+
+
+class App:
+    def __init__(
+        self,
+        bundle: bundle_mod.Bundle,
+        *,
+        model_name: str = "model",
+        model_version: str = "1",
+        low_confidence_threshold: float = 0.6,
+        max_batch_rows: int = 1000,
+        drift_window: int = 1000,
+    ) -> None:
+        self.bundle = bundle
+        self.name = model_name
+        self.version = model_version
+        self.threshold = low_confidence_threshold
+        self.max_rows = max_batch_rows
+        self.schema = bundle.schema
+        self.classification = bundle.task == "classification"
+        self.classes = bundle.classes
+        self.drift = drift_mod.DriftMonitor(bundle.baseline, features=self.schema.names, window=drift_window)
+        self.telemetry = telemetry.Telemetry(
+            model_name=model_name,
+            digest=bundle.digest,
+            version=model_version,
+            classes=self.classes if self.classification else None,
+            features=self.drift.features,
+        )
+        self._low_window: collections.deque[tuple[int, int]] = collections.deque()
+        self._low_rows = 0
+        self._low_count = 0
+        self._drift_window = drift_window
+        # Scoring may run on a worker thread while /metrics reads the windows on the loop.
+        self._state_lock = threading.Lock()
+        self.ready = True
+        self.draining = False
+        self.openapi = _dumps(
+            openapi.document(
+                model_name=model_name,
+                schema=self.schema,
+                max_rows=max_batch_rows,
+                version=SERVER_VERSION,
+            )
+        )
+        if self.classes is not None:
+            if all(isinstance(c, bool) for c in self.classes):
+                self._pred_datatype = "BOOL"
+            elif all(isinstance(c, int) and not isinstance(c, bool) for c in self.classes):
+                self._pred_datatype = "INT64"
+            elif all(isinstance(c, (int, float)) for c in self.classes):
+                self._pred_datatype = "FP64"
+            else:
+                self._pred_datatype = "BYTES"
+            self._classes_array = np.asarray(self.classes, dtype=object)
+        else:
+            self._pred_datatype = "FP64"
+        self._metadata = _dumps(self._model_metadata())
+
+    # ------------------------------------------------------------------------------------------
+    # routing
+    # ------------------------------------------------------------------------------------------
+
+    def dispatch(self, method: str, path: str, body: bytes) -> Response | Pending:
+        try:
+            return self._route(method, path, body)
+        except inputs.InputError as exc:
+            return error(exc.status, exc.message, endpoint=_endpoint_of(path))
+        except Exception as exc:  # A bug must still answer JSON, not drop the connection.
+            log.exception("unexpected error on %s %s", method, path)
+            return error(500, f"internal error: {type(exc).__name__}", endpoint=_endpoint_of(path))
+
+    def _route(self, method: str, path: str, body: bytes) -> Response | Pending:
+        if method == "HEAD":
+            method = "GET"
+        if path == "/v2/health/live":
+            return self._get(method, "/v2/health/live", lambda: Response(200, b'{"live":true}'))
+        if path == "/v2/health/ready":
+            return self._get(method, "/v2/health/ready", self._health_ready)
+        if path == "/metrics":
+            return self._get(method, "/metrics", self._metrics)
+        if path == "/openapi.json":
+            return self._get(method, "/openapi.json", lambda: Response(200, self.openapi))
+        if path == "/v2":
+            return self._get(method, "/v2", self._server_metadata)
+        if path.startswith("/v2/models/"):
+            return self._v2_model(method, path[len("/v2/models/") :], body)
+        if path == "/v1/models":
+            return self._get(method, "/v1/models", lambda: Response(200, _dumps({"models": [self.name]})))
+        if path.startswith("/v1/models/"):
+            return self._v1_model(method, path[len("/v1/models/") :], body)
+        return error(404, f"no route for {path!r}; see /openapi.json", endpoint="other")
+
+    def _get(self, method: str, endpoint: str, fn: Any) -> Response:
+        if method != "GET":
+            return error(405, f"{endpoint} accepts GET", endpoint=endpoint, headers=(("Allow", "GET"),))
+        response: Response = fn()
+        response.endpoint = endpoint
+        return response
+
+    def _post(self, method: str, endpoint: str) -> Response | None:
+        if method != "POST":
+            return error(405, f"{endpoint} accepts POST", endpoint=endpoint, headers=(("Allow", "POST"),))
+        return None
+
+    def _unknown_model(self, name: str, endpoint: str) -> Response:
+        return error(
+            404, f"model {name!r} is not served here; this server serves {self.name!r}", endpoint=endpoint
+        )
+
+    def _v2_model(self, method: str, rest: str, body: bytes) -> Response | Pending:
+        name, _, tail = rest.partition("/")
+        if tail.startswith("versions/"):
+            version, _, tail = tail[len("versions/") :].partition("/")
+            if version != self.version:
+                return error(
+                    404,
+                    f"model {name!r} has no version {version!r}; it has {self.version!r}",
+                    endpoint="/v2/models/{name}",
+                )
+        if tail == "":
+            endpoint = "/v2/models/{name}"
+            if name != self.name:
+                return self._unknown_model(name, endpoint)
+            return self._get(method, endpoint, lambda: Response(200, self._metadata))
+        if tail == "ready":
+            endpoint = "/v2/models/{name}/ready"
+            if name != self.name:
+                return self._unknown_model(name, endpoint)
+            return self._get(method, endpoint, self._model_ready)
+        if tail == "infer":
+            endpoint = "/v2/models/{name}/infer"
+            refused = self._post(method, endpoint)
+            if refused is not None:
+                return refused
+            if name != self.name:
+                return self._unknown_model(name, endpoint)
+            return self._v2_infer(body, endpoint)
+        return error(404, f"no route for /v2/models/{rest!r}", endpoint="other")
+
+    def _v1_model(self, method: str, rest: str, body: bytes) -> Response | Pending:
+        if rest.endswith(":predict"):
+            endpoint = "/v1/models/{name}:predict"
+            name = rest[: -len(":predict")]
+            refused = self._post(method, endpoint)
+            if refused is not None:
+                return refused
+            if name != self.name:
+                return self._unknown_model(name, endpoint)
+            payload = inputs.parse_json(body)
+            batch = inputs.decode_v1(payload, self.schema, max_rows=self.max_rows)
+            return Pending(protocol="v1", batch=batch, endpoint=endpoint)
+        if "/" in rest or ":" in rest:
+            return error(404, f"no route for /v1/models/{rest!r}", endpoint="other")
+        endpoint = "/v1/models/{name}"
+        if rest != self.name:
+            return self._unknown_model(rest, endpoint)
+        return self._get(method, endpoint, self._model_ready_v1)
+
+    # ------------------------------------------------------------------------------------------
+    # simple endpoints
+    # ------------------------------------------------------------------------------------------
+
+    def _is_ready(self) -> bool:
+        return self.ready and not self.draining
+
+    def _health_ready(self) -> Response:
+        ok = self._is_ready()
+        return Response(200 if ok else 503, _dumps({"ready": ok}))
+
+    def _model_ready(self) -> Response:
+        ok = self._is_ready()
+        return Response(200 if ok else 503, _dumps({"name": self.name, "ready": ok}))
+
+    def _model_ready_v1(self) -> Response:
+        return Response(200, _dumps({"name": self.name, "ready": self._is_ready()}))
+
+    def _server_metadata(self) -> Response:
+        return Response(200, _dumps({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}))
+
+    def _model_metadata(self) -> dict[str, Any]:
+        outputs: list[dict[str, Any]] = [
+            {"name": "predictions", "datatype": self._pred_datatype, "shape": [-1]}
+        ]
+        if self.classification:
+            outputs.append(
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(self.classes or ())]}
+            )
+            outputs.append({"name": "low_confidence", "datatype": "BOOL", "shape": [-1]})
+        card = self.bundle.card
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "sklearn",
+            "inputs": [
+                {"name": f.name, "datatype": V2_DATATYPE[f.dtype], "shape": [-1]}
+                for f in self.schema.features
+            ],
+            "outputs": outputs,
+            "parameters": {
+                "task": self.schema.task,
+                "digest": self.bundle.digest,
+                "classes": list(self.classes) if self.classes is not None else None,
+                "estimator": card.get("estimator"),
+                "lowConfidenceThreshold": self.threshold,
+                "maxBatchRows": self.max_rows,
+            },
+        }
+
+    def refresh_drift(self) -> None:
+        with self._state_lock:
+            scores = self.drift.scores()
+            rows = self.drift.rows
+            low_ratio = self._low_count / self._low_rows if self._low_rows else 0.0
+        self.telemetry.set_drift(scores, overall=self.drift.overall(scores), rows=rows, low_ratio=low_ratio)
+
+    def _metrics(self) -> Response:
+        self.refresh_drift()
+        return Response(200, self.telemetry.exposition(), content_type=telemetry.CONTENT_TYPE)
+
+    # ------------------------------------------------------------------------------------------
+    # prediction
+    # ------------------------------------------------------------------------------------------
+
+    def _v2_infer(self, body: bytes, endpoint: str) -> Pending:
+        payload = inputs.parse_json(body)
+        batch = inputs.decode_v2(payload, self.schema, max_rows=self.max_rows)
+        request_id = payload.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise inputs.InputError(422, "'id' must be a string")
+        outputs = payload.get("outputs")
+        wanted: tuple[str, ...] | None = None
+        if outputs is not None:
+            if not isinstance(outputs, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+            ):
+                raise inputs.InputError(422, "'outputs' must be a list of objects with a 'name'")
+            wanted = tuple(o["name"] for o in outputs)
+            known = {"predictions"} | ({"probabilities", "low_confidence"} if self.classification else set())
+            unknown = sorted(set(wanted) - known)
+            if unknown:
+                raise inputs.InputError(422, f"unknown output(s) {unknown}; this model has {sorted(known)}")
+        return Pending(protocol="v2", batch=batch, endpoint=endpoint, request_id=request_id, outputs=wanted)
+
+    def _model_call(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions or class indices, probabilities) for a frame."""
+        pipeline = self.bundle.pipeline
+        if self.classification:
+            proba = np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
+            return proba.argmax(axis=1), proba
+        return np.asarray(pipeline.predict(frame), dtype=np.float64), None
+
+    def score(self, pending: list[Pending]) -> list[Response]:
+        """Answer pending predictions, with one model call when they fit together."""
+        if len(pending) == 1:
+            return [self._score_one(pending[0])]
+        total = sum(p.batch.rows for p in pending)
+        try:
+            columns = {
+                name: np.concatenate([p.batch.columns[name] for p in pending]) for name in self.schema.names
+            }
+            frame = pd.DataFrame(columns, copy=False)
+            result, proba = self._model_call(frame)
+            if len(result) != total:
+                raise ValueError("the model returned a different number of rows")
+        except Exception:
+            return [self._score_one(p) for p in pending]
+        out: list[Response] = []
+        start = 0
+        for p in pending:
+            stop = start + p.batch.rows
+            out.append(self._answer(p, result[start:stop], None if proba is None else proba[start:stop]))
+            start = stop
+        return out
+
+    def _score_one(self, p: Pending) -> Response:
+        try:
+            result, proba = self._model_call(p.batch.frame)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            return error(422, f"the model could not score the input: {exc}", endpoint=p.endpoint)
+        except Exception as exc:
+            log.exception("model call failed")
+            return error(500, f"the model failed: {type(exc).__name__}: {exc}", endpoint=p.endpoint)
+        return self._answer(p, result, proba)
+
+    def _answer(self, p: Pending, result: np.ndarray, proba: np.ndarray | None) -> Response:
+        rows = p.batch.rows
+        with self._state_lock:
+            self.drift.add(p.batch.columns)
+        if p.batch.warnings:
+            self.telemetry.observe_warnings(p.batch.warnings)
+        if proba is not None:
+            top = proba[np.arange(rows), result]
+            low = top < self.threshold
+            low_count = int(np.count_nonzero(low))
+            counts = np.bincount(result, minlength=len(self._classes_array)).tolist()
+            self.telemetry.observe_predictions(class_counts=counts, values=None, rows=rows, low=low_count)
+            with self._state_lock:
+                self._track_low(rows, low_count)
+            predictions = _jsonable(self._classes_array[result])
+            if p.protocol == "v1":
+                body: dict[str, Any] = {
+                    "predictions": predictions,
+                    "probabilities": proba.tolist(),
+                    "lowConfidence": low.tolist(),
+                    "classes": list(self.classes or ()),
+                }
+            else:
+                body = self._v2_body(p, rows, predictions, proba, low)
+        else:
+            values = result.tolist()
+            self.telemetry.observe_predictions(class_counts=None, values=values, rows=rows, low=0)
+            if p.protocol == "v1":
+                body = {"predictions": values}
+            else:
+                body = self._v2_body(p, rows, values, None, None)
+        if p.batch.warnings:
+            if p.protocol == "v1":
+                body["warnings"] = p.batch.warnings
+            else:
+                body.setdefault("parameters", {})["warnings"] = p.batch.warnings
+        return Response(200, _dumps(body), endpoint=p.endpoint)
+
+    def _v2_body(
+        self, p: Pending, rows: int, predictions: list[Any], proba: np.ndarray | None, low: np.ndarray | None
+    ) -> dict[str, Any]:
+        outputs: list[dict[str, Any]] = [
+            {"name": "predictions", "datatype": self._pred_datatype, "shape": [rows], "data": predictions}
+        ]
+        if proba is not None and low is not None:
+            outputs.append(
+                {
+                    "name": "probabilities",
+                    "datatype": "FP64",
+                    "shape": [rows, proba.shape[1]],
+                    "data": proba.ravel().tolist(),
+                    "parameters": {"classes": list(self.classes or ())},
+                }
+            )
+            outputs.append(
+                {"name": "low_confidence", "datatype": "BOOL", "shape": [rows], "data": low.tolist()}
+            )
+        if p.outputs is not None:
+            outputs = [o for o in outputs if o["name"] in p.outputs]
+        body: dict[str, Any] = {"model_name": self.name, "model_version": self.version, "outputs": outputs}
+        if p.request_id is not None:
+            body["id"] = p.request_id
+        return body
+
+    def _track_low(self, rows: int, low: int) -> None:
+        self._low_window.append((rows, low))
+        self._low_rows += rows
+        self._low_count += low
+        while self._low_rows - self._low_window[0][0] >= self._drift_window and len(self._low_window) > 1:
+            old_rows, old_low = self._low_window.popleft()
+            self._low_rows -= old_rows
+            self._low_count -= old_low
+
+    def handle(self, method: str, path: str, body: bytes) -> Response:
+        """Dispatch and score one request synchronously (tests and simple front ends)."""
+        started = time.perf_counter()
+        result = self.dispatch(method, path, body)
+        response = self.score([result])[0] if isinstance(result, Pending) else result
+        self.telemetry.observe_request(response.endpoint, response.status, time.perf_counter() - started)
+        return response
+
+
+def _endpoint_of(path: str) -> str:
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "/v2/models/{name}/infer"
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return "/v1/models/{name}:predict"
+    return "other"
