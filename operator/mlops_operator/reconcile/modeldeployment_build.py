@@ -160,9 +160,10 @@ def deployment(
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
-    if resources.gpu:
-        node_selector, tolerations = rcommon.gpu_scheduling(settings)
+    node_selector, tolerations = rcommon.placement(settings, gpu=resources.gpu)
+    if node_selector:
         pod_spec["nodeSelector"] = node_selector
+    if tolerations:
         pod_spec["tolerations"] = tolerations
     spec: dict[str, Any] = {
         "selector": {"matchLabels": {**selector(md), LABEL_TRACK: track}},
