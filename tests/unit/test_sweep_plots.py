@@ -6,6 +6,7 @@ import json
 import pathlib
 import random
 import struct
+import subprocess
 import sys
 from typing import Any
 
@@ -47,7 +48,18 @@ def test_plot_writes_a_valid_png(tmp_path: pathlib.Path) -> None:
     )
     assert png_size(out) == (1200, 480)
     assert out.stat().st_size > 10_000  # not an empty canvas
-    assert "matplotlib.pyplot" not in sys.modules  # the object API only: no global backend state
+
+
+def test_plot_uses_no_global_pyplot_state(tmp_path: pathlib.Path) -> None:
+    """The object API only (no pyplot, no global backend), checked in a fresh interpreter since
+    other tests in this process may import pyplot themselves."""
+    code = (
+        "import sys, pathlib; from mlops_workloads import plots; "
+        "trials = [{'index': i, 'state': 'Succeeded', 'value': i / 10, 'params': {'x': i}} for i in range(5)]; "
+        f"plots.plot_sweep(trials, pathlib.Path({str(tmp_path / 'p.png')!r}), direction='maximize', "
+        "metric='accuracy'); assert 'matplotlib.pyplot' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_plot_handles_no_values_and_few_trials(tmp_path: pathlib.Path) -> None:
