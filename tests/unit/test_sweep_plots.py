@@ -55,7 +55,8 @@ def test_plot_uses_no_global_pyplot_state(tmp_path: pathlib.Path) -> None:
     other tests in this process may import pyplot themselves."""
     code = (
         "import sys, pathlib; from mlops_workloads import plots; "
-        "trials = [{'index': i, 'state': 'Succeeded', 'value': i / 10, 'params': {'x': i}} for i in range(5)]; "
+        "trials = [{'index': i, 'state': 'Succeeded', 'value': i / 10, 'params': {'x': i}} "
+        "for i in range(5)]; "
         f"plots.plot_sweep(trials, pathlib.Path({str(tmp_path / 'p.png')!r}), direction='maximize', "
         "metric='accuracy'); assert 'matplotlib.pyplot' not in sys.modules"
     )
