@@ -135,10 +135,8 @@ def test_dataset_training_sweep_and_serving_run_for_real(
         what="the Dataset prepared on the volume",
         logs=operator_log,
     )
-    assert (
-        ds["status"]["rows"]["train"] + ds["status"]["rows"]["validation"] + ds["status"]["rows"]["test"]
-        == 150
-    )
+    rows = ds["status"]["rows"]
+    assert rows["input"] == 150 and rows["train"] + rows["validation"] + rows["test"] == rows["output"] >= 145
     digest = ds["status"]["digest"]
     assert (realnode.volume_path(ns) / "datasets" / digest / "train.parquet").exists()
 

@@ -181,3 +181,26 @@ def test_a_stale_snapshot_is_re_read_after_our_own_status_write() -> None:
     framework.run(reg, _ctx(kube), first)  # the same (now stale) snapshot, queued by kopf
     assert seen == ["Pending", "Running"]
     assert len(kube.statuses) == 1  # the re-read status already matches: no second write
+
+
+def test_resync_lists_only_the_watched_namespaces() -> None:
+    class ListingKube:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str | None]] = []
+
+        def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+            self.calls.append((kind, namespace))
+            if kind == "Namespace":
+                return [{"metadata": {"name": n}} for n in ("t-1", "t-2", "other")]
+            return [{"metadata": {"name": "x", "namespace": namespace}}]
+
+    kube = ListingKube()
+    assert len(framework._list_watched(kube, "Dataset", ())) == 1  # type: ignore[arg-type]
+    assert kube.calls == [("Dataset", None)]  # everything: one cluster-wide LIST
+    kube.calls.clear()
+    framework._list_watched(kube, "Dataset", ("team-a",))  # type: ignore[arg-type]
+    assert kube.calls == [("Dataset", "team-a")]  # a namespaced operator never lists cluster-wide
+    kube.calls.clear()
+    items = framework._list_watched(kube, "Dataset", ("t-*",))  # type: ignore[arg-type]
+    assert kube.calls == [("Namespace", None), ("Dataset", "t-1"), ("Dataset", "t-2")]
+    assert {i["metadata"]["namespace"] for i in items} == {"t-1", "t-2"}

@@ -251,6 +251,26 @@ def _watched(namespace: str | None, patterns: tuple[str, ...]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(namespace or "", p) for p in patterns)
 
 
+def _list_watched(kube: client.Kube, kind: str, patterns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every object of ``kind`` in the watched namespaces, listed the way the RBAC allows: one
+    cluster-wide LIST when all namespaces are watched, else one LIST per namespace (literal
+    names as given; globs resolved against the namespace list, which kopf needs too)."""
+    if not patterns:
+        return kube.list(common.API_VERSION, kind)
+    literal = [p for p in patterns if not any(c in p for c in "*?[")]
+    names = set(literal)
+    if len(literal) < len(patterns):
+        names |= {
+            str(ns["metadata"]["name"])
+            for ns in kube.list("v1", "Namespace")
+            if _watched(ns["metadata"]["name"], patterns)
+        }
+    items: list[dict[str, Any]] = []
+    for namespace in sorted(names):
+        items += kube.list(common.API_VERSION, kind, namespace)
+    return items
+
+
 def _resync_one(reg: Registration, memo: Any, logger: Any, body: dict[str, Any]) -> None:
     try:
         run(reg, memo_context(memo, logger), body)
@@ -290,11 +310,10 @@ async def resync_forever(
                 continue
             due[plural] = now + reg.interval
             try:
-                items = await loop.run_in_executor(executor, memo.kube.list, common.API_VERSION, reg.kind)
+                mine = await loop.run_in_executor(executor, _list_watched, memo.kube, reg.kind, namespaces)
             except Exception as exc:  # try again on the next interval
                 logger.warning("resync list of %s failed: %s", reg.kind, exc)
                 continue
-            mine = [b for b in items if _watched((b.get("metadata") or {}).get("namespace"), namespaces)]
             await asyncio.gather(*(one(reg, body) for body in mine))
         await asyncio.sleep(max(0.5, min((d - loop.time() for d in due.values()), default=1.0)))
 
