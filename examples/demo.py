@@ -202,6 +202,11 @@ def main() -> int:
         f"  url: {md['status'].get('url')}  ready: {md['status'].get('ready')}  "
         f"model: {md['status'].get('servedModelUri')}"
     )
+    promoted_name = (docs["HyperparameterSweep"]["spec"].get("promote") or {}).get("modelDeployment")
+    if promoted_name:
+        promoted = wait_phase(kube, "modeldeployment", promoted_name, {"Ready"}, 300)
+        print(f"=== ModelDeployment {promoted_name} (promoted by the sweep)")
+        print(f"  url: {promoted['status'].get('url')}  model: {promoted['status'].get('servedModelUri')}")
     answer = predict(kube, md)
     print("=== One prediction through the Service")
     print(f"  {json.dumps(answer['input'])}\n  -> {json.dumps(answer['output'])}")
