@@ -1,9 +1,10 @@
-"""``mlops plot sweep NAME``: a PNG of a sweep's objective per trial and the best so far.
+"""``mlops plot sweep NAME``: a PNG of a sweep's objective per trial, the best so far and
+which parameters mattered.
 
 The trials are the sweep's TrainingJobs (label ``mlops.dev/hyperparametersweep``); each finished
 one reports ``status.objectiveValue``. Failed trials are marked on the axis, so a sweep that
-burns half its budget on failures shows it. matplotlib is imported only here, with the Agg
-backend (no display needed).
+burns half its budget on failures shows it. The drawing is ``mlops_workloads.plots`` (the
+workloads extra: matplotlib, optuna), imported only when a plot is asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from typing import Any
 
 from mlops_operator.api import estimators
-from mlops_operator.cli import fmt, kube
+from mlops_operator.cli import kube
 
 _INDEX = re.compile(r"-(\d+)$")
 
@@ -104,65 +105,22 @@ def collect(sweep: dict[str, Any], trainingjobs: list[dict[str, Any]]) -> SweepP
     )
 
 
-def render_png(plot: SweepPlot, path: str) -> None:
+def render_png(plot: SweepPlot, path: str, trainingjobs: list[dict[str, Any]] | None = None) -> None:
+    """Draw with the one sweep plot of the project (``mlops_workloads.plots``: objective per
+    trial, best so far, failures, and fANOVA parameter importance)."""
     try:
-        import matplotlib
+        from mlops_workloads import plots
     except ImportError as exc:
-        raise kube.CliError("plots need matplotlib: pip install 'mlops-operator[workloads]'") from exc
+        raise kube.CliError(
+            "plots need matplotlib and optuna: pip install 'mlops-operator[workloads]'"
+        ) from exc
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot, ticker
-
-    figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=120)
-    done = [t for t in plot.trials if t.value is not None]
-    values = [float(t.value) for t in done if t.value is not None]
-    if done:
-        axes.scatter(
-            [t.index for t in done], values, s=28, color="#4c72b0", label=f"{plot.metric} per trial", zorder=3
-        )
-        best = plot.best_so_far()
-        xs = [t.index for t, b in zip(plot.trials, best, strict=True) if b is not None]
-        ys = [b for b in best if b is not None]
-        axes.step(xs, ys, where="post", color="#dd8452", linewidth=2, label="best so far", zorder=2)
-        winner = (max if plot.direction == "maximize" else min)(done, key=lambda t: t.value or 0.0)
-        axes.annotate(
-            f"{winner.name}\n{fmt.number(winner.value)}",
-            (winner.index, winner.value),
-            textcoords="offset points",
-            xytext=(6, 6),
-            fontsize=8,
-        )
-    failed = [t for t in plot.trials if t.phase == "Failed"]
-    if failed:
-        bottom = min(values, default=0.0)
-        axes.scatter(
-            [t.index for t in failed],
-            [bottom] * len(failed),
-            marker="x",
-            color="#c44e52",
-            label=f"failed ({len(failed)})",
-            zorder=4,
-        )
-    if plot.goal is not None:
-        axes.axhline(
-            plot.goal, color="#55a868", linestyle="--", linewidth=1, label=f"goal {fmt.number(plot.goal)}"
-        )
-    axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    axes.set_xlabel("trial")
-    axes.set_ylabel(f"{plot.metric} ({plot.direction})")
-    title = f"HyperparameterSweep {plot.name}"
-    if plot.algorithm:
-        title += f" · {plot.algorithm}"
-    title += f" · {len(done)}/{len(plot.trials)} trials finished"
-    axes.set_title(title, fontsize=10)
-    axes.grid(True, alpha=0.3)
-    if not plot.trials:
-        axes.text(0.5, 0.5, "no trials yet", transform=axes.transAxes, ha="center", va="center")
+    records = plots.trials_from_trainingjobs(trainingjobs or [], metric=plot.metric)
+    title = f"HyperparameterSweep {plot.name}" + (f" · {plot.algorithm}" if plot.algorithm else "")
+    if plot.direction == "minimize":
+        plots.plot_sweep(records, path, direction="minimize", metric=plot.metric, title=title)
     else:
-        axes.legend(loc="best", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+        plots.plot_sweep(records, path, direction="maximize", metric=plot.metric, title=title)
 
 
 def run(session: kube.Session, name: str, output: str | None) -> str:
@@ -171,5 +129,10 @@ def run(session: kube.Session, name: str, output: str | None) -> str:
     trainingjobs = [o for o in session.list("TrainingJob") if kube.namespace_of(o) == namespace]
     plot = collect(sweep, trainingjobs)
     path = output or f"{name}.png"
-    render_png(plot, path)
+    mine = [
+        o
+        for o in trainingjobs
+        if (o.get("metadata", {}).get("labels") or {}).get("mlops.dev/hyperparametersweep") == name
+    ]
+    render_png(plot, path, mine)
     return path
