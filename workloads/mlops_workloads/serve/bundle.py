@@ -16,18 +16,9 @@ import json
 import pathlib
 from typing import Any
 
-from mlops_workloads import runtime
+from mlops_workloads import runtime, skops_io
 
-ALLOWED_MODULE_PREFIXES: tuple[str, ...] = (
-    "sklearn.",
-    "numpy.",
-    "scipy.",
-    "xgboost.",
-    "lightgbm.",
-    "builtins.",
-    "collections.",
-    "pandas.",
-)
+ALLOWED_MODULE_PREFIXES = skops_io.ALLOWED_MODULE_PREFIXES
 NUMERIC_DTYPES = frozenset({"float", "int"})
 CATEGORICAL_DTYPES = frozenset({"category", "string", "bool"})
 
@@ -105,14 +96,7 @@ class Bundle:
 
 def check_untrusted(types: list[str], *, prefixes: tuple[str, ...] = ALLOWED_MODULE_PREFIXES) -> list[str]:
     """The types skops would not load by default, if all of them are allowlisted; else refuse."""
-    refused = sorted(t for t in types if not t.startswith(prefixes))
-    if refused:
-        raise runtime.WorkloadError(
-            "UntrustedModel",
-            f"model.skops contains types outside the allowlist {list(prefixes)}: {refused}; "
-            "refusing to load it",
-        )
-    return list(types)
+    return skops_io.check_untrusted(types, prefixes=prefixes)
 
 
 def file_digest(path: pathlib.Path) -> str:
@@ -139,8 +123,6 @@ def _read_json(path: pathlib.Path, *, required: bool) -> dict[str, Any]:
 
 def load(model_dir: str | pathlib.Path) -> Bundle:
     """Load and check a model directory; raise ``WorkloadError`` with what is wrong."""
-    import skops.io as sio  # Heavy import, kept out of module import time.
-
     path = pathlib.Path(model_dir)
     model_file = path / "model.skops"
     if not model_file.is_file():
@@ -148,11 +130,7 @@ def load(model_dir: str | pathlib.Path) -> Bundle:
     schema = Schema.from_json(_read_json(path / "schema.json", required=True))
     baseline = _read_json(path / "baseline.json", required=False)
     card = _read_json(path / "model_card.json", required=False)
-    trusted = check_untrusted(sio.get_untrusted_types(file=str(model_file)))
-    try:
-        pipeline = sio.load(str(model_file), trusted=trusted)
-    except Exception as exc:
-        raise runtime.WorkloadError("InvalidModel", f"model.skops could not be loaded: {exc}") from exc
+    pipeline = skops_io.load(model_file, untrusted_reason="UntrustedModel", invalid_reason="InvalidModel")
     if not hasattr(pipeline, "predict"):
         raise runtime.WorkloadError(
             "InvalidModel", f"model.skops holds a {type(pipeline).__name__}, not a model"

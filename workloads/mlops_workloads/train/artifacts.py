@@ -14,36 +14,15 @@ import pathlib
 import tempfile
 from typing import Any
 
-from mlops_workloads import runtime
+from mlops_workloads import runtime, skops_io
 
-ALLOWED_MODULE_PREFIXES: tuple[str, ...] = (
-    "sklearn.",
-    "numpy.",
-    "scipy.",
-    "xgboost.",
-    "lightgbm.",
-    "builtins.",
-    "collections.",
-    "pandas.",
-)
+ALLOWED_MODULE_PREFIXES = skops_io.ALLOWED_MODULE_PREFIXES
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
 def load_skops(path: pathlib.Path) -> Any:
     """Load a skops file, trusting only allowlisted types; refuse anything else by name."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=str(path))
-    refused = sorted(t for t in untrusted if not t.startswith(ALLOWED_MODULE_PREFIXES))
-    if refused:
-        raise runtime.WorkloadError(
-            "UntrustedArtifact",
-            f"{path.name} holds types outside the allowlist {list(ALLOWED_MODULE_PREFIXES)}: {refused}",
-        )
-    try:
-        return sio.load(str(path), trusted=untrusted)
-    except Exception as exc:
-        raise runtime.WorkloadError("InvalidArtifact", f"{path} could not be loaded: {exc}") from exc
+    return skops_io.load(path, untrusted_reason="UntrustedArtifact", invalid_reason="InvalidArtifact")
 
 
 def read_json(path: pathlib.Path, *, required: bool = True) -> dict[str, Any]:
