@@ -32,7 +32,6 @@ def config(estimator_name: str, gpu: int, params: dict[str, object] | None = Non
 
 @pytest.mark.parametrize("name", ["XGBClassifier", "XGBRegressor"])
 def test_gpu_selects_xgboost_cuda(name: str) -> None:
-    pytest.importorskip("xgboost")
     model = estimator.build(config(name, gpu=1))
     params = model.get_params()
     assert params["device"] == "cuda" and params["tree_method"] == "hist"
@@ -40,13 +39,11 @@ def test_gpu_selects_xgboost_cuda(name: str) -> None:
 
 
 def test_cpu_job_leaves_xgboost_on_cpu() -> None:
-    pytest.importorskip("xgboost")
     model = estimator.build(config("XGBClassifier", gpu=0))
     assert model.get_params()["device"] is None and estimator.device(model) == "cpu"
 
 
 def test_user_device_wins() -> None:
-    pytest.importorskip("xgboost")
     model = estimator.build(config("XGBClassifier", gpu=2, params={"device": "cuda:1"}))
     assert model.get_params()["device"] == "cuda:1"
 
