@@ -290,32 +290,37 @@ async def resync_forever(
     """Re-reconcile every object of every kind on its kind's interval (like controller-runtime's
     SyncPeriod): TTL expiry, autoscaling samples and missed events are handled here.
 
-    One LIST per kind per interval, instead of a kopf timer per object: kopf puts a finalizer
-    on every object that has a timer, so a stopped operator would block deletions (and
-    namespace deletions) until it came back. This loop needs none.
+    One LIST per kind (and watched namespace) per interval, instead of a kopf timer per object:
+    kopf puts a finalizer on every object that has a timer, so a stopped operator would block
+    deletions (and namespace deletions) until it came back. This loop needs none. Each kind
+    has its own loop, so a kind with many objects never delays another's cadence (the
+    autoscaler's 5 s samples).
     """
-    loop = asyncio.get_running_loop()
-    executor = getattr(memo, "executor", None)
     gate = asyncio.Semaphore(concurrency)
-    due = {plural: loop.time() + reg.interval for plural, reg in REGISTRY.items()}
+    await asyncio.gather(
+        *(_resync_kind(reg, memo, logger, namespaces, gate) for reg in list(REGISTRY.values()))
+    )
 
-    async def one(reg: Registration, body: dict[str, Any]) -> None:
+
+async def _resync_kind(
+    reg: Registration, memo: Any, logger: Any, namespaces: tuple[str, ...], concurrency: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(concurrency)
+    executor = getattr(memo, "executor", None)
+
+    async def one(body: dict[str, Any]) -> None:
         async with gate:
             await loop.run_in_executor(executor, _resync_one, reg, memo, logger, body)
 
     while True:
-        now = loop.time()
-        for plural, reg in list(REGISTRY.items()):
-            if now < due.setdefault(plural, now + reg.interval):
-                continue
-            due[plural] = now + reg.interval
-            try:
-                mine = await loop.run_in_executor(executor, _list_watched, memo.kube, reg.kind, namespaces)
-            except Exception as exc:  # try again on the next interval
-                logger.warning("resync list of %s failed: %s", reg.kind, exc)
-                continue
-            await asyncio.gather(*(one(reg, body) for body in mine))
-        await asyncio.sleep(max(0.5, min((d - loop.time() for d in due.values()), default=1.0)))
+        await asyncio.sleep(reg.interval)
+        try:
+            mine = await loop.run_in_executor(executor, _list_watched, memo.kube, reg.kind, namespaces)
+        except Exception as exc:  # try again on the next interval
+            logger.warning("resync list of %s failed: %s", reg.kind, exc)
+            continue
+        await asyncio.gather(*(one(body) for body in mine))
 
 
 def _owner_from_labels(labels: Mapping[str, str]) -> tuple[str, str] | None:
