@@ -296,9 +296,8 @@ async def resync_forever(
     has its own loop, so a kind with many objects never delays another's cadence (the
     autoscaler's 5 s samples).
     """
-    gate = asyncio.Semaphore(concurrency)
     await asyncio.gather(
-        *(_resync_kind(reg, memo, logger, namespaces, gate) for reg in list(REGISTRY.values()))
+        *(_resync_kind(reg, memo, logger, namespaces, concurrency) for reg in list(REGISTRY.values()))
     )
 
 
