@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -33,6 +30,7 @@ import pytest
 import yaml
 
 from conftest import Cluster, OperatorHandle, free_port, wait_until
+from model_server import running
 
 pytestmark = pytest.mark.integration
 
@@ -64,42 +62,8 @@ def _binary(name: str) -> str:
 def model_server(tmp: pathlib.Path) -> Iterator[str]:
     from mlops_workloads.serve import demo
 
-    model_dir = demo.build(tmp / "model")
-    port_file = tmp / "port"
-    env = {k: v for k, v in os.environ.items() if k not in {"MLOPS_CONFIG", "MLOPS_CONFIG_FILE"}}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlops_workloads.serve",
-            "--model-dir",
-            str(model_dir),
-            "--model-name",
-            "iris",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--drift-window",
-            "200",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: port_file.exists() or proc.poll() is not None, timeout=60, what="the model server")
-        assert proc.poll() is None, "the model server exited"
-        yield f"127.0.0.1:{port_file.read_text()}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running(demo.build(tmp / "model"), tmp, "--drift-window", "200") as (url, _):
+        yield url.removeprefix("http://")
 
 
 def send_traffic(address: str, stop: threading.Event) -> None:

@@ -11,13 +11,8 @@ import contextlib
 import datetime
 import io
 import json
-import os
 import pathlib
-import signal
 import struct
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +20,7 @@ import pytest
 
 from mlops_operator import cli
 from mlops_operator.cli import chain, fmt, kube, plot, predict, watch
+from model_server import running as run_model_server
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 NS = "team-a"
@@ -512,43 +508,8 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @contextlib.contextmanager
 def serving(model_dir: pathlib.Path, tmp: pathlib.Path) -> Iterator[str]:
-    port_file = tmp / "port"
-    env = {k: v for k, v in os.environ.items() if k not in {"MLOPS_CONFIG", "MLOPS_CONFIG_FILE"}}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlops_workloads.serve",
-            "--model-dir",
-            str(model_dir),
-            "--model-name",
-            "iris",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--max-batch-rows",
-            "50",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the model server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port_file.read_text()}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with run_model_server(model_dir, tmp, max_batch_rows=50) as (url, _):
+        yield url
 
 
 def test_predict_scores_a_csv_through_the_v1_endpoint(model_server: str, tmp_path: pathlib.Path) -> None:

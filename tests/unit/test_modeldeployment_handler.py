@@ -10,11 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
 import pathlib
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+import model_server
 from mlops_operator.api import common
 from mlops_operator.handlers import framework
 from mlops_operator.handlers import modeldeployment as handler
@@ -185,37 +182,8 @@ def test_promotion_from_a_sweep() -> None:
 
 @contextlib.contextmanager
 def server(model_dir: pathlib.Path, tmp: pathlib.Path) -> Iterator[int]:
-    port_file = tmp / "port"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_CONFIG", "PROMETHEUS_MULTIPROC"))}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlops_workloads.serve",
-            "--model-dir",
-            str(model_dir),
-            "--model-name",
-            "iris",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield int(port_file.read_text())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+    with model_server.running(model_dir, tmp) as (url, _):
+        yield int(url.rsplit(":", 1)[1])
 
 
 def test_kpa_loop_scales_a_real_server_up_and_down(tmp_path: pathlib.Path) -> None:

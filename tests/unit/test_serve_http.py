@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pathlib
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +19,7 @@ from prometheus_client import parser as prom_parser
 from schemathesis import checks as st_checks
 
 from mlops_workloads.serve import demo
+from model_server import running
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, "site": "north"}
 
@@ -30,57 +27,6 @@ ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_widt
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return demo.build(tmp_path_factory.mktemp("model"))
-
-
-@contextlib.contextmanager
-def running(
-    model_dir: pathlib.Path, tmp: pathlib.Path, *args: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port_file = tmp / f"port-{time.monotonic_ns()}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"MLOPS_CONFIG", "MLOPS_CONFIG_FILE", "PROMETHEUS_MULTIPROC_DIR"}
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlops_workloads.serve",
-            "--model-dir",
-            str(model_dir),
-            "--model-name",
-            "iris",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--max-batch-rows",
-            "100",
-            *args,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start: {proc.communicate()[0].decode()[-2000:]}")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port_file.read_text()}", proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture(scope="module")
