@@ -400,6 +400,9 @@ def up(timeout_s: float = 120.0) -> pathlib.Path:
             f"--cluster-cidr={POD_CIDR}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*,-nodeipam",
+            # kwok's heartbeats can lag on a loaded 2-core machine; a node taken NotReady has all
+            # its simulated pods marked NotReady for good (kwok never re-readies them).
+            "--node-monitor-grace-period=120s",
             "--concurrent-job-syncs=20",
             "--concurrent-gc-syncs=20",
             "--kube-api-qps=200",
