@@ -35,9 +35,15 @@ T = TypeVar("T")
 
 
 def wait_until(
-    probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+    explain: Callable[[], object] | None = None,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds
+    (and with what ``explain()`` returns then, e.g. the object's status, to say why)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -45,7 +51,8 @@ def wait_until(
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+    detail = f"; state: {explain()!r}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}{detail}")
 
 
 def free_port() -> int:
@@ -212,9 +219,10 @@ class OperatorProcess:
     metrics_port: int = dataclasses.field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: pathlib.Path | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. MLOPS_WORKLOAD_IMAGE
 
     def start(self) -> OperatorProcess:
-        env = dict(os.environ, KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1", **self.env)
         self.log_path = pathlib.Path(f"/tmp/mlops-operator-{self.namespace}.log")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

@@ -214,6 +214,7 @@ def test_kpa_replica_decision_is_applied(
         lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] >= 4,
         timeout=120,
         what="scale-up applied to the Deployment",
+        explain=lambda: status(cluster, namespace, "iris"),
     )
     st = status(cluster, namespace, "iris")
     assert st["lastScale"]["desired"] >= 4 and st["autoscaler"]["samples"]
@@ -222,4 +223,5 @@ def test_kpa_replica_decision_is_applied(
         lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 1,
         timeout=180,
         what="scale-down back to minReplicas",
+        explain=lambda: status(cluster, namespace, "iris"),
     )
