@@ -129,12 +129,17 @@ def test_workers_share_the_port_and_the_metrics(model_dir: pathlib.Path, tmp_pat
 
 
 def test_sigterm_drains_then_exits(model_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    with running(model_dir, tmp_path, "--drain-seconds", "1.5") as (url, proc):
+    with running(model_dir, tmp_path, "--drain-seconds", "1.5") as (url, proc), requests.Session() as kept:
         assert requests.get(f"{url}/v2/health/ready").status_code == 200
+        before = kept.post(f"{url}/v1/models/iris:predict", json={"instances": [ROW]})
+        assert before.status_code == 200 and before.headers.get("Connection") != "close"
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert requests.get(f"{url}/v2/health/ready").status_code == 503
-        assert requests.post(f"{url}/v1/models/iris:predict", json={"instances": [ROW]}).status_code == 200
+        # The kept-alive connection is still answered, and told to close: its client reconnects
+        # elsewhere instead of writing into a socket the server closes at the end of the drain.
+        during = kept.post(f"{url}/v1/models/iris:predict", json={"instances": [ROW]})
+        assert during.status_code == 200 and during.headers["Connection"] == "close"
         assert proc.wait(timeout=20) == 0
 
 

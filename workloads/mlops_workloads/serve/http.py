@@ -250,7 +250,11 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         started = time.perf_counter()
         method = self.parser.get_method().decode("ascii", "replace")
-        keep_alive = bool(self.parser.should_keep_alive()) and not self.closing
+        # While draining, every answer closes its connection: a keep-alive client reconnects
+        # (through the Service, to a pod that stays) instead of finding its socket closed later.
+        keep_alive = (
+            bool(self.parser.should_keep_alive()) and not self.closing and not self.server.app.draining
+        )
         slot = _Slot(keep_alive)
         self.slots.append(slot)
         server = self.server
