@@ -28,10 +28,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from typing import Any
 
 import kubernetes
+from prometheus_client import parser as prom_parser
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
@@ -270,6 +272,7 @@ def run_operator(count: int, workers: int, timeout: float, kubeconfig: str) -> d
     ns = make_namespace(core, "bench-tj")
     env = dict(os.environ, KUBECONFIG=kubeconfig, PYTHONUNBUFFERED="1")
     log = pathlib.Path(f"/tmp/{ns}-operator.log").open("wb")  # noqa: SIM115 - closed in finally
+    metrics_port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -278,7 +281,7 @@ def run_operator(count: int, workers: int, timeout: float, kubeconfig: str) -> d
             "--namespace",
             ns,
             "--metrics-port",
-            str(free_port()),
+            str(metrics_port),
             "--liveness",
             f"http://127.0.0.1:{free_port()}/healthz",
             "--log-format",
@@ -314,7 +317,10 @@ def run_operator(count: int, workers: int, timeout: float, kubeconfig: str) -> d
         wait_for(pods, [f"{n}-train" for n in sent], time.monotonic() + timeout)
         stop.set()
         peak = peak_rss_mib(proc.pid)
+        calls = operator_counters(metrics_port)
         return {
+            "api_calls": calls["api"],
+            "reconciles": calls["reconciles"],
             "job": latencies(sent, jobs, lambda n: f"{n}-train"),
             "pod": latencies(sent, pods, lambda n: f"{n}-train"),
             "peak_mib": peak,
@@ -328,6 +334,21 @@ def run_operator(count: int, workers: int, timeout: float, kubeconfig: str) -> d
             proc.kill()
         log.close()
         core.delete_namespace(ns)
+
+
+def operator_counters(port: int) -> dict[str, dict[str, float]]:
+    """The operator's own API requests per method and its TrainingJob reconcile passes per result,
+    read from its /metrics (they include the Dataset's few passes)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, dict[str, float]] = {"api": {}, "reconciles": {}}
+    for family in prom_parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mlops_operator_api_requests_total":
+                out["api"][sample.labels["method"]] = sample.value
+            elif sample.name == "mlops_operator_reconcile_total" and sample.labels["kind"] == "TrainingJob":
+                out["reconciles"][sample.labels["result"]] = sample.value
+    return out
 
 
 def summary(name: str, values: list[float], count: int) -> str:
@@ -364,6 +385,11 @@ def main() -> int:
         p99 = percentile(ours["pod"], 0.99) / percentile(anchor, 0.99)
         print(f"ratio TrainingJob/anchor (pod exists): p50 x{p50:.2f}  p99 x{p99:.2f}")
     print(f"operator peak memory (VmHWM): {ours['peak_mib']:.1f} MiB")
+    api = ours["api_calls"]
+    per = ", ".join(f"{m} {v / args.count:.2f}" for m, v in sorted(api.items()))
+    print(f"operator API requests per TrainingJob: {sum(api.values()) / args.count:.2f} ({per})")
+    passes = sum(ours["reconciles"].values())
+    print(f"TrainingJob reconcile passes per TrainingJob: {passes / args.count:.2f} {ours['reconciles']}")
     print(f"mean TrainingJob -> pod: {statistics.fmean(ours['pod']) if ours['pod'] else float('nan'):.3f}s")
     return 0
 

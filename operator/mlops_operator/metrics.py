@@ -25,6 +25,12 @@ RECONCILE_SECONDS = prometheus_client.Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
+API_REQUESTS = prometheus_client.Counter(
+    "mlops_operator_api_requests",
+    "Requests this operator sent to the Kubernetes API (its own client, not kopf's watches), per HTTP method.",
+    ["method"],
+    registry=REGISTRY,
+)
 ERRORS = prometheus_client.Counter(
     "mlops_operator_errors",
     "Reconcile errors per kind and reason (ApiError, PermanentFailure, TemporaryError, Exception).",

@@ -84,6 +84,13 @@ def test_every_kind_reaches_its_first_condition_and_is_counted(
 
     samples = wait_until(counted, timeout=60, what="reconcile and object counts for every kind in /metrics")
     assert any(name == "mlops_operator_reconcile_duration_seconds_count" for name, _ in samples)
+    # Its own API traffic is counted per method: reads and server-side applies at least.
+    api_calls = {
+        dict(labels)["method"]: v
+        for (name, labels), v in samples.items()
+        if name == "mlops_operator_api_requests_total"
+    }
+    assert api_calls.get("GET", 0) >= 1 and api_calls.get("PATCH", 0) >= 1, api_calls
 
 
 def test_killed_operator_converges_without_duplicates_or_orphans(

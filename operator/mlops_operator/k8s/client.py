@@ -22,6 +22,8 @@ import kopf
 import kubernetes
 from kubernetes.client import exceptions as k8s_exceptions
 
+from mlops_operator import metrics
+
 FIELD_MANAGER = "mlops-operator"
 STATUS_FIELD_MANAGER = "mlops-operator-status"
 TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
@@ -129,6 +131,7 @@ class Kube:
             headers["Content-Type"] = content_type
         with self._lock:
             self.calls += 1
+        metrics.API_REQUESTS.labels(method=method).inc()
         try:
             response = self.api_client.call_api(
                 path,
