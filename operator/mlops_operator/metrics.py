@@ -27,7 +27,7 @@ RECONCILE_SECONDS = prometheus_client.Histogram(
 )
 API_REQUESTS = prometheus_client.Counter(
     "mlops_operator_api_requests",
-    "Requests this operator sent to the Kubernetes API (its own client, not kopf's watches), per HTTP method.",
+    "Requests the operator's own client sent to the Kubernetes API (not kopf's watches), per HTTP method.",
     ["method"],
     registry=REGISTRY,
 )
