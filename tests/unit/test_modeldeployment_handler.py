@@ -252,3 +252,51 @@ def test_kpa_loop_scales_a_real_server_up_and_down(tmp_path: pathlib.Path) -> No
             replicas = reconcile_pass()
         assert replicas == 1, status
         assert status is not None and len(status["autoscaler"]["samples"]) <= 128
+
+
+def test_canary_verdict_uses_the_window_of_remembered_scrapes() -> None:
+    """Ten clean minutes, then a canary error burst: judged on the remembered scrapes' window,
+    the burst rolls the canary back (since start, 20 errors in 6,100 requests would pass). The
+    history is per pod, bounded by the window, and forgotten with the pod."""
+    kube = FakeKube()
+    source = FedSource()
+    handler.set_metrics_source(source)
+    spec = {
+        "model": {"storageUri": "pvc://m/v1"},
+        "replicas": 2,
+        "canary": {
+            "model": {"storageUri": "pvc://m/v2"},
+            "trafficPercent": 50,
+            "rollback": {"minRequests": 50, "errorRateMargin": 0.05, "windowSeconds": 30},
+        },
+    }
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    outcome = handler.reconcile(ctx(kube, start), body(spec))
+    status = framework._status_dict(outcome.status)
+    mark_ready(kube, "iris-predictor")
+    mark_ready(kube, "iris-canary")
+    kube.objects[("Pod", "ml", "s0")] = ready_pod("s0", "stable")
+    kube.objects[("Pod", "ml", "c0")] = ready_pod("c0", "canary")
+    states = []
+    for t in range(5, 615, 5):  # 10 requests/s on each pod; the canary fails 2/s from t=600
+        errors = 2 * max(0, t - 600)
+        source.texts = {"s0": exposition(10 * t, 0, 10 * t), "c0": exposition(10 * t, errors, 10 * t)}
+        outcome = handler.reconcile(ctx(kube, start + datetime.timedelta(seconds=t)), body(spec, status))
+        status = framework._status_dict(outcome.status)
+        assert status is not None
+        states.append(status["canary"]["state"])
+        history = handler._HISTORY["u-1"]
+        assert all(len(h) <= 30 / 5 + 2 for h in history.values())
+    assert set(states[:-1]) == {"Healthy"} and states[-1] == "RolledBack", states
+    assert status is not None and "over the last 30 s" in status["canary"]["message"]
+    assert "error rate canary 0.0667" in status["canary"]["message"]
+    # The canary Deployment is deleted; once its pod is gone, so is its history.
+    del kube.objects[("Pod", "ml", "c0")]
+    handler.reconcile(ctx(kube, start + datetime.timedelta(seconds=615)), body(spec, status))
+    assert set(handler._HISTORY["u-1"]) == {"s0"}
+    # The ModelDeployment is deleted: the DELETED event drops what was kept for it.
+    assert handler.REGISTRATION.forget is handler.forget
+    handler.forget("u-1")
+    assert "u-1" not in handler._HISTORY and "u-1" not in handler._BASELINES
+    handler.set_metrics_source(None)
+    assert handler._HISTORY == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 from typing import Any
 
 import pytest
@@ -450,3 +451,194 @@ mlops_serve_model_info{digest="sha256:x",model="iris",version="1"} 1.0
     stats = mmetrics.track_stats([m])
     assert stats.error_rate == 0.1
     assert stats.p95_ms == pytest.approx(10 + 90 * 45 / 50)
+
+
+# --- The canary's sliding window ------------------------------------------------------------
+
+
+def scrape(
+    t: float, requests: float, errors: float = 0, *, fast: float | None = None, busy: float = 0
+) -> mmetrics.PodMetrics:
+    """One cumulative scrape at Unix time ``t``: ``fast`` of the requests under 10 ms, the rest under 1 s."""
+    fast = requests if fast is None else fast
+    return mmetrics.PodMetrics(
+        time=t,
+        requests=requests,
+        errors=errors,
+        busy_seconds=busy,
+        buckets=((0.01, fast), (1.0, requests), (float("inf"), requests)),
+        digest="sha256:a",
+    )
+
+
+def test_window_subtracts_the_newest_scrape_at_or_before_the_start() -> None:
+    history = [scrape(0, 100, 1, busy=1), scrape(30, 400, 4, busy=4), scrape(60, 1000, 10, busy=10)]
+    delta = mmetrics.window(history, since=30)  # the scrape at exactly the start is the base
+    assert (delta.time, delta.requests, delta.errors, delta.busy_seconds) == (60, 600, 6, 6)
+    assert delta.digest == "sha256:a"
+    delta = mmetrics.window(history, since=45)  # no scrape at 45: the one before it
+    assert delta.requests == 600
+    delta = mmetrics.window(history, since=10)
+    assert (delta.requests, delta.errors) == (900, 9)
+
+
+def test_window_subtracts_every_histogram_bucket() -> None:
+    history = [scrape(0, 100, fast=100), scrape(60, 300, fast=120)]
+    delta = mmetrics.window(history, since=0)
+    assert delta.buckets == ((0.01, 20), (1.0, 200), (float("inf"), 200))
+    # 90 % of the window's requests were slow (60 % since start).
+    assert mmetrics.track_stats([delta]).p95_ms == pytest.approx(10 + 990 * (190 - 20) / 180)
+
+
+def test_window_of_a_pod_younger_than_the_window_counts_it_whole() -> None:
+    # The pod started inside the window (or the operator only began to watch it): no base.
+    history = [scrape(50, 40, 2), scrape(55, 90, 3)]
+    assert mmetrics.window(history, since=30) == history[-1]
+    assert mmetrics.window(history[-1:], since=30) == history[-1]
+    with pytest.raises(ValueError, match="at least one"):
+        mmetrics.window([], since=30)
+
+
+def test_window_after_a_counter_reset_takes_the_latest_as_is() -> None:
+    # The pod's server restarted between the base (t=20) and now: its counters started over.
+    history = [scrape(20, 5000, 500), scrape(50, 60, 0)]
+    assert mmetrics.window(history, since=30) == history[-1]
+    # A histogram bucket going backwards is a reset too.
+    history = [scrape(20, 100, fast=100), scrape(50, 100, fast=50)]
+    assert mmetrics.window(history, since=30) == history[-1]
+
+
+def test_window_leaves_an_old_error_spike_out() -> None:
+    # 50 % errors in the first minute, none since: the last minute is clean.
+    history = [scrape(0, 0), scrape(60, 1000, 500), scrape(120, 2000, 500), scrape(180, 3000, 500)]
+    delta = mmetrics.window(history, since=120)
+    assert (delta.requests, delta.errors) == (1000, 0)
+    assert mmetrics.track_stats([history[-1]]).error_rate == pytest.approx(1 / 6)  # counted whole
+
+
+def test_remember_keeps_the_window_and_its_base_and_stays_bounded() -> None:
+    history: tuple[mmetrics.PodMetrics, ...] = ()
+    for t in range(0, 301):  # one scrape a second for 5 minutes, 60 s window, 6 s spacing
+        history = mmetrics.remember(history, scrape(t, 10 * t), since=t - 60, spacing=6)
+    assert history[-1].time == 300
+    assert history[0].time <= 240 < history[1].time  # the base, then only the window
+    assert len(history) <= 60 / 6 + 2
+    assert all(b.time - a.time >= 6 for a, b in itertools.pairwise(history[:-1]))
+    assert mmetrics.window(history, since=240).requests == pytest.approx(600, abs=60)
+    # A reset (counters went backwards) starts the history afresh.
+    restarted = mmetrics.remember(history, scrape(301, 5), since=241, spacing=6)
+    assert restarted == (scrape(301, 5),)
+    # So does a scrape older than the latest.
+    assert mmetrics.remember(history, scrape(299, 9999), since=239, spacing=6) == (scrape(299, 9999),)
+
+
+def _windowed_canary_pass(
+    stable: list[list[mmetrics.PodMetrics]], canary: list[list[mmetrics.PodMetrics]], *, window: int = 60
+) -> rmd.Plan:
+    resource = md(
+        {
+            "model": {"storageUri": URI},
+            "replicas": 4,
+            "canary": {
+                "model": {"storageUri": URI2},
+                "trafficPercent": 25,
+                "rollback": {
+                    "errorRateMargin": 0.02,
+                    "p95LatencyMarginMs": 50,
+                    "minRequests": 100,
+                    "windowSeconds": window,
+                },
+            },
+        }
+    )
+    observed = rmd.Observed(
+        deployments={"stable": deployment_status(3), "canary": deployment_status(1)},
+        pod_metrics={"stable": [h[-1] for h in stable], "canary": [h[-1] for h in canary]},
+        pod_history={"stable": [tuple(h) for h in stable], "canary": [tuple(h) for h in canary]},
+    )
+    return rmd.plan(resource, observed=observed, now=NOW, settings=SETTINGS)
+
+
+T = NOW.timestamp()
+
+
+def test_canary_with_errors_only_before_the_window_is_healthy() -> None:
+    stable = [[scrape(T - 600, 0), scrape(T - 60, 30000, 30), scrape(T, 33000, 33)]]
+    # 600 errors in its first minutes, a clean last minute.
+    canary = [[scrape(T - 600, 0), scrape(T - 60, 10000, 600), scrape(T, 11000, 600)]]
+    plan = _windowed_canary_pass(stable, canary)
+    assert plan.status.canary is not None and plan.status.canary.state == "Healthy", plan.status.canary
+    assert "over the last 60 s" in plan.status.canary.message
+    # Counted since the pods started, the same canary is rolled back (6 % vs 0.1 %).
+    whole = _windowed_canary_pass([stable[0][-1:]], [canary[0][-1:]])
+    assert whole.status.canary is not None and whole.status.canary.state == "RolledBack"
+
+
+def test_a_recent_canary_error_burst_is_not_diluted_by_old_clean_history() -> None:
+    # Hours of clean traffic on both tracks, then 20 % errors on the canary in the last minute.
+    stable = [[scrape(T - 7200, 0), scrape(T - 60, 720000), scrape(T, 726000)] for _ in range(3)]
+    canary = [[scrape(T - 7200, 0), scrape(T - 60, 240000), scrape(T, 242000, 400)]]
+    plan = _windowed_canary_pass(stable, canary)
+    assert plan.status.canary is not None and plan.status.canary.state == "RolledBack"
+    assert "error rate canary 0.2000 vs stable 0.0000" in plan.status.canary.message
+    # Since start, 400 errors in 242,000 requests look fine.
+    whole = _windowed_canary_pass([h[-1:] for h in stable], [canary[0][-1:]])
+    assert whole.status.canary is not None and whole.status.canary.state == "Healthy"
+
+
+def test_a_burst_on_both_tracks_is_not_blamed_on_the_canary() -> None:
+    # A shared dependency fails: 10 % errors on both tracks in the last minute. The stable
+    # track's clean hours must not dilute its own burst (which would make the canary look worse).
+    stable = [[scrape(T - 7200, 0), scrape(T - 60, 720000), scrape(T, 726000, 600)] for _ in range(3)]
+    canary = [[scrape(T - 120, 0), scrape(T - 60, 2000), scrape(T, 4000, 200)]]
+    plan = _windowed_canary_pass(stable, canary)
+    assert plan.status.canary is not None and plan.status.canary.state == "Healthy", plan.status.canary
+    whole = _windowed_canary_pass([h[-1:] for h in stable], [canary[0][-1:]])
+    assert whole.status.canary is not None and whole.status.canary.state == "RolledBack"
+
+
+def test_min_requests_counts_the_canary_requests_in_the_window() -> None:
+    stable = [[scrape(T - 600, 0), scrape(T - 60, 30000), scrape(T, 33000)]]
+    # 5,000 requests since start but only 50 in the last minute: not judged yet.
+    canary = [[scrape(T - 600, 0), scrape(T - 60, 4950), scrape(T, 5000)]]
+    plan = _windowed_canary_pass(stable, canary)
+    assert plan.status.canary is not None and plan.status.canary.state == "Progressing"
+    assert "50 of the 100 requests needed in the last 60 s" in plan.status.canary.message
+    # A window longer than the history counts the pods whole: judged (and healthy).
+    plan = _windowed_canary_pass(stable, canary, window=900)
+    assert plan.status.canary is not None and plan.status.canary.state == "Healthy"
+
+
+def test_rollback_window_bounds_and_default() -> None:
+    assert api.RollbackPolicy().window_seconds == 60
+    assert api.RollbackPolicy.model_validate({"windowSeconds": 300}).to_api()["windowSeconds"] == 300
+    for bad in (9, 3601):
+        with pytest.raises(ValueError, match="windowSeconds"):
+            api.RollbackPolicy.model_validate({"windowSeconds": bad})
+
+
+def test_a_quiet_window_keeps_a_healthy_canary_healthy() -> None:
+    stable = [[scrape(T - 600, 0), scrape(T - 60, 30000), scrape(T, 33000)]]
+    busy = [[scrape(T - 600, 0), scrape(T - 60, 4000), scrape(T, 5000)]]
+    healthy = _windowed_canary_pass(stable, busy)
+    assert healthy.status.canary is not None and healthy.status.canary.state == "Healthy"
+    # The next minute the canary answers only 10 requests: no new evidence, no flapping back to
+    # Progressing (nor a second CanaryHealthy event).
+    quiet = [[scrape(T - 600, 0), scrape(T - 60, 5000), scrape(T, 5010)]]
+    resource = md(
+        {
+            "model": {"storageUri": URI},
+            "replicas": 4,
+            "canary": {"model": {"storageUri": URI2}, "trafficPercent": 25, "rollback": {"minRequests": 100}},
+        },
+        healthy.status.to_api(),
+    )
+    observed = rmd.Observed(
+        deployments={"stable": deployment_status(3), "canary": deployment_status(1)},
+        pod_history={"stable": [tuple(h) for h in stable], "canary": [tuple(h) for h in quiet]},
+    )
+    plan = rmd.plan(resource, observed=observed, now=NOW, settings=SETTINGS)
+    assert plan.status.canary is not None and plan.status.canary.state == "Healthy"
+    assert "too few requests to judge again" in plan.status.canary.message
+    assert not plan.status.is_true("Progressing")
+    assert not any(e[1] == "CanaryHealthy" for e in plan.events)

@@ -145,7 +145,12 @@ class Autoscaling(common.ApiModel):
 
 
 class RollbackPolicy(common.ApiModel):
-    """When a canary is worse than the stable version by these margins, it is rolled back."""
+    """When a canary is worse than the stable version by these margins, it is rolled back.
+
+    Both tracks are compared over the same recent window (``windowSeconds``), as Flagger's and
+    KServe's analyses are: an old error spike neither keeps a recovered canary bad nor hides in a
+    stable track's long history.
+    """
 
     error_rate_margin: float = pydantic.Field(
         default=0.02, ge=0, le=1, description="Roll back when the canary's 5xx rate exceeds stable's by this."
@@ -160,7 +165,14 @@ class RollbackPolicy(common.ApiModel):
         default=100,
         ge=1,
         le=10_000_000,
-        description="Judge the canary only after it answered this many requests.",
+        description="Judge the canary only after it answered this many requests within the window.",
+    )
+    window_seconds: int = pydantic.Field(
+        default=60,
+        ge=10,
+        le=3600,
+        description="The sliding window, in seconds, over which both tracks' error rates and p95 "
+        "latencies are compared (their requests in the last windowSeconds, not since their pods started).",
     )
 
 

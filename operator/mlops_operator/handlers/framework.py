@@ -80,6 +80,7 @@ class Registration:
     plural: str
     reconcile: ReconcileFn
     interval: float
+    forget: Callable[[str], None] | None = None  # drops per-object memory when the object is deleted
 
 
 REGISTRY: dict[str, Registration] = {}
@@ -224,9 +225,17 @@ def reconcile_by_name(plural: str, ctx: Context, name: str, namespace: str) -> d
     return run(reg, ctx, body)
 
 
-def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float = 60.0) -> Registration:
-    """Wire ``reconcile`` to kopf for ``plural`` of mlops.dev/v1alpha1."""
-    reg = Registration(kind=kind, plural=plural, reconcile=reconcile, interval=interval)
+def register(
+    *,
+    kind: str,
+    plural: str,
+    reconcile: ReconcileFn,
+    interval: float = 60.0,
+    forget: Callable[[str], None] | None = None,
+) -> Registration:
+    """Wire ``reconcile`` to kopf for ``plural`` of mlops.dev/v1alpha1; ``forget(uid)`` runs when
+    an object is deleted, for handlers that keep something in memory per object."""
+    reg = Registration(kind=kind, plural=plural, reconcile=reconcile, interval=interval, forget=forget)
     REGISTRY[plural] = reg
 
     def on_change(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
@@ -238,6 +247,8 @@ def register(*, kind: str, plural: str, reconcile: ReconcileFn, interval: float 
             metrics.PHASES.forget(kind, uid)
             _LOCKS.pop(uid, None)
             _WRITTEN_RV.pop(uid, None)
+            if forget is not None:
+                forget(str(uid))
 
     group, version = common.GROUP, common.VERSION
     kopf.on.resume(group, version, plural, id="reconcile")(on_change)

@@ -9,6 +9,12 @@ The autoscaler's load is computed from two consecutive scrapes of cumulative cou
 (busy seconds and request counts), so the previous scrape per pod is kept in memory here.
 Losing it (an operator restart) costs one resync interval without a new sample; the
 decision state itself (load window, panic, scale-down delay) is in the status.
+
+The canary verdict compares the tracks over a sliding window (``rollback.windowSeconds``), so
+while a ModelDeployment has a canary each pod's recent scrapes are kept in memory too
+(``mmetrics.remember`` trims them to the window and bounds their number); pods that are gone
+are forgotten. Losing them (an operator restart) judges each pod on its counters whole until
+the history spans the window again (see ``mmetrics.window``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
 RESYNC_SECONDS = 5.0
 SCRAPE_TIMEOUT = 1.0
 MAX_SCRAPE_THREADS = 16
+HISTORY_POINTS = 120  # scrapes kept per pod and window at most (spacing = window / this)
 
 
 class MetricsSource(Protocol):
@@ -60,6 +67,9 @@ class HttpMetricsSource:
 _SOURCE: list[MetricsSource] = [HttpMetricsSource()]
 _BASELINES: dict[str, dict[str, tuple[float, float, float]]] = {}
 _BASELINES_LOCK = threading.Lock()
+# ModelDeployment uid → pod name → that pod's recent scrapes, oldest first (canary window).
+_HISTORY: dict[str, dict[str, tuple[mmetrics.PodMetrics, ...]]] = {}
+_HISTORY_LOCK = threading.Lock()
 
 
 def set_metrics_source(source: MetricsSource | None) -> None:
@@ -67,6 +77,16 @@ def set_metrics_source(source: MetricsSource | None) -> None:
     _SOURCE[0] = source or HttpMetricsSource()
     with _BASELINES_LOCK:
         _BASELINES.clear()
+    with _HISTORY_LOCK:
+        _HISTORY.clear()
+
+
+def forget(uid: str) -> None:
+    """The ModelDeployment is gone: drop its scrape baselines and histories."""
+    with _BASELINES_LOCK:
+        _BASELINES.pop(uid, None)
+    with _HISTORY_LOCK:
+        _HISTORY.pop(uid, None)
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -120,6 +140,7 @@ def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
     scraped = _scrape_all(pods, now=now)
     for track, metrics in scraped.values():
         observed.pod_metrics.setdefault(track, []).append(metrics)
+    _remember_scrapes(md, pods, scraped, observed=observed, now=now)
     scaling = md.spec.autoscaling
     if scaling is not None and scaling.autoscaler == "kpa":
         current = {name: (m.time, m.busy_seconds, m.requests) for name, (_, m) in scraped.items()}
@@ -131,6 +152,37 @@ def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
             _BASELINES[md.metadata.uid] = baseline
         observed.load_sample = load
     return observed
+
+
+def _remember_scrapes(
+    md: api.ModelDeployment,
+    pods: list[dict[str, Any]],
+    scraped: dict[str, tuple[str, mmetrics.PodMetrics]],
+    *,
+    observed: rmd.Observed,
+    now: float,
+) -> None:
+    """Add this pass's scrapes to the pods' histories and hand them to the reconciler by track.
+
+    A pod still listed but not scraped this pass (not ready, scrape failed) keeps its history,
+    so a missed scrape does not make its whole counters count; a pod no longer listed is dropped.
+    """
+    uid = md.metadata.uid
+    if md.spec.canary is None:
+        with _HISTORY_LOCK:
+            _HISTORY.pop(uid, None)
+        return
+    window = md.spec.canary.rollback.window_seconds
+    since = now - window
+    listed = {str((p.get("metadata") or {}).get("name")) for p in pods}
+    with _HISTORY_LOCK:
+        kept = {name: h for name, h in _HISTORY.get(uid, {}).items() if name in listed}
+        for name, (track, metrics) in scraped.items():
+            kept[name] = mmetrics.remember(
+                kept.get(name, ()), metrics, since=since, spacing=window / HISTORY_POINTS
+            )
+            observed.pod_history.setdefault(track, []).append(kept[name])
+        _HISTORY[uid] = kept
 
 
 def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
@@ -150,4 +202,5 @@ REGISTRATION = framework.register(
     plural=api.ModelDeployment.crd.plural,
     reconcile=reconcile,
     interval=RESYNC_SECONDS,
+    forget=forget,
 )

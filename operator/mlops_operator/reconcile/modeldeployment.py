@@ -5,7 +5,8 @@ pods and each ready pod's parsed ``/metrics``; this module decides everything:
 - which model each track serves: a source that is not ready yet never takes down what is
   already served (the last served URI stays until the new one resolves);
 - how many pods: fixed ``replicas``, the KPA decision (``autoscale.decide``) or an HPA;
-- the canary's share (replica weighting behind one Service) and its rollback verdict;
+- the canary's share (replica weighting behind one Service) and its rollback verdict, on both
+  tracks' requests over the rollback policy's sliding window (``Observed.pod_history``);
 - drift: the ``DriftDetected`` condition and an optional retraining TrainingJob;
 - the status (phase, URL, ready/desired, served URI and digest, conditions) and Events.
 """
@@ -34,11 +35,18 @@ class Resolved:
 
 @dataclasses.dataclass
 class Observed:
-    """What the handler read. ``sources`` maps ("TrainingJob" | "HyperparameterSweep", name) to the body."""
+    """What the handler read. ``sources`` maps ("TrainingJob" | "HyperparameterSweep", name) to the body.
+
+    ``pod_metrics`` is each scraped pod's latest scrape by track (drift, digests).
+    ``pod_history`` is, by track, each scraped pod's recent scrapes (oldest first, ending with
+    that latest one) for the canary verdict's window; a track missing there is judged on
+    ``pod_metrics`` alone, i.e. on each pod's counters whole.
+    """
 
     sources: dict[tuple[str, str], dict[str, Any] | None] = dataclasses.field(default_factory=dict)
     deployments: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
     pod_metrics: dict[str, list[mmetrics.PodMetrics]] = dataclasses.field(default_factory=dict)
+    pod_history: dict[str, list[tuple[mmetrics.PodMetrics, ...]]] = dataclasses.field(default_factory=dict)
     load_sample: float | None = None
     retrain_job: dict[str, Any] | None = None
 
@@ -124,6 +132,14 @@ def _rolled_out(deployment: dict[str, Any] | None, want: int | None) -> bool:
         and int(status.get("replicas") or 0) <= replicas
         and _ready(deployment) >= replicas
     )
+
+
+def _windowed(observed: Observed, track: str, *, since: float) -> list[mmetrics.PodMetrics]:
+    """The track's pods' counters over the window that starts at ``since``."""
+    histories = observed.pod_history.get(track)
+    if histories is None:
+        histories = [(m,) for m in observed.pod_metrics.get(track, [])]
+    return [mmetrics.window(h, since=since) for h in histories if h]
 
 
 def _total_replicas(
@@ -246,9 +262,13 @@ def plan(
             canary_status.message = resolved.message
         elif canary_status.state != "RolledBack":
             canary_uri = resolved.uri
-            stats_stable = mmetrics.track_stats(observed.pod_metrics.get("stable", []))
-            stats_canary = mmetrics.track_stats(observed.pod_metrics.get("canary", []))
+            since = now.timestamp() - spec.canary.rollback.window_seconds
+            stats_stable = mmetrics.track_stats(_windowed(observed, "stable", since=since))
+            stats_canary = mmetrics.track_stats(_windowed(observed, "canary", since=since))
             verdict, message = mmetrics.canary_verdict(stats_stable, stats_canary, spec.canary.rollback)
+            if verdict == "Progressing" and previous is not None and previous.state == "Healthy":
+                # Too few requests in the window (a quiet hour) is no new evidence: stay judged.
+                verdict, message = "Healthy", f"still Healthy, too few requests to judge again: {message}"
             canary_status.state = verdict  # type: ignore[assignment]
             canary_status.message = message[:1024]
             if verdict == "RolledBack":

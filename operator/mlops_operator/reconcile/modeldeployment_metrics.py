@@ -3,14 +3,22 @@
 The handler scrapes each ready serving pod (or, in tests, is fed the text) and passes
 the parsed ``PodMetrics`` here. From them come: the autoscaler's load sample (busy
 seconds and request counts, see ``autoscale.sample_from_scrapes``), the canary verdict
-(5xx rate and p95 latency per track, from the cumulative counters and histogram buckets)
-and the drift summary (the largest per-feature PSI over pods whose window is full enough).
+(5xx rate and p95 latency per track over a sliding window: each pod's counters and histogram
+buckets now minus what they were at the window's start, see ``window``) and the drift
+summary (the largest per-feature PSI over pods whose window is full enough; the serving pod
+keeps that window itself, so drift reads the latest scrape, never a delta).
+
+The counters are cumulative since each pod started, so judging on them as they are would let
+hours of a stable track's clean history dilute a fresh error burst, and keep a canary that was
+bad in its first minute "bad" forever. The handler remembers each pod's recent scrapes
+(``remember``) and the verdict subtracts the scrape at the window's start.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 from prometheus_client import parser as prom_parser
 
@@ -77,6 +85,73 @@ def parse(text: str, *, time: float) -> PodMetrics:
     )
 
 
+def _went_back(latest: PodMetrics, base: PodMetrics) -> bool:
+    """Did a counter decrease between ``base`` and ``latest`` (the pod's server restarted)?"""
+    if (
+        latest.requests < base.requests
+        or latest.errors < base.errors
+        or latest.busy_seconds < base.busy_seconds
+    ):
+        return True
+    now = dict(latest.buckets)
+    return any(now.get(le, 0.0) < count for le, count in base.buckets)
+
+
+def window(history: Sequence[PodMetrics], *, since: float) -> PodMetrics:
+    """One pod's counters over the window that starts at ``since`` (a Unix time).
+
+    ``history`` is the pod's scrapes, oldest first, each cumulative since the pod started; the
+    last is the latest. The result is the latest minus the newest scrape at or before ``since``
+    (requests, errors, busy seconds and every histogram bucket); its other fields (time,
+    in-flight, drift, digest) are the latest's. When no scrape is that old, the latest counts
+    whole: either the pod started inside the window (so all its requests are in it) or the
+    history is younger than the window because the operator restarted or only just began to
+    watch the pod (then the window briefly reaches further back than asked, until the history
+    fills). When a counter went backwards since that scrape (the pod's server restarted), the
+    latest also counts as is: it holds what the new process answered, all of it since.
+    """
+    if not history:
+        raise ValueError("window() needs at least one scrape")
+    latest = history[-1]
+    base = next((m for m in reversed(history[:-1]) if m.time <= since), None)
+    if base is None or _went_back(latest, base):
+        return latest
+    before = dict(base.buckets)
+    return dataclasses.replace(
+        latest,
+        requests=latest.requests - base.requests,
+        errors=latest.errors - base.errors,
+        busy_seconds=latest.busy_seconds - base.busy_seconds,
+        buckets=tuple((le, count - before.get(le, 0.0)) for le, count in latest.buckets),
+    )
+
+
+def remember(
+    history: Sequence[PodMetrics], scrape: PodMetrics, *, since: float, spacing: float
+) -> tuple[PodMetrics, ...]:
+    """``history`` with ``scrape`` appended, trimmed to what ``window(..., since=since)`` needs.
+
+    Kept: every scrape after ``since`` plus the newest one at or before it (the window's base).
+    While the latest is closer than ``spacing`` seconds to the scrape before it, a new scrape
+    replaces it instead of adding to it, so the scrapes before the latest are at least
+    ``spacing`` apart and the history stays bounded (window / spacing + 2 scrapes) however
+    often the handler runs. A scrape whose counters went backwards (the pod's server
+    restarted) or whose time is older than the latest's starts the history afresh: nothing
+    before it can be subtracted from it.
+    """
+    kept = list(history)
+    if kept and (scrape.time < kept[-1].time or _went_back(scrape, kept[-1])):
+        kept = []
+    if len(kept) >= 2 and kept[-1].time - kept[-2].time < spacing:
+        kept[-1] = scrape
+    else:
+        kept.append(scrape)
+    first = 0
+    while first + 1 < len(kept) - 1 and kept[first + 1].time <= since:
+        first += 1
+    return tuple(kept[first:])
+
+
 @dataclasses.dataclass(frozen=True)
 class TrackStats:
     requests: float
@@ -108,7 +183,8 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return prev_le
 
 
-def track_stats(pods: list[PodMetrics]) -> TrackStats:
+def track_stats(pods: Sequence[PodMetrics]) -> TrackStats:
+    """One track's requests, 5xx and p95 over its pods (pass windowed ones, see ``window``)."""
     merged: dict[float, float] = {}
     for pod in pods:
         for le, count in pod.buckets:
@@ -122,15 +198,20 @@ def track_stats(pods: list[PodMetrics]) -> TrackStats:
 
 
 def canary_verdict(stable: TrackStats, canary: TrackStats, policy: api.RollbackPolicy) -> tuple[str, str]:
-    """("Progressing" | "Healthy" | "RolledBack", the numbers) for a canary against stable."""
+    """("Progressing" | "Healthy" | "RolledBack", the numbers) for a canary against stable.
+
+    Both stats are over the policy's window (``window_seconds``), so ``min_requests`` counts the
+    canary's requests in that window.
+    """
     if canary.requests < policy.min_requests:
         return (
             "Progressing",
-            f"canary answered {canary.requests:.0f} of the {policy.min_requests} requests needed",
+            f"canary answered {canary.requests:.0f} of the {policy.min_requests} requests needed "
+            f"in the last {policy.window_seconds} s",
         )
     numbers = (
-        f"error rate canary {canary.error_rate:.4f} vs stable {stable.error_rate:.4f}; p95 canary "
-        f"{_ms(canary.p95_ms)} vs stable {_ms(stable.p95_ms)}"
+        f"over the last {policy.window_seconds} s: error rate canary {canary.error_rate:.4f} vs stable "
+        f"{stable.error_rate:.4f}; p95 canary {_ms(canary.p95_ms)} vs stable {_ms(stable.p95_ms)}"
     )
     if canary.error_rate > stable.error_rate + policy.error_rate_margin:
         return "RolledBack", f"error rate over the margin {policy.error_rate_margin}: {numbers}"
