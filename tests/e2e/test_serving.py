@@ -7,6 +7,7 @@ model version rolls out while the load runs; not one request may fail throughout
 from __future__ import annotations
 
 import collections
+import io
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import realnode
 from conftest import Cluster, OperatorProcess, wait_until
 from e2e.conftest import RealNode
 from e2e.load import LoadGenerator
+from mlops_operator import cli
 from mlops_operator.reconcile import common as rcommon
 from mlops_workloads.serve import demo
 
@@ -54,6 +56,27 @@ def _rolled_out(cluster: Cluster, ns: str) -> dict[str, Any] | None:
 def _replicas(cluster: Cluster, ns: str) -> int:
     dep = cluster.get("deployment", f"{NAME}-predictor", ns) or {}
     return int((dep.get("spec") or {}).get("replicas") or 0)
+
+
+def _predict_through_a_port_forward(cluster: Cluster, ns: str) -> None:
+    """``mlops predict`` from the host (not in the cluster): the API server's port-forward to a
+    ready serving pod, through the real kubelet; the CSV comes back with its predictions."""
+    rows = pathlib.Path(f"/tmp/{ns}-rows.csv")
+    header = ["id", *ROW]
+    lines = [",".join(header), ",".join(["a", *(str(v) for v in ROW.values())])]
+    lines.append("b,5.1,3.5,1.4,0.2,south")
+    rows.write_text("\n".join(lines) + "\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(
+        ["predict", NAME, str(rows), "-n", ns, "--kubeconfig", str(cluster.kubeconfig), "-o", "json"],
+        out=out,
+        err=err,
+    )
+    assert code == 0, err.getvalue()
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(a["id"], a["prediction"]) for a in answers] == [("a", 2), ("b", 0)], answers
+    assert "id" in err.getvalue()  # the column the model does not take is named, not sent
+    rows.unlink()
 
 
 def test_autoscales_under_load_and_rolls_out_without_a_failed_request(
@@ -123,6 +146,7 @@ def test_autoscales_under_load_and_rolls_out_without_a_failed_request(
             explain=state,
         )
         marks = {"ready": time.monotonic()}
+        _predict_through_a_port_forward(cluster, ns)
         svc = cluster.get("service", NAME, ns)
         assert svc is not None
         host, port = svc["spec"]["clusterIP"], int(svc["spec"]["ports"][0]["port"])
