@@ -300,3 +300,18 @@ def test_canary_verdict_uses_the_window_of_remembered_scrapes() -> None:
     assert "u-1" not in handler._HISTORY and "u-1" not in handler._BASELINES
     handler.set_metrics_source(None)
     assert handler._HISTORY == {}
+
+
+def test_scrapes_carry_the_pods_start_time() -> None:
+    """The window needs to know whether a pod started before it (see ``mmetrics.window``)."""
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    assert handler._started({"status": {"startTime": "2026-01-01T00:00:00Z"}}) == start.timestamp()
+    assert handler._started({"status": {}}) is None
+    assert handler._started({"status": {"startTime": "not a time"}}) is None
+    source = FedSource()
+    handler.set_metrics_source(source)
+    pod = ready_pod("s0", "stable")
+    pod["status"]["startTime"] = "2026-01-01T00:00:00Z"
+    source.texts = {"s0": exposition(10, 0, 10)}
+    [(name, (track, metrics))] = handler._scrape_all([pod], now=start.timestamp() + 60).items()
+    assert (name, track, metrics.started, metrics.requests) == ("s0", "stable", start.timestamp(), 10)

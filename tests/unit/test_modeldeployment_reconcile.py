@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 from typing import Any
@@ -497,6 +498,22 @@ def test_window_of_a_pod_younger_than_the_window_counts_it_whole() -> None:
     assert mmetrics.window(history[-1:], since=30) == history[-1]
     with pytest.raises(ValueError, match="at least one"):
         mmetrics.window([], since=30)
+
+
+def test_window_of_an_older_pod_after_an_operator_restart_uses_what_was_seen() -> None:
+    # The pod started at t=0 and had an error burst then; the operator (restarted) has seen it
+    # only since t=50. Its whole counters would judge the old burst again: the delta runs from
+    # the oldest scrape kept instead, and with a single scrape there is nothing to judge yet.
+    history = [
+        dataclasses.replace(scrape(t, r, e), started=0.0) for t, r, e in ((50, 900, 300), (55, 950, 300))
+    ]
+    delta = mmetrics.window(history, since=30)
+    assert (delta.requests, delta.errors) == (50, 0)
+    alone = mmetrics.window(history[:1], since=30)
+    assert (alone.requests, alone.errors) == (0, 0)
+    # A pod that started inside the window still counts whole.
+    young = [dataclasses.replace(m, started=40.0) for m in history]
+    assert mmetrics.window(young, since=30).requests == 950
 
 
 def test_window_after_a_counter_reset_takes_the_latest_as_is() -> None:

@@ -20,6 +20,8 @@ the history spans the window again (see ``mmetrics.window``).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import datetime
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -96,6 +98,17 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
+def _started(pod: Mapping[str, Any]) -> float | None:
+    """The pod's ``status.startTime`` as a Unix time."""
+    value = (pod.get("status") or {}).get("startTime")
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _scrape_all(pods: list[dict[str, Any]], *, now: float) -> dict[str, tuple[str, mmetrics.PodMetrics]]:
     """Ready pods' parsed metrics by pod name, with their track."""
     source = _SOURCE[0]
@@ -113,6 +126,9 @@ def _scrape_all(pods: list[dict[str, Any]], *, now: float) -> dict[str, tuple[st
             return None
         meta = pod.get("metadata") or {}
         track = (meta.get("labels") or {}).get(build.LABEL_TRACK, "stable")
+        started = _started(pod)
+        if started is not None:
+            metrics = dataclasses.replace(metrics, started=started)
         return str(meta.get("name")), track, metrics
 
     if len(ready) == 1:

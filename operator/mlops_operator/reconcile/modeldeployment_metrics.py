@@ -41,6 +41,7 @@ class PodMetrics:
     drift_feature: str | None = None
     drift_rows: int = 0
     digest: str | None = None
+    started: float | None = None  # when the pod started (Unix time), if the handler knows it
 
 
 def parse(text: str, *, time: float) -> PodMetrics:
@@ -104,16 +105,20 @@ def window(history: Sequence[PodMetrics], *, since: float) -> PodMetrics:
     last is the latest. The result is the latest minus the newest scrape at or before ``since``
     (requests, errors, busy seconds and every histogram bucket); its other fields (time,
     in-flight, drift, digest) are the latest's. When no scrape is that old, the latest counts
-    whole: either the pod started inside the window (so all its requests are in it) or the
-    history is younger than the window because the operator restarted or only just began to
-    watch the pod (then the window briefly reaches further back than asked, until the history
-    fills). When a counter went backwards since that scrape (the pod's server restarted), the
-    latest also counts as is: it holds what the new process answered, all of it since.
+    whole when the pod started inside the window (so all its requests are in it) or its start
+    is unknown. When the pod started before the window but the history is younger (the
+    operator restarted, or only just began to watch the pod), the counts run from the oldest
+    scrape kept: a shorter window, never the pod's whole past, so an old error burst is not
+    judged again after a restart (with one scrape that is nothing, and the verdict waits).
+    When a counter went backwards since the base (the pod's server restarted), the latest
+    counts as is: it holds what the new process answered, all of it since.
     """
     if not history:
         raise ValueError("window() needs at least one scrape")
     latest = history[-1]
     base = next((m for m in reversed(history[:-1]) if m.time <= since), None)
+    if base is None and latest.started is not None and latest.started < since:
+        base = history[0]
     if base is None or _went_back(latest, base):
         return latest
     before = dict(base.buckets)
