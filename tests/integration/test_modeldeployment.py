@@ -107,6 +107,10 @@ def test_deployment_service_and_pdb(
         lambda: (s := status(cluster, namespace, "iris")).get("phase") == "Ready" and s,
         timeout=90,
         what="phase Ready",
+        explain=lambda: (
+            status(cluster, namespace, "iris"),
+            cluster.kubectl("get", "pods", "-n", namespace).stdout,
+        ),
     )
     assert st["ready"] == "3/3" and st["url"] == f"http://iris.{namespace}.svc.cluster.local/v2/models/iris"
     assert st["modelDigest"] == "sha256:feed" and st["servedModelUri"] == URI
@@ -119,7 +123,12 @@ def test_deployment_service_and_pdb(
         timeout=60,
         what="the PDB removed",
     )
-    assert (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 1
+    # The same pass deletes the PDB, then applies the Deployment: wait for that too.
+    wait_until(
+        lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 1,
+        timeout=30,
+        what="the Deployment down to 1",
+    )
 
 
 def test_canary_rolls_back_on_errors(
@@ -216,8 +225,14 @@ def test_kpa_replica_decision_is_applied(
         what="scale-up applied to the Deployment",
         explain=lambda: status(cluster, namespace, "iris"),
     )
-    st = status(cluster, namespace, "iris")
-    assert st["lastScale"]["desired"] >= 4 and st["autoscaler"]["samples"]
+    # The pass applies the Deployment before it writes the status: wait for the status too.
+    st = wait_until(
+        lambda: (s := status(cluster, namespace, "iris")).get("lastScale", {}).get("desired", 0) >= 4 and s,
+        timeout=30,
+        what="the scale-up decision in the status",
+        explain=lambda: status(cluster, namespace, "iris"),
+    )
+    assert st["autoscaler"]["samples"]
     source.set("stable", rps=0)
     wait_until(
         lambda: (cluster.get("deployment", "iris-predictor", namespace) or {})["spec"]["replicas"] == 1,
