@@ -150,6 +150,25 @@ def test_job_outcome_failure_reasons(job_reason: str, pod: dict[str, object], re
         assert out.message.startswith("bad column")
 
 
+def test_job_outcome_counts_failed_pods_the_job_has_not_counted_yet() -> None:
+    # Kubernetes 1.34 adds FailureTarget while the last failed pod is still in
+    # uncountedTerminatedPods: the run is over, and it had two attempts, not one.
+    job = _job(
+        [{"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"}],
+        failed=1,
+        uncountedTerminatedPods={"failed": ["uid-2"]},
+    )
+    pods = [
+        _pod(exit_code=1, reason="Error", phase="Failed"),
+        _pod(exit_code=1, reason="Error", phase="Failed"),
+    ]
+    out = rcommon.job_outcome(job, pods)
+    assert out.state == "Failed" and out.attempts == 2
+    assert "after 2 failed attempts" in out.message
+    # Failed pods seen count even when the Job's status lags further.
+    assert rcommon.job_outcome(_job([{"type": "FailureTarget", "status": "True"}]), pods).attempts == 2
+
+
 def test_job_outcome_pending_reasons() -> None:
     assert rcommon.job_outcome(None, []).state == "Pending"
     out = rcommon.job_outcome(_job(), [_pod(unschedulable=True)])

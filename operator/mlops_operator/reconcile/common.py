@@ -256,9 +256,14 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     if job is None:
         return JobOutcome(state="Pending", reason="JobNotCreated")
     status = job.get("status") or {}
-    attempts = (
-        int(status.get("failed") or 0) + int(status.get("succeeded") or 0) + int(status.get("active") or 0)
-    )
+    # The Job controller adds FailureTarget before it moves the last failed pods from
+    # uncountedTerminatedPods into status.failed: count those (and failed pods seen) too, or a
+    # finished run would keep an attempt count one short for good.
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    failed_pods = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
+    failed_count = max(int(status.get("failed") or 0) + len(uncounted.get("failed") or []), failed_pods)
+    succeeded_count = int(status.get("succeeded") or 0) + len(uncounted.get("succeeded") or [])
+    attempts = failed_count + succeeded_count + int(status.get("active") or 0)
     started = [
         str((p.get("status") or {})["startTime"]) for p in pods if (p.get("status") or {}).get("startTime")
     ]
@@ -296,7 +301,7 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
         if pod_failure:
             reason, text = pod_failure
             if job_reason == "BackoffLimitExceeded" and reason not in {"OOMKilled"}:
-                text = f"{text} (backoff limit reached after {status.get('failed', 0)} failed attempts)"
+                text = f"{text} (backoff limit reached after {failed_count} failed attempts)"
             return JobOutcome(state="Failed", reason=reason, message=text, **base)
         return JobOutcome(state="Failed", reason=job_reason, message=job_message or job_reason, **base)
     if job.get("spec", {}).get("suspend"):
