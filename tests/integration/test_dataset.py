@@ -240,11 +240,25 @@ def test_a_failed_pod_fails_the_dataset_with_the_reason(
     assert "downloaded bytes have sha256" in status["message"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
-    # Exit code 3 is a data error: the podFailurePolicy failed the Job without a retry.
-    job_obj = cluster.get("job", job, namespace) or {}
-    assert job_obj["status"].get("failed") == 1
-    assert any(
-        c["type"] == "Failed" and c["reason"] == "PodFailurePolicy" for c in job_obj["status"]["conditions"]
+
+    # Exit code 3 is a data error: the podFailurePolicy failed the Job without a retry. The
+    # operator acts on the Job's interim FailureTarget condition; the Job controller writes the
+    # failed count and the final Failed condition a moment later, so those are waited for.
+    def job_status() -> dict[str, Any]:
+        return dict((cluster.get("job", job, namespace) or {}).get("status") or {})
+
+    def failed_by_policy() -> bool:
+        state = job_status()
+        conditions = state.get("conditions") or []
+        return state.get("failed") == 1 and any(
+            c["type"] == "Failed" and c["reason"] == "PodFailurePolicy" for c in conditions
+        )
+
+    wait_until(
+        failed_by_policy,
+        timeout=30,
+        what="the Job to be failed once, by its podFailurePolicy",
+        explain=job_status,
     )
     wait_until(
         lambda: "ChecksumMismatch" in event_reasons(cluster, namespace, name),

@@ -262,11 +262,20 @@ def test_prometheus_scrapes_and_the_dashboard_and_alerts_find_their_series(
     for obj in _sample_objects(namespace):
         if obj["kind"] in registered:
             cluster.apply(obj, namespace)
+
+    def counted(kind: str) -> bool:
+        # The object gauge moves after the reconcile counter, at the end of the same pass.
+        text = operator.metrics()
+        return all(
+            f'{family}{{kind="{kind}"' in text
+            for family in ("mlops_operator_reconcile_total", "mlops_operator_objects")
+        )
+
     for kind in registered:
         wait_until(
-            lambda kind=kind: f'mlops_operator_reconcile_total{{kind="{kind}"' in operator.metrics(),
+            lambda kind=kind: counted(kind),
             timeout=60,
-            what=f"a {kind} reconcile in the operator's /metrics",
+            what=f"a {kind} reconcile and object count in the operator's /metrics",
         )
 
     stop = threading.Event()

@@ -190,6 +190,17 @@ class Api:
         items = core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
         return [e.reason for e in items]
 
+    def wait_events(self, name: str, reasons: set[str], *, timeout: float = 30) -> None:
+        """Wait for Events with all of ``reasons`` on ``name``: the operator posts a pass's Events
+        only after it wrote that pass's status, so a status just seen may not have its Events yet."""
+        wait_until(
+            lambda: reasons <= set(self.events(name)),
+            timeout=timeout,
+            interval=0.5,
+            what=f"{sorted(reasons)} Events on {name}",
+            explain=lambda: sorted(set(self.events(name))),
+        )
+
 
 def base_spec(**spec: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
@@ -254,7 +265,7 @@ def test_parallelism_is_never_exceeded_and_slots_refill(
     header, row = table.splitlines()[:2]
     assert header.split()[:4] == ["NAME", "PROGRESS", "BEST", "PHASE"]
     assert row.split()[:4] == ["slots", "8/8", "0.57", "Succeeded"]
-    assert {"Started", "TrialsCreated", "NewBestTrial", "MaxTrialsReached"} <= set(api.events("slots"))
+    api.wait_events("slots", {"Started", "TrialsCreated", "NewBestTrial", "MaxTrialsReached"})
 
 
 def test_parallelism_change_applies_while_running(api: Api, sweep_operator: SweepOperator) -> None:
@@ -302,7 +313,7 @@ def test_goal_ends_the_sweep_and_promotes_the_best_model(api: Api, sweep_operato
     )
     assert deployment["spec"]["model"] == {"storageUri": f"pvc://models/{api.namespace}/goal-trial-2"}
     assert status["promotion"]["trial"] == "goal-trial-2"
-    assert {"GoalReached", "Promoted"} <= set(api.events("goal"))
+    api.wait_events("goal", {"GoalReached", "Promoted"})
 
 
 def test_failures_are_counted_and_end_the_sweep_with_their_reasons(
@@ -330,7 +341,7 @@ def test_failures_are_counted_and_end_the_sweep_with_their_reasons(
         ["DeadlineExceeded", "OOMKilled"],
         ["OOMKilled", "DeadlineExceeded"],
     )  # same-second completions
-    assert "TrialFailed" in api.events("fails") and "TooManyFailedTrials" in api.events("fails")
+    api.wait_events("fails", {"TrialFailed", "TooManyFailedTrials"})
 
 
 def test_invalid_search_space_fails_before_any_trial(api: Api, sweep_operator: SweepOperator) -> None:
