@@ -121,6 +121,12 @@ def install_operator(kube: Kube, version: str) -> None:
         f"workloads.nodeSelector={placement_selector}",
         "--set-json",
         f"workloads.tolerations={placement_tolerations}",
+        # Only the demo's namespace: an operator left running after the demo must not reconcile
+        # what other operators (the tests' own, a developer's) run elsewhere on this cluster.
+        "--set",
+        "watch.scope=namespaces",
+        "--set-json",
+        f"watch.namespaces={json.dumps([NAMESPACE])}",
     )
 
 
@@ -162,8 +168,8 @@ def main() -> int:
 
     version = image_build.project_version()
     say(f"installing the operator {version} with its Helm chart into {RELEASE_NAMESPACE}")
-    install_operator(kube, version)
     kube.run("create", "namespace", NAMESPACE, check=False)
+    install_operator(kube, version)
     realnode.ensure_data_claim(NAMESPACE)
 
     docs = {}
