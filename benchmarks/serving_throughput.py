@@ -124,23 +124,28 @@ def main() -> None:
     ports = iter(distinct_ports(16))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_CONFIG", "PROMETHEUS_MULTIPROC"))}
     servers: list[dict[str, Any]] = []
+
+    def ours(port: int, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "mlops_workloads.serve",
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            "iris",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ]
+
     p = next(ports)
     servers.append(
         {
             "name": "ours (v1)",
-            "cmd": [
-                sys.executable,
-                "-m",
-                "mlops_workloads.serve",
-                "--model-dir",
-                str(model_dir),
-                "--model-name",
-                "iris",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(p),
-            ],
+            "cmd": ours(p),
             "ready": f"http://127.0.0.1:{p}/v2/health/ready",
             "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
             "body": V1_BODY,
@@ -152,21 +157,7 @@ def main() -> None:
     servers.append(
         {
             "name": "ours (v1, --workers 2)",
-            "cmd": [
-                sys.executable,
-                "-m",
-                "mlops_workloads.serve",
-                "--model-dir",
-                str(model_dir),
-                "--model-name",
-                "iris",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(p),
-                "--workers",
-                "2",
-            ],
+            "cmd": ours(p, "--workers", "2"),
             "ready": f"http://127.0.0.1:{p}/v2/health/ready",
             "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
             "body": V1_BODY,

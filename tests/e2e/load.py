@@ -93,6 +93,3 @@ class LoadGenerator:
     def snapshot(self) -> list[Answer]:
         with self.lock:
             return list(self.answers)
-
-    def failures(self) -> list[Answer]:
-        return [a for a in self.snapshot() if not a.ok]

@@ -113,6 +113,13 @@ def _pod(
     return {"metadata": {"creationTimestamp": "2026-01-02T03:04:05Z"}, "status": status}
 
 
+def test_parse_rfc3339_reads_kubernetes_timestamps_and_nothing_else() -> None:
+    parsed = common.parse_rfc3339("2026-01-02T03:04:05Z")
+    assert parsed == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    assert common.rfc3339(parsed) == "2026-01-02T03:04:05Z"
+    assert [common.parse_rfc3339(v) for v in (None, "", "yesterday", 5)] == [None] * 4
+
+
 def test_job_outcome_success_carries_the_result() -> None:
     result = {"ok": True, "metrics": {"accuracy": 0.9}}
     out = rcommon.job_outcome(

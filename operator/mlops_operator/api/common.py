@@ -71,6 +71,17 @@ def rfc3339(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(value: object) -> datetime.datetime | None:
+    """A Kubernetes timestamp (``2026-01-02T03:04:05Z``) as an aware datetime; None when absent
+    or not a timestamp."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 class StatusBase(ApiModel):
     """What every kind's status has: the generation seen, a phase for printer columns, conditions."""
 

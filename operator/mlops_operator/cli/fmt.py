@@ -6,6 +6,8 @@ import datetime
 import math
 from typing import Any
 
+from mlops_operator.api import common
+
 GOOD = {"Ready", "Succeeded", "Healthy"}
 BAD = {"Failed", "Degraded", "RolledBack"}
 IDLE = {"Suspended", "Archived"}
@@ -49,12 +51,7 @@ def duration(seconds: float | None) -> str:
 
 
 def parse_time(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return common.parse_rfc3339(value)
 
 
 def bar(fraction: float | None, width: int, *, frame: int = 0) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -100,13 +99,8 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
 
 def _started(pod: Mapping[str, Any]) -> float | None:
     """The pod's ``status.startTime`` as a Unix time."""
-    value = (pod.get("status") or {}).get("startTime")
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    started = common.parse_rfc3339((pod.get("status") or {}).get("startTime"))
+    return started.timestamp() if started is not None else None
 
 
 def _scrape_all(pods: list[dict[str, Any]], *, now: float) -> dict[str, tuple[str, mmetrics.PodMetrics]]:

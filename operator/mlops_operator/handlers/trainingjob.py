@@ -12,7 +12,6 @@ event handler on Datasets), not only on the next resync.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,10 +63,8 @@ def observe(ctx: framework.Context, tj: api.TrainingJob) -> rtj.Observed:
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
-    try:
-        a = datetime.datetime.fromisoformat(str(start).replace("Z", "+00:00"))
-        b = datetime.datetime.fromisoformat(str(end).replace("Z", "+00:00"))
-    except ValueError:
+    a, b = common.parse_rfc3339(start), common.parse_rfc3339(end)
+    if a is None or b is None:
         return None
     return max(0.0, (b - a).total_seconds())
 

@@ -99,15 +99,6 @@ def dataset_state(name: str, dataset: dict[str, Any] | None) -> DatasetState:
     )
 
 
-def _parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _failed_at(job: dict[str, Any]) -> str | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in {"Failed", "FailureTarget"} and cond.get("status") == "True":
@@ -177,7 +168,7 @@ def _fresh(tj: api.TrainingJob, **fields: Any) -> api.TrainingJobStatus:
 
 def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datetime, plan: Plan) -> None:
     ttl = tj.spec.run_policy.ttl_seconds_after_finished
-    finished = _parse_time(status.completion_time)
+    finished = common.parse_rfc3339(status.completion_time)
     if ttl is None or finished is None or status.children_deleted:
         return
     due = finished + datetime.timedelta(seconds=ttl)
@@ -422,7 +413,7 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
 
 
 def _duration(start: str | None, end: str | None) -> float | None:
-    a, b = _parse_time(start), _parse_time(end)
+    a, b = common.parse_rfc3339(start), common.parse_rfc3339(end)
     if a is None or b is None:
         return None
     return max(0.0, (b - a).total_seconds())
