@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 .PHONY: venv
 venv: $(STAMP) ## Create .venv with the package and its dev tools.
 
+.PHONY: test-deps
+test-deps: ## Install the Debian packages the tests run for real (Prometheus, promtool) when missing.
+	@bash tests/install-deps.sh
+
 .PHONY: bin
 bin: ## Build (or reuse) the pinned control-plane binaries, cached under ~/.cache/mlops-operator.
 	@bash tests/cluster/build.sh >/dev/null
@@ -91,7 +95,7 @@ test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built ima
 	$(VENV)/bin/pytest tests/e2e -q
 
 .PHONY: test
-test: venv bin lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
+test: venv bin test-deps lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
 	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -q
 
 # ---------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig)
     settings.peering.name = config.peering or "mlops-operator"
     settings.peering.standalone = config.peering is None
     settings.peering.mandatory = config.peering is not None
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
 
 
 def start_metrics_server(config: OperatorConfig) -> None:
