@@ -234,6 +234,65 @@ def test_modeldeployment() -> None:
     assert run_health("ModelDeployment", archived) == ("Suspended", "Archived: scaled to zero")
 
 
+@pytest.mark.parametrize(
+    ("kind", "phase"),
+    [("Dataset", "Preparing"), ("TrainingJob", "Running"), ("HyperparameterSweep", "Running")],
+)
+def test_stalled_is_degraded_whatever_the_phase(kind: str, phase: str) -> None:
+    """Stalled (what Flux reads as Failed) is Degraded in Argo CD too, even before the phase says so."""
+    stuck = {
+        "phase": phase,
+        "conditions": [
+            cond("Reconciling", "False", "DeadlineExceeded"),
+            cond("Stalled", "True", "DeadlineExceeded", "ran past 900s"),
+        ],
+    }
+    assert run_health(kind, body(kind, stuck)) == ("Degraded", "DeadlineExceeded: ran past 900s")
+    working = {
+        "phase": phase,
+        "conditions": [cond("Stalled", "False", "Working"), cond("Reconciling", "True", "Working")],
+    }
+    assert run_health(kind, body(kind, working))[0] == "Progressing"
+
+
+def test_modeldeployment_stalled_or_reconciling_while_serving() -> None:
+    """The stable model answers (Ready True) but the spec's model is not reached: Flux reads Failed
+    (Stalled) or InProgress (Reconciling), and so must Argo CD."""
+    stalled = _md(
+        {
+            "phase": "Ready",
+            "conditions": [
+                cond("Ready", "True", "Serving"),
+                cond("Stalled", "True", "ModelSourceFailed", "TrainingJob t failed: OOMKilled"),
+            ],
+        }
+    )
+    assert run_health("ModelDeployment", stalled) == (
+        "Degraded",
+        "ModelSourceFailed: TrainingJob t failed: OOMKilled",
+    )
+    resolving = _md(
+        {
+            "phase": "Ready",
+            "conditions": [
+                cond("Ready", "True", "Serving"),
+                cond("Reconciling", "True", "WaitingForModel", "TrainingJob t is Running"),
+            ],
+        }
+    )
+    assert run_health("ModelDeployment", resolving) == (
+        "Progressing",
+        "2/2 replicas ready: TrainingJob t is Running",
+    )
+    settled = _md(
+        {
+            "phase": "Ready",
+            "conditions": [cond("Ready", "True"), cond("Reconciling", "False"), cond("Stalled", "False")],
+        }
+    )
+    assert run_health("ModelDeployment", settled)[0] == "Healthy"
+
+
 def test_scripts_use_only_what_argocd_allows() -> None:
     for kind in argocd.KINDS:
         script = argocd.health_script(kind)

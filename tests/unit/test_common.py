@@ -187,6 +187,25 @@ def test_job_outcome_pending_reasons() -> None:
     assert rcommon.job_outcome(suspended, []).state == "Suspended"
 
 
+def test_job_outcome_a_finished_pod_before_the_job_knows_is_not_pending() -> None:
+    """Issue 11 item 3: the kubelet reports the pod Succeeded, the Job controller has dropped
+    ``ready`` but not yet counted it or set Complete. The run is finishing, not Pending."""
+    result = json.dumps({"ok": True})
+    done = _pod(exit_code=0, reason="Completed", message=result, phase="Succeeded")
+    for lagging in (_job(active=1, ready=0), _job(active=0, uncountedTerminatedPods={"succeeded": ["u"]})):
+        out = rcommon.job_outcome(lagging, [done])
+        assert (out.state, out.reason) == ("Running", "PodSucceeded")
+    # The container ended well while the pod phase still says Running: Running too.
+    ended = _pod(exit_code=0, reason="Completed", phase="Running")
+    assert rcommon.job_outcome(_job(active=1), [ended]).state == "Running"
+    # A failed pod the Job has not yet retried or given up on: the run is Running, not Pending.
+    failed = _pod(exit_code=1, reason="Error", phase="Failed")
+    out = rcommon.job_outcome(_job(active=0, failed=1), [failed])
+    assert (out.state, out.reason) == ("Running", "Retrying")
+    # ...and so is its retry's new pod, until that one cannot start for a reason to report.
+    assert rcommon.job_outcome(_job(active=1, failed=1), [failed, _pod(phase="Pending")]).state == "Running"
+
+
 def test_resource_paths() -> None:
     assert client.resource_path("batch/v1", "Job", "ns", "j") == "/apis/batch/v1/namespaces/ns/jobs/j"
     assert client.resource_path("v1", "Pod", "ns") == "/api/v1/namespaces/ns/pods"

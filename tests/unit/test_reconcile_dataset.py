@@ -251,6 +251,18 @@ def test_running_pod_is_preparing() -> None:
     assert plan.status.condition("Ready") is not None and plan.status.condition("Ready").status == "False"  # type: ignore[union-attr]
 
 
+def test_a_finished_pod_before_the_job_completes_is_still_preparing() -> None:
+    """The kubelet reports the prepare pod Succeeded before the Job controller sets Complete: the
+    Dataset stays Preparing (Reconciling), it never drops back to Pending."""
+    ds = dataset(status={"phase": "Preparing"})
+    name = rds.child_name(ds)
+    done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(RESULT)})
+    observed = rds.Observed(jobs=[job_named(name, {"active": 1, "ready": 0})], pods=[done])
+    plan = rds.plan(ds, observed=observed, settings=SETTINGS, now=NOW)
+    assert plan.status.phase == "Preparing" and plan.status.is_true("Reconciling")
+    assert plan.events == []
+
+
 def test_completion_with_result_is_ready_with_the_numbers() -> None:
     ds = dataset(status={"phase": "Preparing", "jobName": None})
     name = rds.child_name(ds)

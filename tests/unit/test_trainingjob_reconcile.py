@@ -455,6 +455,47 @@ def test_running_then_suspend_and_resume() -> None:
     assert plan.status.phase == "Running" and plan.patch == []
 
 
+def test_make_demo_running_never_reads_pending_again() -> None:
+    """Issue 11 item 3: Running, then the pod Succeeded before the Job says Complete. The phase
+    stays Running (no second Running Event), then Succeeded; a retry's pod that cannot be
+    scheduled keeps Running too, with a Warning that says why."""
+    tj, plan = start(make_tj())
+    job = created_job(plan)
+    job["status"] = {"active": 1, "ready": 1}
+    plan = rtj.plan(
+        tj,
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    tj = stored(tj, plan)
+    assert tj.status.phase == "Running"
+    job["status"] = {"active": 1, "ready": 0}
+    finished = pod(phase="Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": "{}"})
+    plan = rtj.plan(
+        tj, observed=rtj.Observed(job=job, pods=[finished], configmap={}), now=NOW, settings=SETTINGS
+    )
+    assert (plan.status.phase, plan.status.reason) == ("Running", "PodSucceeded")
+    assert plan.events == [] and plan.status.is_true("Running") and plan.status.is_true("Reconciling")
+    # Seen through a pod cache that still has the pod Pending: the stored phase holds.
+    plan = rtj.plan(
+        tj,
+        observed=rtj.Observed(job=job, pods=[pod(phase="Pending")], configmap={}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.phase == "Running"
+    failed = pod(phase="Failed", terminated={"exitCode": 1, "reason": "Error", "message": "boom"})
+    retry = pod(unschedulable="0/3 nodes are available")
+    retry["metadata"] = {"name": "iris-rf-train-fghij", "creationTimestamp": "2025-01-01T12:00:09Z"}
+    job["status"] = {"active": 1, "failed": 1}
+    plan = rtj.plan(
+        tj, observed=rtj.Observed(job=job, pods=[failed, retry], configmap={}), now=NOW, settings=SETTINGS
+    )
+    assert (plan.status.phase, plan.status.reason) == ("Running", "Unschedulable")
+    assert plan.events == [("Warning", "Unschedulable", "0/3 nodes are available")]
+
+
 def test_suspended_from_the_start() -> None:
     tj = make_tj(
         {

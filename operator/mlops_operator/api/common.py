@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Self
 
 import pydantic
@@ -23,6 +24,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Kubernetes quantity, as in k8s.io/apimachinery/pkg/api/resource (non-negative only).
 QUANTITY_PATTERN = r"^(\+)?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# json_schema_extra key of a model's value-validation anyOf: what CEL cannot check because it
+# reads a field of untyped items (the CRD generator renders it as the node's ``anyOf``).
+VALUE_ANY_OF = "x-mlops-value-any-of"
 STORAGE_URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|file:///.*)$"
 
 
@@ -42,9 +46,20 @@ class ApiModel(pydantic.BaseModel):
 
 
 ConditionType = Literal[
-    "Ready", "Running", "Succeeded", "Failed", "Suspended", "DriftDetected", "Progressing"
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Suspended",
+    "DriftDetected",
+    "Progressing",
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
+# What a GitOps tool should conclude from a status, in kstatus' words
+# (sigs.k8s.io/cli-utils/pkg/kstatus): work still under way, done, or unable to proceed.
+Progress = Literal["InProgress", "Current", "Stalled"]
 
 
 class Condition(ApiModel):
@@ -80,6 +95,64 @@ def parse_rfc3339(value: object) -> datetime.datetime | None:
         return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def significant(value: float, digits: int = 4) -> str:
+    """A number as a person reads it in a printer column: ``0.9565``, ``12.35``, ``1.235e+05``."""
+    return f"{value:.{digits}g}"
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as kubectl prints one (k8s.io/apimachinery's ``duration.HumanDuration``):
+    ``5s``, ``3m12s``, ``45m``, ``5h3m``, ``2d3h``, ``1y20d``."""
+    s = int(seconds)
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes, hours = s // 60, s // 3600
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // 24 // 365}y{days}d" if days else f"{hours // 24 // 365}y"
+    return f"{hours // 24 // 365}y"
+
+
+class Displayed(ApiModel):
+    """A model with fields for printer columns, derived from its numbers whenever it is written.
+
+    A CRD printer column prints a JSONPath value as it is (``0.9565217391304348``, ``5``), so a
+    readable column needs a string field. ``DISPLAY`` maps each such field to the number it
+    shows and the formatter; the serializer fills it in, so no builder can forget or stale it.
+    """
+
+    DISPLAY: ClassVar[dict[str, tuple[str, Callable[[float], str]]]] = {}
+
+    @pydantic.model_serializer(mode="wrap")
+    def _with_display(self, handler: pydantic.SerializerFunctionWrapHandler, info: Any) -> Any:
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        for name, (source, fmt) in self.DISPLAY.items():
+            field = type(self).model_fields[name]
+            key = (field.alias or name) if info.by_alias else name
+            value = getattr(self, source)
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = fmt(float(value))
+        return data
 
 
 class StatusBase(ApiModel):
@@ -128,6 +201,43 @@ class StatusBase(ApiModel):
         conditions = [c for c in self.conditions if c.type != type_] + [new]
         conditions.sort(key=lambda c: c.type)
         return self.model_copy(update={"conditions": conditions})
+
+    def with_progress(
+        self,
+        progress: Progress,
+        *,
+        ready: bool,
+        reason: str,
+        message: str = "",
+        now: datetime.datetime,
+        generation: int | None,
+    ) -> Self:
+        """A copy with the conditions GitOps tools read: ``Ready``, ``Reconciling``, ``Stalled``.
+
+        Flux (kstatus) reads a custom resource as InProgress while ``Reconciling`` is True (or
+        ``status.observedGeneration`` lags ``metadata.generation``), Failed while ``Stalled`` is
+        True, and Current otherwise; Argo CD's health checks and ``kubectl wait
+        --for=condition=Ready`` read ``Ready``. Every kind sets all three through this one
+        method, so they never disagree: ``InProgress`` sets Reconciling, ``Stalled`` sets Stalled,
+        ``Current`` sets neither. ``ready`` is the kind's own judgement (a Succeeded run, a Ready
+        Dataset, a serving model: a ModelDeployment whose canary was rolled back is Stalled but
+        still Ready, its stable model answers); each condition carries ``generation``.
+        """
+        out = self
+        for type_, on in (
+            ("Ready", ready),
+            ("Reconciling", progress == "InProgress"),
+            ("Stalled", progress == "Stalled"),
+        ):
+            out = out.with_condition(
+                type_,
+                "True" if on else "False",
+                reason=reason,
+                message=message,
+                now=now,
+                generation=generation,
+            )
+        return out
 
 
 class Resources(ApiModel):

@@ -9,7 +9,7 @@ cluster, so a missed event heals on the next pass and a restart loses nothing.
 framework writes the status only when it differs from what is stored (no churn for GitOps
 tools), posts the Events after the status is written, keeps the metrics, serialises passes
 of one object within this process, and turns errors into what kopf and the user need:
-``PermanentFailure`` → a ``Failed`` condition with the reason (never a crash), API
+``PermanentFailure`` → ``Failed`` and ``Stalled`` conditions with the reason (never a crash), API
 throttling or outages → ``kopf.TemporaryError`` (kopf retries).
 """
 
@@ -106,7 +106,8 @@ def _status_dict(status: common.StatusBase | dict[str, Any] | None) -> dict[str,
 def failed_status(
     body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime
 ) -> dict[str, Any]:
-    """The stored status with phase Failed and a Failed condition, other fields kept."""
+    """The stored status with phase Failed, a Failed condition and Stalled (Ready and
+    Reconciling False, so GitOps tools report the failure at once), other fields kept."""
     stored = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     base = common.StatusBase.model_validate(
@@ -115,11 +116,13 @@ def failed_status(
     base = base.with_condition(
         "Failed", "True", reason=reason, message=message, now=now, generation=generation
     )
-    for other in ("Ready", "Running"):
-        if base.condition(other) is not None:
-            base = base.with_condition(
-                other, "False", reason=reason, message=message, now=now, generation=generation
-            )
+    if base.condition("Running") is not None:
+        base = base.with_condition(
+            "Running", "False", reason=reason, message=message, now=now, generation=generation
+        )
+    base = base.with_progress(
+        "Stalled", ready=False, reason=reason, message=message, now=now, generation=generation
+    )
     stored.update(base.to_api())
     stored["phase"] = "Failed"
     stored["observedGeneration"] = generation

@@ -252,6 +252,11 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     Failure reasons name what a user must fix: ``OOMKilled``, ``DeadlineExceeded``,
     ``BackoffLimitExceeded``, ``ImagePullBackOff``, ``Unschedulable`` or the workload's own
     error from its termination message.
+
+    Only the Job's conditions end a run (Complete / SuccessCriteriaMet, Failed /
+    FailureTarget). Until then a pod that already finished, well or badly, means the run is
+    Running (``PodSucceeded``, ``Retrying``), never Pending again: the Job controller records
+    a pod's end a moment after the kubelet does.
     """
     if job is None:
         return JobOutcome(state="Pending", reason="JobNotCreated")
@@ -319,4 +324,28 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
     if running or status.get("ready"):
         return JobOutcome(state="Running", reason="PodRunning", message="the pod is running", **base)
+    # The kubelet reports a pod finished before the Job controller counts it: the run is past
+    # Pending, it is finishing (or about to be retried), so it reads Running until the Job says.
+    if any(_finished_ok(p) for p in pods):
+        return JobOutcome(
+            state="Running",
+            reason="PodSucceeded",
+            message="the pod finished; waiting for the Job to record its completion",
+            **base,
+        )
+    if failed_count:
+        return JobOutcome(
+            state="Running",
+            reason="Retrying",
+            message=f"{failed_count} attempt(s) failed; waiting for the Job to retry or give up",
+            **base,
+        )
     return JobOutcome(state="Pending", reason="PodPending", message="waiting for the pod to start", **base)
+
+
+def _finished_ok(pod: dict[str, Any]) -> bool:
+    """Whether the pod's container ended with exit code 0 (the pod phase may still lag)."""
+    if (pod.get("status") or {}).get("phase") == "Succeeded":
+        return True
+    term = _termination(pod)
+    return term is not None and term.get("exitCode") == 0

@@ -378,14 +378,28 @@ def compute_status(
     )
     if phase == "Failed" and status.completion_time is None:
         status = status.model_copy(update={"completion_time": common.rfc3339(now)})
-    ready: common.ConditionStatus = "True" if phase == "Ready" else "False"
     failed: common.ConditionStatus = "True" if phase == "Failed" else "False"
-    status = status.with_condition(
-        "Ready", ready, reason=reason, message=message, now=now, generation=generation
+    status = status.with_progress(
+        PROGRESS[phase],
+        ready=phase == "Ready",
+        reason=reason,
+        message=message,
+        now=now,
+        generation=generation,
     )
     return status.with_condition(
         "Failed", failed, reason=reason, message=message, now=now, generation=generation
     )
+
+
+# What GitOps tools read from each phase: a failed preparation is Stalled (Flux reports it
+# failed at once instead of waiting out its timeout), a prepared version is Current and Ready.
+PROGRESS: dict[str, common.Progress] = {
+    "Pending": "InProgress",
+    "Preparing": "InProgress",
+    "Ready": "Current",
+    "Failed": "Stalled",
+}
 
 
 def transition_events(old: api.DatasetStatus, new: api.DatasetStatus) -> list[EventTuple]:

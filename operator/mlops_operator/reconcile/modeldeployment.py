@@ -212,8 +212,13 @@ def plan(
     stable_uri = stable.uri or old.served_model_uri
     if stable_uri is None:
         status.phase = "Failed" if stable.failed else "Pending"
-        status = status.with_condition(
-            "Ready", "False", reason=stable.reason, message=stable.message, now=now, generation=generation
+        status = status.with_progress(
+            "Stalled" if stable.failed else "InProgress",
+            ready=False,
+            reason=stable.reason,
+            message=stable.message,
+            now=now,
+            generation=generation,
         )
         status = status.with_condition(
             "Progressing",
@@ -353,6 +358,28 @@ def plan(
     if stale_uri and phase != "Archived":
         message = f"{message}; new model not ready: {stable.message}"
     serving = (_ready(stable_dep) > 0 or phase == "Ready") and phase not in {"Archived", "ScaledToZero"}
+    progressing = (
+        phase in {"Progressing", "Pending"}
+        or stale_uri
+        or (canary_status is not None and canary_status.state == "Progressing")
+    )
+    # GitOps tools: Stalled when what the spec asks cannot be reached without a change to it (the
+    # canary was rolled back, the new model's source failed), even while the stable model serves.
+    rolled_back = canary_status is not None and canary_status.state == "RolledBack"
+    stalled = rolled_back or (stale_uri and stable.failed)
+    # Reconciling / Stalled name what the rollout waits on: the new model's source when it lags.
+    stall_reason, stall_message = (stable.reason if stale_uri else reason), message
+    if rolled_back and canary_status is not None:
+        stall_reason, stall_message = "CanaryRolledBack", f"{message}; canary: {canary_status.message}"
+    status = status.with_progress(
+        "Stalled" if stalled else "InProgress" if progressing else "Current",
+        ready=serving,
+        reason=stall_reason,
+        message=stall_message,
+        now=now,
+        generation=generation,
+    )
+    # Ready says whether the service answers, and why, whatever the rollout waits on.
     status = status.with_condition(
         "Ready",
         "True" if serving else "False",
@@ -360,11 +387,6 @@ def plan(
         message=message,
         now=now,
         generation=generation,
-    )
-    progressing = (
-        phase in {"Progressing", "Pending"}
-        or stale_uri
-        or (canary_status is not None and canary_status.state == "Progressing")
     )
     status = status.with_condition(
         "Progressing",

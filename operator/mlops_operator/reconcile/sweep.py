@@ -131,6 +131,13 @@ def _with_phase(
             now=now,
             generation=generation,
         )
+    # GitOps tools: Reconciling while trials run, Ready once it Succeeded, Stalled once it Failed.
+    progress: common.Progress = (
+        "Stalled" if phase == "Failed" else "Current" if phase == "Succeeded" else "InProgress"
+    )
+    status = status.with_progress(
+        progress, ready=phase == "Succeeded", reason=reason, message=message, now=now, generation=generation
+    )
     return status.model_copy(update={"phase": phase, "reason": reason, "message": message[:1024]})
 
 

@@ -13,6 +13,17 @@ carries out the returned ``Plan``. The rules, in order:
    creates the ConfigMap and the Job (suspended when ``runPolicy.suspend`` or Kueue asks).
 4. With a Job, its outcome (``common.job_outcome``) becomes the phase; ``suspend`` is kept in
    step with the spec, except that a Kueue-managed Job is never un-suspended by us.
+5. Phases of one run move forward only: Pending / WaitingForData → Running → Succeeded or
+   Failed (``PHASE_RANK``). Caches lag (a pod seen Succeeded before its Job says Complete, a
+   retry's new pod still Pending after the first one ran), so an observation behind the
+   stored phase of the same run keeps the stored phase (with the observation's reason). The
+   only ways back are a pause, Suspended (``runPolicy.suspend``) or Queued (Kueue suspends a
+   Job to queue or preempt it), and a new run (a new ``run_hash``), which starts at Pending.
+
+The conditions GitOps tools read (``StatusBase.with_progress``): Reconciling while the run is
+Pending, WaitingForData, Queued or Running (Kueue-queued is work still to happen); Ready once
+it Succeeded; Stalled, with the reason, once it Failed. A Suspended run is Current but not
+Ready: it is where the spec asked it to be, and a Flux health check must not wait for it.
 """
 
 from __future__ import annotations
@@ -29,6 +40,17 @@ from mlops_operator.reconcile import trainingjob_build as build
 
 EventTuple = tuple[str, str, str]  # (type, reason, message)
 CONDITIONS: tuple[str, ...] = ("Running", "Succeeded", "Failed", "Suspended")
+# Rule 5: how far a run has got. A pass never lowers it within one run, except into a pause.
+PHASE_RANK: dict[str, int] = {
+    "Pending": 0,
+    "WaitingForData": 0,
+    "Queued": 0,
+    "Suspended": 0,
+    "Running": 1,
+    "Succeeded": 2,
+    "Failed": 2,
+}
+PAUSED_PHASES: tuple[str, ...] = ("Suspended", "Queued")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +180,35 @@ def _with_conditions(
             now=now,
             generation=generation,
         )
-    return status
+    return status.with_progress(
+        progress(phase),
+        ready=phase == "Succeeded",
+        reason=reason,
+        message=status.message or "",
+        now=now,
+        generation=generation,
+    )
+
+
+def progress(phase: str | None) -> common.Progress:
+    """What GitOps tools should read from a phase (see the module docstring)."""
+    if phase == "Failed":
+        return "Stalled"
+    if phase in {"Succeeded", "Suspended"}:
+        return "Current"
+    return "InProgress"
+
+
+def forward_only(old: api.TrainingJobStatus, new: api.TrainingJobStatus) -> api.TrainingJobStatus:
+    """``new``, unless it moves the same run back to a lower phase (rule 5): then ``new`` with
+    the stored phase. A pause and a new run (another ``spec_hash``) pass through."""
+    if old.phase is None or new.phase is None or new.phase in PAUSED_PHASES:
+        return new
+    if old.spec_hash is None or new.spec_hash != old.spec_hash:
+        return new
+    if PHASE_RANK[new.phase] >= PHASE_RANK[old.phase]:
+        return new
+    return new.model_copy(update={"phase": old.phase})
 
 
 def _fresh(tj: api.TrainingJob, **fields: Any) -> api.TrainingJobStatus:
@@ -193,7 +243,8 @@ def plan(
 ) -> Plan:
     """The whole reconcile decision for one TrainingJob."""
     result = _plan(tj, observed=observed, now=now, settings=settings)
-    status = result.status.model_copy(update={"observed_generation": tj.metadata.generation})
+    status = forward_only(tj.status, result.status)
+    status = status.model_copy(update={"observed_generation": tj.metadata.generation})
     result.status = _with_conditions(status, now=now, generation=tj.metadata.generation)
     result.events = transition_events(tj.status, result.status) + result.events
     return result
@@ -401,7 +452,7 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
         out.status = out.status.model_copy(update={"phase": phase, "reason": phase, "message": message})
     elif outcome.state == "Running":
         out.status = out.status.model_copy(
-            update={"phase": "Running", "reason": "PodRunning", "message": outcome.message}
+            update={"phase": "Running", "reason": outcome.reason, "message": outcome.message[:1024]}
         )
     else:
         out.status = out.status.model_copy(
@@ -452,6 +503,11 @@ def _succeeded(
     return status.model_copy(update=update)
 
 
+WAITING_PROBLEMS = frozenset(
+    {"Unschedulable", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"}
+)
+
+
 def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) -> list[EventTuple]:
     """The Events a person wants in ``kubectl describe`` when the run moves on."""
     if old.phase == new.phase and old.reason == new.reason:
@@ -470,20 +526,17 @@ def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) ->
                 f"trained in {new.duration_seconds or 0:.0f}s; {detail}; model at {new.model_uri or '-'}",
             )
         ]
+    if phase in {"Pending", "Running"} and reason in WAITING_PROBLEMS:
+        # Also while Running: a retry's new pod that cannot start (rule 5 keeps the phase).
+        return [("Warning", reason, message)]
     if phase == "Running":
+        if old.phase == "Running":
+            return []  # the reason moved on within the run (PodRunning → PodSucceeded, a retry)
         return [
             ("Normal", "Resumed" if old.phase == "Suspended" else "Running", message or "the pod is running")
         ]
     if phase == "Pending" and reason == "Resumed" and old.phase in {"Suspended", "Queued"}:
         return [("Normal", "Resumed", message or "resuming the Job")]
-    if phase == "Pending" and reason in {
-        "Unschedulable",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-    }:
-        return [("Warning", reason, message)]
     if phase in {"Queued", "Suspended", "WaitingForData"} and old.phase != phase:
         return [("Normal", phase, message)]
     return []

@@ -1,12 +1,12 @@
 -- mlops.dev Dataset: Healthy when a prepared version is Ready, Degraded when preparation
--- failed, Progressing while it is Pending or Preparing (also while a new version is prepared).
+-- failed (or it is Stalled), Progressing while it is Pending or Preparing (also while a new version is prepared).
 local waiting = pending_observation()
 if waiting ~= nil then return waiting end
 local status = obj.status
 local phase = status.phase
-if phase == "Failed" or is_true(status, "Failed") then
+if phase == "Failed" or is_true(status, "Failed") or stalled(status) ~= nil then
   hs.status = "Degraded"
-  hs.message = explain(status, "Failed", "Preparation failed")
+  hs.message = explain(status, "Failed", stalled(status) or "Preparation failed")
   return hs
 end
 if phase == "Ready" then

@@ -1,5 +1,5 @@
 -- mlops.dev HyperparameterSweep: Healthy when it Succeeded (trials done or goal reached),
--- Degraded when it Failed (too many failed trials, invalid spec), Suspended when suspended,
+-- Degraded when it Failed or is Stalled (too many failed trials, invalid spec), Suspended when suspended,
 -- Progressing while trials run.
 local waiting = pending_observation()
 if waiting ~= nil then return waiting end
@@ -21,9 +21,9 @@ local function progress()
   return ""
 end
 
-if phase == "Failed" or is_true(status, "Failed") then
+if phase == "Failed" or is_true(status, "Failed") or stalled(status) ~= nil then
   hs.status = "Degraded"
-  hs.message = explain(status, "Failed", "The sweep failed") .. best()
+  hs.message = explain(status, "Failed", stalled(status) or "The sweep failed") .. best()
   return hs
 end
 if phase == "Succeeded" or phase == "Completed" or is_true(status, "Succeeded") then

@@ -1,7 +1,8 @@
 -- mlops.dev ModelDeployment: Healthy when Ready with every desired pod ready (drift is reported in
--- the message, not as ill health: the service answers), Progressing while pods start or a canary is
--- judged, Degraded when it Failed or a canary was rolled back (the version in Git is not the one
--- serving), Suspended when archived (scaled to zero on purpose).
+-- the message, not as ill health: the service answers), Progressing while pods start, a canary is
+-- judged or Reconciling is True (a new model still resolving), Degraded when it Failed, a canary
+-- was rolled back or it is Stalled (the version in Git is not the one serving), Suspended when
+-- archived (scaled to zero on purpose).
 local waiting = pending_observation()
 if waiting ~= nil then return waiting end
 local status = obj.status
@@ -22,6 +23,13 @@ if canary ~= nil and canary.state == "RolledBack" then
   hs.message = "Canary rolled back: " .. why
   return hs
 end
+local stuck = stalled(status)
+if stuck ~= nil then
+  -- The stable model may still answer, but what the spec asks (a new model) cannot be reached.
+  hs.status = "Degraded"
+  hs.message = stuck
+  return hs
+end
 if phase == "Archived" or (obj.spec ~= nil and obj.spec.stage == "archived") then
   hs.status = "Suspended"
   hs.message = "Archived: scaled to zero"
@@ -34,6 +42,16 @@ if ready ~= nil and ready.status == "True" and ready_pods >= desired then
     hs.message = "Canary in progress"
     if canary.trafficPercent ~= nil then
       hs.message = hs.message .. " at " .. num(canary.trafficPercent) .. "% of traffic"
+    end
+    return hs
+  end
+  local working = condition(status, "Reconciling")
+  if working ~= nil and working.status == "True" then
+    -- Serving, but not yet what the spec asks (a new model still resolving, a rollout).
+    hs.status = "Progressing"
+    hs.message = tostring(ready_pods) .. "/" .. tostring(desired) .. " replicas ready"
+    if working.message ~= nil and working.message ~= "" then
+      hs.message = hs.message .. ": " .. working.message
     end
     return hs
   end

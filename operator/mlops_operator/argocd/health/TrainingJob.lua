@@ -1,12 +1,12 @@
--- mlops.dev TrainingJob: Healthy when it Succeeded, Degraded when it Failed, Suspended when
+-- mlops.dev TrainingJob: Healthy when it Succeeded, Degraded when it Failed (or is Stalled), Suspended when
 -- suspended (runPolicy.suspend), Progressing while Pending, WaitingForData, Queued or Running.
 local waiting = pending_observation()
 if waiting ~= nil then return waiting end
 local status = obj.status
 local phase = status.phase
-if phase == "Failed" or is_true(status, "Failed") then
+if phase == "Failed" or is_true(status, "Failed") or stalled(status) ~= nil then
   hs.status = "Degraded"
-  hs.message = explain(status, "Failed", "Training failed")
+  hs.message = explain(status, "Failed", stalled(status) or "Training failed")
   return hs
 end
 if phase == "Succeeded" or is_true(status, "Succeeded") then

@@ -35,6 +35,19 @@ local function explain(status, kind, fallback)
   return fallback
 end
 
+-- Stalled (the kstatus condition every kind sets when it cannot proceed without a change to
+-- its spec or its inputs): "Reason: message" when it is True, else nil.
+local function stalled(status)
+  local c = condition(status, "Stalled")
+  if c == nil or c.status ~= "True" then return nil end
+  if c.reason ~= nil and c.reason ~= "" and c.message ~= nil and c.message ~= "" then
+    return c.reason .. ": " .. c.message
+  end
+  if c.message ~= nil and c.message ~= "" then return c.message end
+  if c.reason ~= nil and c.reason ~= "" then return c.reason end
+  return "Stalled"
+end
+
 local function num(v)
   if type(v) ~= "number" then return tostring(v) end
   return string.format("%.4g", v)
