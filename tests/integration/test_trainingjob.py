@@ -9,6 +9,7 @@ termination message), as a kubelet would. The Dataset is marked Ready by writing
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -264,20 +265,32 @@ def test_success_with_a_result_message(cluster: Cluster, namespace: str, operato
         "modelUri": f"file:///tmp/mlops-it/datasets/models/{namespace}/{name}",
         "datasetDigest": DIGEST,
         "metrics": {"validation": {"accuracy": 0.96, "f1": 0.95}, "test": {"accuracy": 0.93, "f1": 0.92}},
-        "objectiveValue": 0.96,
+        "objectiveValue": 0.9565217391304348,
         "fitSeconds": 0.4,
         "modelSizeBytes": 4321,
     }
     finish_pod(cluster, namespace, pod, exit_code=0, reason="Completed", message=json.dumps(result))
     status = wait_status(cluster, namespace, name, lambda s: s.get("phase") == "Succeeded", "Succeeded")
-    assert status["objectiveValue"] == 0.96 and status["objectiveMetric"] == "accuracy"
+    assert status["objectiveValue"] == 0.9565217391304348 and status["objectiveMetric"] == "accuracy"
     assert status["metrics"]["f1"] == {"validation": 0.95, "test": 0.92}
     assert status["modelUri"] == result["modelUri"] and status["modelSizeBytes"] == 4321
     assert status["attempts"] == 1
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {"Running": "False", "Succeeded": "True", "Failed": "False", "Suspended": "False"}
+    assert conditions == {
+        "Running": "False",
+        "Succeeded": "True",
+        "Failed": "False",
+        "Suspended": "False",
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
     printed = cluster.kubectl("get", "tj", name, "-n", namespace).stdout
-    assert "Succeeded" in printed and "LogisticRegression" in printed and "0.96" in printed
+    assert "Succeeded" in printed and "LogisticRegression" in printed
+    # Readable columns: 4 significant digits and a duration with its unit (kubectl's style).
+    row = dict(zip(printed.split("\n")[0].split(), printed.split("\n")[1].split(), strict=False))
+    assert row["OBJECTIVE"] == "0.9565", printed
+    assert re.fullmatch(r"\d+s|\d+m(\d+s)?", row["DURATION"]), printed
     wait_until(
         lambda: {"JobCreated", "Running", "Succeeded"} <= set(events_for(cluster, namespace, name)),
         timeout=30,

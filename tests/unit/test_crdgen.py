@@ -647,3 +647,47 @@ def test_update_corpus_is_well_formed() -> None:
         accepted = "# expect-accepted" in text
         expects = [line for line in text.splitlines() if line.startswith("# expect:")]
         assert accepted != bool(expects), f"{path.name}: '# expect: <substring>' lines or '# expect-accepted'"
+
+
+# -- value-validation anyOf (what CEL cannot see) ---------------------------------------------
+
+
+class _Choice(common.ApiModel):
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            common.VALUE_ANY_OF: [
+                {"required": ["values"], "properties": {"kind": {"enum": ["pick"]}}},
+                {"properties": {"kind": {"enum": ["range"]}}},
+            ]
+        }
+    )
+
+    kind: Literal["pick", "range"] = pydantic.Field(description="Kind.")
+    values: list[Any] | None = pydantic.Field(default=None, description="Untyped choices.")
+
+
+def test_value_any_of_becomes_a_structural_any_of() -> None:
+    node = schema_mod.to_structural(_Choice.model_json_schema(), defs={}, path="choice")
+    assert node["anyOf"] == [
+        {"required": ["values"], "properties": {"kind": {"enum": ["pick"]}}},
+        {"properties": {"kind": {"enum": ["range"]}}},
+    ]
+    assert common.VALUE_ANY_OF not in node
+    assert checks.structural_problems(node, path="choice") == []
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        {"required": ["nosuchfield"]},
+        {"properties": {"kind": {"type": "string"}}},
+        {"type": "object"},
+    ],
+)
+def test_value_any_of_that_is_not_structural_is_refused(branch: dict[str, Any]) -> None:
+    raw = _Choice.model_json_schema()
+    raw[common.VALUE_ANY_OF] = [branch]
+    with pytest.raises(schema_mod.CRDGenError, match="value-validation anyOf"):
+        schema_mod.to_structural(raw, defs={}, path="choice")
+    node = {"type": "object", "properties": {"kind": {"type": "string"}}, "anyOf": [branch]}
+    assert any("anyOf" in p for p in checks.structural_problems(node, path="choice"))

@@ -154,3 +154,33 @@ def test_crd_schema_rules() -> None:
     assert status["warnings"]["maxItems"] == api.STATUS_WARNINGS_MAX
     assert status["missing"]["maxItems"] == api.STATUS_MISSING_MAX
     assert status["phase"]["enum"] == ["Pending", "Preparing", "Ready", "Failed"]
+
+
+# -- split.stratify on a regression target (also a CEL rule: dataset-stratify-regression*.yaml) --
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"sources": [{"sklearn": {"name": "diabetes"}}]},
+        {"sources": [{"synthetic": {"task": "regression", "samples": 100}}]},
+        {"sources": [{"file": {"uri": "pvc://data/x.csv"}}], "schema": {"task": "regression"}},
+    ],
+)
+def test_stratify_on_a_regression_target_is_refused(extra: dict[str, Any]) -> None:
+    body = {"storage": "pvc://data/out", "split": {"stratify": True}, **extra}
+    with pytest.raises(pydantic.ValidationError, match=r"spec\.split\.stratify: a regression target"):
+        api.DatasetSpec.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"sources": [{"sklearn": {"name": "iris"}}]},
+        {"sources": [{"file": {"uri": "pvc://data/x.csv"}}]},  # the rows decide: a note, not an error
+        {"sources": [{"sklearn": {"name": "diabetes"}}], "schema": {"task": "classification"}},
+    ],
+)
+def test_stratify_is_accepted_when_the_task_may_be_classification(extra: dict[str, Any]) -> None:
+    body = {"storage": "pvc://data/out", "split": {"stratify": True}, **extra}
+    assert api.DatasetSpec.model_validate(body).split.stratify is True

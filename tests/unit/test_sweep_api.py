@@ -77,7 +77,7 @@ def test_crd_names_printer_columns_and_status_subresource(rendered: dict[str, An
     ]
     assert columns[:3] == [
         ("Progress", ".status.progress"),
-        ("Best", ".status.bestTrial.objectiveValue"),
+        ("Best", ".status.bestTrial.objectiveShort"),
         ("Phase", ".status.phase"),
     ]
     assert "Age" in [c["name"] for c in version["additionalPrinterColumns"]]

@@ -254,7 +254,9 @@ class Split(common.ApiModel):
     test: float = pydantic.Field(default=0.15, ge=0, lt=1, description="Fraction for the final test.")
     stratify: bool | None = pydantic.Field(
         default=None,
-        description="Keep class proportions in every split. Defaults to true for classification.",
+        description="Keep class proportions in every split. Defaults to true for classification. Refused "
+        "at admission for a regression target the spec decides (schema.task, a bundled or synthetic "
+        "regression source); ignored with a warning when the rows turn out to be regression.",
     )
     seed: int = pydantic.Field(default=42, ge=0, le=2**31 - 1, description="Random seed of the split.")
 
@@ -270,8 +272,29 @@ class Split(common.ApiModel):
 # ---------------------------------------------------------------------------------------------
 
 
+# The sources whose task is known before any row is read (a regression target cannot be stratified).
+_REGRESSION_SOURCE_CEL = (
+    "(has(s.sklearn) && s.sklearn.name in "
+    + repr(sorted(n for n, t in dataset_sources.SKLEARN_TASKS.items() if t == "regression"))
+    + ") || (has(s.synthetic) && has(s.synthetic.task) && s.synthetic.task == 'regression')"
+)
+
+
 class DatasetSpec(common.ApiModel):
     """What to prepare and where to put it."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=_rules(
+            {
+                "rule": "!has(self.split) || !has(self.split.stratify) || !self.split.stratify || "
+                "(has(self.schema) && has(self.schema.task) ? self.schema.task != 'regression' : "
+                f"!self.sources.all(s, {_REGRESSION_SOURCE_CEL}))",
+                "message": "spec.split.stratify: a regression target cannot be stratified (stratify keeps "
+                "class proportions); remove it or declare schema.task: classification",
+                "fieldPath": ".split.stratify",
+            }
+        )
+    )
 
     sources: list[dataset_sources.Source] = pydantic.Field(
         min_length=1,
@@ -319,6 +342,22 @@ class DatasetSpec(common.ApiModel):
         max_length=32,
         description="Tolerations of the prepare pod (merged with the GPU toleration).",
     )
+
+    def known_task(self) -> dataset_sources.Task | None:
+        """The task when the spec alone decides it: declared, or every source's own (sklearn, synthetic)."""
+        if self.data_schema.task is not None:
+            return self.data_schema.task
+        tasks = {source.known_task() for source in self.sources}
+        return tasks.pop() if len(tasks) == 1 else None
+
+    @pydantic.model_validator(mode="after")
+    def _stratify_needs_classes(self) -> DatasetSpec:
+        if self.split.stratify and self.known_task() == "regression":
+            raise ValueError(
+                "spec.split.stratify: a regression target cannot be stratified (stratify keeps class "
+                "proportions); remove it or declare schema.task: classification"
+            )
+        return self
 
     def preparation(self) -> dict[str, Any]:
         """The part of the spec the digest covers: what decides the prepared data, not where it goes."""

@@ -16,6 +16,13 @@ from mlops_operator.api import common
 Task = Literal["classification", "regression"]
 FileFormat = Literal["csv", "parquet"]
 SklearnName = Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
+SKLEARN_TASKS: dict[str, Task] = {
+    "iris": "classification",
+    "wine": "classification",
+    "breast_cancer": "classification",
+    "digits": "classification",
+    "diabetes": "regression",
+}
 
 CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 HTTP_URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
@@ -180,6 +187,14 @@ class Source(common.ApiModel):
         default=None, description="Inline CSV in a ConfigMap."
     )
     http: HttpSource | None = pydantic.Field(default=None, description="A file downloaded over HTTP(S).")
+
+    def known_task(self) -> Task | None:
+        """The task this source alone decides (bundled and synthetic data), None when the rows decide."""
+        if self.sklearn is not None:
+            return SKLEARN_TASKS[self.sklearn.name]
+        if self.synthetic is not None:
+            return self.synthetic.task
+        return None
 
     def kind(self) -> str:
         for name in ("sklearn", "synthetic", "file", "config_map", "http"):

@@ -3,10 +3,11 @@
 Why the shapes below:
 - The search space is a list of typed parameters (a list-map keyed by ``name``, so the
   apiserver refuses duplicates), each with CEL rules that name the broken field: the
-  apiserver refuses ``low >= high``, ``values: []``, ``log`` with ``low <= 0`` or a
-  non-positive ``step`` before the operator ever sees the sweep. CEL cannot read ``values``
-  (untyped JSON scalars), so a categorical without values, or values on a range, is refused by
-  the operator (``parameter_problems``) before any trial.
+  apiserver refuses ``low >= high``, a categorical without ``values`` (or ``values: []``),
+  ``values`` on a range, ``log`` with ``low <= 0`` or a non-positive ``step`` before the
+  operator ever sees the sweep. CEL cannot compare the ``values`` themselves (untyped JSON
+  scalars), so duplicate choices are refused by the operator (``parameter_problems``) before
+  any trial.
 - Multi-fidelity algorithms (``successiveHalving``, ``hyperband``) and median early stopping
   need a *budget*: a numeric parameter of the search space (``n_estimators``, ``max_iter``,
   ``max_samples``...) whose ``low``/``high`` are the smallest and largest budget. It must be
@@ -22,6 +23,7 @@ Why the shapes below:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import pydantic
@@ -52,6 +54,14 @@ class SearchParameter(common.ApiModel):
 
     model_config = pydantic.ConfigDict(
         json_schema_extra={
+            # CEL cannot see values (untyped items): "a categorical parameter needs values" is an
+            # OpenAPI value validation instead (the apiserver answers "...values: Required value").
+            # "categorical with values, or int/float". The apiserver reports the branch that
+            # matched more (categorical), so the error is "...values: Required value".
+            common.VALUE_ANY_OF: [
+                {"required": ["values"], "properties": {"type": {"enum": ["categorical"]}}},
+                {"properties": {"type": {"enum": ["int", "float"]}}},
+            ],
             "x-kubernetes-validations": [
                 {
                     "rule": "self.type == 'categorical' || (has(self.low) && has(self.high))",
@@ -96,7 +106,7 @@ class SearchParameter(common.ApiModel):
                     "message": "step must not exceed high - low",
                     "fieldPath": ".step",
                 },
-            ]
+            ],
         }
     )
 
@@ -137,12 +147,8 @@ class SearchParameter(common.ApiModel):
 
 
 def parameter_problems(p: SearchParameter) -> list[str]:
-    """The CEL rules above, in Python, plus the ones CEL cannot see (untyped categorical values).
-
-    The apiserver's CEL cannot read ``values`` (its items are untyped JSON scalars), so
-    "categorical needs values" and "values only for categorical" are enforced here: the
-    operator refuses such a sweep before any trial.
-    """
+    """The CEL rules above, in Python (for specs that never passed the apiserver: tests, the
+    CLI), plus the one CEL cannot see: distinct choices (the items are untyped JSON scalars)."""
     where = f"searchSpace[{p.name}]"
     out: list[str] = []
     if p.type == "categorical":
@@ -461,8 +467,12 @@ class TrialCounts(common.ApiModel):
     )
 
 
-class BestTrial(common.ApiModel):
+class BestTrial(common.Displayed):
     """The best trial so far."""
+
+    DISPLAY: ClassVar[dict[str, tuple[str, Callable[[float], str]]]] = {
+        "objective_short": ("objective_value", common.significant)
+    }
 
     name: str = pydantic.Field(description="The trial's TrainingJob.")
     index: int = pydantic.Field(ge=0, description="The trial's index.")
@@ -470,6 +480,9 @@ class BestTrial(common.ApiModel):
         default_factory=dict, description="The parameters it was trained with (long strings cut)."
     )
     objective_value: float = pydantic.Field(description="Its objective.metric on the validation split.")
+    objective_short: str | None = pydantic.Field(
+        default=None, max_length=32, description="objectiveValue to 4 significant digits (printer columns)."
+    )
     model_uri: str | None = pydantic.Field(default=None, description="Where its model directory is.")
     rung: int | None = pydantic.Field(default=None, ge=0, description="Its rung, with a budget.")
 
@@ -530,9 +543,8 @@ class HyperparameterSweep(common.Resource):
             ),
             common.PrinterColumn(
                 name="Best",
-                json_path=".status.bestTrial.objectiveValue",
-                type="number",
-                description="Best objective value so far.",
+                json_path=".status.bestTrial.objectiveShort",
+                description="Best objective value so far (4 significant digits).",
             ),
             common.PrinterColumn(
                 name="Phase", json_path=".status.phase", description="Pending, Running, ..."

@@ -19,6 +19,7 @@ or ``ok: false`` with ``reason`` and ``error``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
@@ -321,13 +322,20 @@ class MetricValues(common.ApiModel):
     cv_std: float | None = pydantic.Field(default=None, description="Standard deviation over the folds.")
 
 
-class TrainingJobStatus(common.StatusBase):
+class TrainingJobStatus(common.Displayed, common.StatusBase):
     """Where the run is and what it produced."""
+
+    DISPLAY: ClassVar[dict[str, tuple[str, Callable[[float], str]]]] = {
+        "objective_short": ("objective_value", common.significant),
+        "duration": ("duration_seconds", common.human_duration),
+    }
 
     phase: Phase | None = pydantic.Field(
         default=None,
         description="Pending, WaitingForData (the Dataset is not Ready), Queued (waiting for Kueue), "
-        "Suspended, Running, Succeeded or Failed.",
+        "Suspended, Running, Succeeded or Failed. A run moves forward only: Pending or "
+        "WaitingForData, then Running, then Succeeded or Failed; it goes back only into Suspended or "
+        "Queued (a pause) or to Pending when an edited spec starts a new run.",
     )
     reason: str | None = pydantic.Field(
         default=None,
@@ -350,6 +358,11 @@ class TrainingJobStatus(common.StatusBase):
     duration_seconds: float | None = pydantic.Field(
         default=None, ge=0, description="Wall time from start to completion."
     )
+    duration: str | None = pydantic.Field(
+        default=None,
+        max_length=16,
+        description="durationSeconds as kubectl prints durations (5s, 3m12s, 2h5m), for printer columns.",
+    )
     fit_seconds: float | None = pydantic.Field(
         default=None, ge=0, description="Time spent fitting the model."
     )
@@ -364,6 +377,9 @@ class TrainingJobStatus(common.StatusBase):
     )
     objective_value: float | None = pydantic.Field(
         default=None, description="The objective metric on the validation split (CV mean when there is none)."
+    )
+    objective_short: str | None = pydantic.Field(
+        default=None, max_length=32, description="objectiveValue to 4 significant digits (printer columns)."
     )
     model_uri: str | None = pydantic.Field(default=None, max_length=2048, description="The model directory.")
     model_size_bytes: int | None = pydantic.Field(default=None, ge=0, description="Size of model.skops.")
@@ -414,15 +430,13 @@ class TrainingJob(common.Resource):
             common.PrinterColumn(name="Estimator", json_path=".spec.model.estimator"),
             common.PrinterColumn(
                 name="Objective",
-                json_path=".status.objectiveValue",
-                type="number",
-                description="The objective metric on the validation split.",
+                json_path=".status.objectiveShort",
+                description="The objective metric on the validation split (4 significant digits).",
             ),
             common.PrinterColumn(
                 name="Duration",
-                json_path=".status.durationSeconds",
-                type="number",
-                description="Seconds from start to completion.",
+                json_path=".status.duration",
+                description="From start to completion (5s, 3m12s).",
             ),
             common.PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
             common.PrinterColumn(name="Model", json_path=".status.modelUri", priority=1),

@@ -73,6 +73,19 @@ def structural_problems(node: Schema, *, path: str) -> list[str]:
     return problems
 
 
+def _value_validation_only(node: Schema) -> bool:
+    """An anyOf whose branches only require declared fields or restrict them to an enum (no
+    type, default, description...): the junctor a structural schema allows."""
+    declared = set(node.get("properties") or {})
+    for branch in node["anyOf"]:
+        props = branch.get("properties") or {}
+        if set(branch) - {"required", "properties"} or not set(branch.get("required") or []) <= declared:
+            return False
+        if not set(props) <= declared or any(set(p) != {"enum"} for p in props.values()):
+            return False
+    return True
+
+
 def _walk(node: Schema, *, path: str, problems: list[str]) -> None:
     for key in sorted(set(node) - ALLOWED_KEYS):
         problems.append(f"{path}: keyword {key!r} is not allowed in a structural schema")
@@ -83,9 +96,10 @@ def _walk(node: Schema, *, path: str, problems: list[str]) -> None:
     elif type_ is not None and type_ not in TYPES:
         problems.append(f"{path}: unknown type {type_!r}")
     if "anyOf" in node and not (
-        node.get("x-kubernetes-int-or-string") and node["anyOf"] == INT_OR_STRING_ANY_OF
+        (node.get("x-kubernetes-int-or-string") and node["anyOf"] == INT_OR_STRING_ANY_OF)
+        or _value_validation_only(node)
     ):
-        problems.append(f"{path}: anyOf is only allowed as the int-or-string pattern")
+        problems.append(f"{path}: anyOf is only allowed as the int-or-string pattern or as value validations")
     if "properties" in node and "additionalProperties" in node:
         problems.append(f"{path}: properties and additionalProperties are mutually exclusive")
     if node.get("additionalProperties") is False or node.get("additionalProperties") is True:

@@ -18,6 +18,11 @@ Design choices (why):
   pydantic model, so nested object defaults are filled in there anyway; copying
   whole default objects into the CRD would store them in etcd with every object
   and make a later change of a default impossible to roll out.
+- A rule CEL cannot check (it reads a field of untyped items, which the apiserver hides
+  from CEL) can be an OpenAPI value validation instead: a model's ``json_schema_extra``
+  key ``VALUE_ANY_OF`` becomes an ``anyOf`` whose branches only say ``required`` or a
+  property's ``enum`` (the one kind of junctor a structural schema allows besides
+  int-or-string), e.g. "type is int or float, or values is set".
 - A union that is neither numeric nor int-or-string is kept as
   ``x-kubernetes-preserve-unknown-fields`` (the model still validates it in the
   operator); a model that wants admission-time checks should use one object with
@@ -29,6 +34,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from mlops_operator.api import common
 
 Schema = dict[str, Any]
 
@@ -63,6 +70,8 @@ KNOWN_FORMATS = frozenset(
         "uuid",
     }
 )
+
+VALUE_ANY_OF = common.VALUE_ANY_OF
 
 # Keywords copied as they are (after their children are converted).
 _PASS_THROUGH = (
@@ -220,7 +229,7 @@ def _convert(node: Schema, *, defs: Schema, path: str, stack: tuple[str, ...]) -
     flat, stack = _flatten(node, defs=defs, path=path, stack=stack)
     out: Schema = {}
     for key, value in flat.items():
-        if key in _DROPPED or key in _HANDLED or key in ("anyOf",):
+        if key in _DROPPED or key in _HANDLED or key in ("anyOf", VALUE_ANY_OF):
             continue
         if key.startswith("x-kubernetes-") or key in _PASS_THROUGH:
             out[key] = value
@@ -228,6 +237,8 @@ def _convert(node: Schema, *, defs: Schema, path: str, stack: tuple[str, ...]) -
             raise CRDGenError(f"{path}: JSON Schema keyword {key!r} has no structural equivalent")
     if "anyOf" in flat:  # only the int-or-string pattern survives _flatten
         out["anyOf"] = flat["anyOf"]
+    if VALUE_ANY_OF in flat:
+        out["anyOf"] = _value_any_of(flat, path=path)
     if flat.get("deprecated"):
         out["description"] = "Deprecated. " + out.get("description", "")
     if "format" in flat and flat["format"] in KNOWN_FORMATS:
@@ -249,6 +260,20 @@ def _convert(node: Schema, *, defs: Schema, path: str, stack: tuple[str, ...]) -
         out["x-kubernetes-preserve-unknown-fields"] = True
     _default(flat, out, path=path)
     return out
+
+
+def _value_any_of(flat: Schema, *, path: str) -> list[Schema]:
+    """The model's value-validation branches, checked to be structural: each only requires
+    declared properties or restricts a declared property to an enum."""
+    branches: list[Schema] = flat[VALUE_ANY_OF]
+    declared = set(flat.get("properties") or {})
+    for branch in branches:
+        names = set(branch.get("required") or []) | set(branch.get("properties") or {})
+        if set(branch) - {"required", "properties"} or not names <= declared:
+            raise CRDGenError(f"{path}: a value-validation anyOf branch {branch} is not structural")
+        if any(set(prop) != {"enum"} for prop in (branch.get("properties") or {}).values()):
+            raise CRDGenError(f"{path}: a value-validation anyOf branch may only restrict a property's enum")
+    return [dict(b) for b in branches]
 
 
 def _enum_type(values: list[Any], *, path: str) -> str:

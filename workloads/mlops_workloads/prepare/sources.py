@@ -26,13 +26,6 @@ from mlops_operator.api import dataset as api
 from mlops_operator.api import dataset_sources as api_sources
 from mlops_workloads import runtime
 
-SKLEARN_TASKS: dict[str, api.Task] = {
-    "iris": "classification",
-    "wine": "classification",
-    "breast_cancer": "classification",
-    "digits": "classification",
-    "diabetes": "regression",
-}
 CHUNK = 1 << 20
 
 
@@ -92,7 +85,7 @@ def _load_one(
 ) -> tuple[pd.DataFrame, api.Task | None]:
     where = label(index, source)
     if source.sklearn is not None:
-        return _sklearn(source.sklearn), SKLEARN_TASKS[source.sklearn.name]
+        return _sklearn(source.sklearn), source.known_task()
     if source.synthetic is not None:
         return _synthetic(source.synthetic, where=where), source.synthetic.task
     if source.file is not None:
