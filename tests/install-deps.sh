@@ -17,16 +17,5 @@ for p in "${!provides[@]}"; do
     command -v "$bin" >/dev/null || { missing+=("$p"); break; }
   done
 done
-if [ ${#missing[@]} = 0 ]; then exit 0; fi
-
-sudo=""
-[ "$(id -u)" = 0 ] || sudo=sudo
-echo "install-deps: installing ${missing[*]}" >&2
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && created_policy=1
-fi
-trap '[ $created_policy = 1 ] && $sudo rm -f "$policy"' EXIT
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+. "$(dirname "$0")/cluster/apt-install.sh"
+apt_install "${missing[@]}"

@@ -14,16 +14,5 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
-if [ ${#missing[@]} = 0 ]; then exit 0; fi
-
-sudo=""
-[ "$(id -u)" = 0 ] || sudo=sudo
-echo "install-runtime: installing ${missing[*]}" >&2
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && created_policy=1
-fi
-trap '[ $created_policy = 1 ] && $sudo rm -f "$policy"' EXIT
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+. "$(dirname "$0")/../apt-install.sh"
+apt_install "${missing[@]}"
