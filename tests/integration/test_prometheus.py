@@ -6,6 +6,9 @@ the alert rules are evaluated against what it stored.
   scraped with the ``namespace``/``modeldeployment``/``pod`` labels the chart's PodMonitor adds;
 - every expression of ``files/dashboard.json`` is run through ``/api/v1/query`` (no error), and
   those of the panels this setup can feed must return series;
+- the Pods metric of each ``autoscaling.metric`` an HPA reads: its prometheus-adapter rule's
+  ``metricsQuery`` (``files/prometheus-adapter-values.yaml``), rendered as the adapter renders it,
+  gives the serving pod a positive value while traffic flows;
 - the chart's PrometheusRule, rendered by Helm, passes ``promtool check rules``, Prometheus loads
   and evaluates every rule without error, and with test thresholds the serving alerts go pending
   for the right deployment while the operator-down alert stays quiet.
@@ -29,7 +32,9 @@ from typing import Any
 import pytest
 import yaml
 
+import prometheus_adapter
 from conftest import Cluster, OperatorHandle, free_port, wait_until
+from mlops_operator.reconcile import modeldeployment_build as build
 from model_server import running
 
 pytestmark = pytest.mark.integration
@@ -243,6 +248,20 @@ def _sample_objects(namespace: str) -> list[dict[str, Any]]:
     return out
 
 
+def assert_hpa_metric_is_served(base: str, metric: str) -> None:
+    """The PromQL prometheus-adapter runs for the HPA's Pods metric gives the serving pod a load."""
+    rule = prometheus_adapter.rule_for(build.HPA_METRICS[metric])
+    namespace, pod = SERVING_LABELS["namespace"], SERVING_LABELS["pod"]
+    promql = prometheus_adapter.pods_query(rule, namespace, [pod])
+
+    def positive() -> list[dict[str, Any]]:
+        return [s for s in query(base, promql) if float(s["value"][1]) > 0]
+
+    series = wait_until(positive, timeout=60, what=f"a positive {rule.name} (autoscaling.metric {metric})")
+    assert [s["metric"] for s in series] == [{"pod": pod}], promql
+    assert query(base, prometheus_adapter.pods_query(rule, namespace, ["another-pod"])) == []
+
+
 def test_prometheus_scrapes_and_the_dashboard_and_alerts_find_their_series(
     cluster: Cluster, operator: OperatorHandle, namespace: str, tmp_path: pathlib.Path
 ) -> None:
@@ -303,6 +322,8 @@ def test_prometheus_scrapes_and_the_dashboard_and_alerts_find_their_series(
             with contextlib.suppress(AssertionError):
                 wait_until(fed, timeout=90, what="every fed dashboard panel to return series")
             assert not empty, f"dashboard panels without data: {sorted(set(empty))}"
+            for metric in sorted(build.HPA_METRICS):
+                assert_hpa_metric_is_served(base, metric)
         finally:
             stop.set()
             traffic.join(timeout=30)

@@ -312,8 +312,97 @@ def test_goal_ends_the_sweep_and_promotes_the_best_model(api: Api, sweep_operato
         what="the promoted ModelDeployment",
     )
     assert deployment["spec"]["model"] == {"storageUri": f"pvc://models/{api.namespace}/goal-trial-2"}
-    assert status["promotion"]["trial"] == "goal-trial-2"
+    # No ModelDeployment existed: the operator created it, so it is the operator's, and says so.
+    assert deployment["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "mlops-operator",
+        "mlops.dev/promoted-from-sweep": "goal",
+    }
+    assert spec_managers(deployment) == {"mlops-operator"}
+    promotion = wait_until(
+        lambda: api.status("goal").get("promotion"), timeout=30, what="the promotion in the status"
+    )
+    assert (promotion["trial"], promotion["state"]) == ("goal-trial-2", "Created")
     api.wait_events("goal", {"GoalReached", "Promoted"})
+
+
+def spec_managers(obj: dict[str, Any]) -> set[str]:
+    """The field managers that own any field under ``spec`` (server-side apply's managedFields)."""
+    return {
+        str(entry["manager"])
+        for entry in obj["metadata"].get("managedFields") or []
+        if "f:spec" in (entry.get("fieldsV1") or {})
+    }
+
+
+GITOPS_MANAGER = "argocd-controller"
+
+
+def test_promotion_leaves_a_gitops_owned_model_deployment_alone(
+    api: Api, sweep_operator: SweepOperator, cluster: Cluster
+) -> None:
+    """Argo CD (self-heal) applies the ModelDeployment before and after the promotion: the
+    operator never owns a field of its spec, so the two never fight; the sweep says what to set."""
+    user_md = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "gitops-model", "namespace": api.namespace},
+        "spec": {"model": {"trainingJobRef": "iris-logreg"}, "replicas": 2},
+    }
+
+    def gitops_apply() -> dict[str, Any]:
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            f"--field-manager={GITOPS_MANAGER}",
+            "-f",
+            "-",
+            input=json.dumps(user_md),
+        )
+        return model_deployment()
+
+    def model_deployment() -> dict[str, Any]:
+        # Through the API, not ``kubectl get``: kubectl hides managedFields.
+        found: dict[str, Any] = api.custom.get_namespaced_custom_object(
+            GROUP, VERSION, api.namespace, "modeldeployments", "gitops-model"
+        )
+        return found
+
+    first = gitops_apply()
+    assert spec_managers(first) == {GITOPS_MANAGER}
+    sweep_operator.start()
+    api.create_sweep(
+        "gitops",
+        maxTrials=2,
+        parallelism=2,
+        promote={"modelDeployment": "gitops-model"},
+    )
+    wait_until(lambda: len(api.unfinished("gitops")) == 2, timeout=30, what="2 running trials")
+    api.finish("gitops-trial-0", 0.81)
+    api.finish("gitops-trial-1", 0.92)
+    promotion = wait_until(
+        lambda: api.status("gitops").get("promotion"), timeout=30, what="the promotion in the status"
+    )
+    uri = f"pvc://models/{api.namespace}/gitops-trial-1"
+    assert promotion == dict(promotion, trial="gitops-trial-1", modelUri=uri, state="NotApplied")
+    assert promotion["modelDeployment"] == "gitops-model"
+    promoted = next(c for c in api.status("gitops")["conditions"] if c["type"] == "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("False", "OwnedByUser")
+    api.wait_events("gitops", {"PromotionNotApplied"})
+    core = k8s.CoreV1Api(cluster.api_client())
+    [event] = [
+        e
+        for e in core.list_namespaced_event(api.namespace, field_selector="involvedObject.name=gitops").items
+        if e.reason == "PromotionNotApplied"
+    ]
+    assert f"set spec.model to {{storageUri: {uri}}} in gitops-model" in event.message
+    # The operator wrote nothing at all to it (this operator runs no ModelDeployment handler).
+    untouched = model_deployment()
+    assert untouched["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    # Argo CD syncs again: nothing to correct, and no spec field was ever the operator's.
+    after = gitops_apply()
+    assert after["spec"] == first["spec"] and after["spec"]["model"] == user_md["spec"]["model"]
+    assert spec_managers(after) == {GITOPS_MANAGER}
+    assert "mlops.dev/promoted-from-sweep" not in (after["metadata"].get("labels") or {})
 
 
 def test_failures_are_counted_and_end_the_sweep_with_their_reasons(

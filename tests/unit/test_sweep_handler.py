@@ -1,4 +1,4 @@
-"""The sweep handler carries out the plan: creates only new trials, stops, promotes by apply or patch."""
+"""The sweep handler carries out the plan: creates only new trials, stops, promotes only into what it owns."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_creates_trials_once_and_writes_status_and_events() -> None:
     assert kube.calls == []  # slots full: nothing created, nothing rewritten
 
 
-def test_goal_stops_running_trials_and_promotes_by_apply_then_patch() -> None:
+def test_goal_stops_running_trials_and_creates_the_missing_model_deployment() -> None:
     kube = FakeKube()
     first = hsweep.reconcile(context(kube), body())
     finish(kube.trainingjobs[0], 0.95)
@@ -109,12 +109,40 @@ def test_goal_stops_running_trials_and_promotes_by_apply_then_patch() -> None:
     outcome = hsweep.reconcile(context(kube), b)
     assert ("delete", "s-trial-1") in kube.calls
     assert ("apply", "md") in kube.calls  # no ModelDeployment yet: created
-    assert kube.deployments["md"]["spec"]["model"] == {"storageUri": "pvc://m/s-trial-0"}
-    assert outcome.status.to_api()["phase"] == "Succeeded"  # type: ignore[union-attr]
-    # An existing ModelDeployment is repointed with a merge patch, not replaced.
-    kube2 = FakeKube(trainingjobs=kube.trainingjobs, deployments={"md": {"spec": {"replicas": 3}}})
-    hsweep.reconcile(context(kube2), body())
-    assert ("patch", "md") in kube2.calls and ("apply", "md") not in kube2.calls
+    created = kube.deployments["md"]
+    assert created["spec"]["model"] == {"storageUri": "pvc://m/s-trial-0"}
+    assert created["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "mlops-operator",
+        "mlops.dev/promoted-from-sweep": "s",
+    }
+    status = outcome.status.to_api()  # type: ignore[union-attr]
+    assert status["phase"] == "Succeeded" and status["promotion"]["state"] == "Created"
+    assert "Promoted" in {e.reason for e in outcome.events}
+
+
+def test_a_users_model_deployment_is_never_written() -> None:
+    """Neither apply nor patch: the promotion lands in the status and an Event instead."""
+    users = {
+        "metadata": {
+            "name": "md",
+            "managedFields": [{"manager": "argocd-controller", "fieldsV1": {"f:spec": {"f:replicas": {}}}}],
+        },
+        "spec": {"replicas": 3, "model": {"trainingJobRef": "tj"}},
+    }
+    kube = FakeKube(deployments={"md": users})
+    first = hsweep.reconcile(context(kube), body())
+    finish(kube.trainingjobs[0], 0.95)
+    b = body()
+    b["status"] = first.status.to_api()  # type: ignore[union-attr]
+    kube.calls.clear()
+    outcome = hsweep.reconcile(context(kube), b)
+    assert [c for c in kube.calls if c[1] == "md"] == []
+    assert kube.deployments["md"] is users
+    status = outcome.status.to_api()  # type: ignore[union-attr]
+    assert status["promotion"]["state"] == "NotApplied"
+    assert status["promotion"]["modelUri"] == "pvc://m/s-trial-0"
+    [event] = [e for e in outcome.events if e.reason == "PromotionNotApplied"]
+    assert "storageUri: pvc://m/s-trial-0" in event.message
 
 
 def test_the_handler_is_registered_with_the_framework() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import random
@@ -36,6 +37,14 @@ def body(**spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": "s", "namespace": "ns", "uid": "uid-1", "generation": 1}, "spec": base}
 
 
+def applied(manifest: dict[str, Any], manager: str = "mlops-operator") -> dict[str, Any]:
+    """``manifest`` as the apiserver stores it after a server-side apply by ``manager``."""
+    stored: dict[str, Any] = json.loads(json.dumps(manifest))
+    fields: dict[str, Any] = {"f:spec": {"f:model": {}}, "f:metadata": {"f:labels": {}}}
+    stored["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply", "fieldsV1": fields}]
+    return stored
+
+
 class Cluster:
     """The sweep and its trials as the apiserver would hold them, driven pass by pass."""
 
@@ -44,13 +53,25 @@ class Cluster:
         self.children: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []
         self.promoted: list[dict[str, Any]] = []
+        self.model_deployments: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.clock = NOW
 
     def reconcile(self) -> rsweep.Plan:
+        """One pass as the handler makes it: plan, then decide the promotion against the target."""
         self.clock += datetime.timedelta(seconds=1)
         resource = sweep.HyperparameterSweep.from_body(self.body)
         plan = rsweep.plan(resource, children=list(self.children.values()), now=self.clock)
+        if plan.promote is not None:
+            assert resource.spec.promote is not None
+            existing = self.model_deployments.get(resource.spec.promote.model_deployment)
+            decision = rsweep.decide_promotion(
+                resource, plan, target=sweep_children.observe_target(existing), now=self.clock
+            )
+            if decision.apply is not None:
+                self.promoted.append(decision.apply)
+                self.model_deployments[decision.apply["metadata"]["name"]] = applied(decision.apply)
+            plan = dataclasses.replace(plan, status=decision.status, events=decision.events)
         for manifest in plan.create:
             name = manifest["metadata"]["name"]
             assert name not in self.children, f"duplicate trial {name}"
@@ -58,8 +79,6 @@ class Cluster:
         for name in plan.delete:
             self.deleted.append(name)
             self.children.pop(name)
-        if plan.promote:
-            self.promoted.append(plan.promote)
         self.events += plan.events
         self.body["status"] = plan.status.to_api()
         return plan
@@ -284,28 +303,142 @@ def test_best_trial_and_promotion_to_a_model_deployment() -> None:
     assert best.params == json.loads(
         c.children["s-trial-1"]["metadata"]["annotations"][sweep_children.ANNOTATION_PARAMS]
     )
-    assert plan.promote == {
-        "apiVersion": "mlops.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {
-            "name": "iris-prod",
-            "namespace": "ns",
-            "labels": {"mlops.dev/promoted-from-sweep": "s"},
-            "annotations": {"mlops.dev/promoted-trial": "s-trial-1"},
-        },
-        "spec": {"model": {"storageUri": "pvc://models/ns/s-trial-1"}},
-    }
-    assert plan.status.promotion is not None and plan.status.promotion.trial == "s-trial-1"
+    assert c.promoted == [
+        {
+            "apiVersion": "mlops.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {
+                "name": "iris-prod",
+                "namespace": "ns",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "mlops-operator",
+                    "mlops.dev/promoted-from-sweep": "s",
+                },
+                "annotations": {"mlops.dev/promoted-trial": "s-trial-1"},
+            },
+            "spec": {"model": {"storageUri": "pvc://models/ns/s-trial-1"}},
+        }
+    ]
+    promotion = plan.status.promotion
+    assert promotion is not None and (promotion.trial, promotion.state) == ("s-trial-1", "Created")
     assert plan.status.is_true("Promoted")
     assert ("Normal", "Promoted") in [e[:2] for e in plan.events]
     # Promoted once: the next pass leaves the ModelDeployment alone.
-    assert c.reconcile().promote is None
-    patch = sweep_children.promotion_patch(c.promoted[0])
-    assert patch["spec"]["model"] == {
-        "trainingJobRef": None,
-        "sweepRef": None,
-        "storageUri": "pvc://models/ns/s-trial-1",
+    assert c.reconcile().promote is None and len(c.promoted) == 1
+
+
+def user_model_deployment(manager: str = "argocd-controller", **labels: str) -> dict[str, Any]:
+    md = {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris-prod", "namespace": "ns", "labels": labels},
+        "spec": {"model": {"trainingJobRef": "iris-logreg"}, "replicas": 2},
     }
+    return applied(md, manager)
+
+
+def finished_sweep_into(existing: dict[str, Any] | None) -> tuple[Cluster, rsweep.Plan]:
+    c = Cluster(body(maxTrials=2, parallelism=2, promote={"modelDeployment": "iris-prod"}))
+    if existing is not None:
+        c.model_deployments["iris-prod"] = existing
+    c.reconcile()
+    c.finish("s-trial-0", 0.81)
+    c.finish("s-trial-1", 0.93)
+    return c, c.reconcile()
+
+
+def test_promotion_never_writes_a_model_deployment_its_user_owns() -> None:
+    """A GitOps-applied ModelDeployment is left alone; the status and an Event say what to set."""
+    user_md = user_model_deployment()
+    c, plan = finished_sweep_into(user_md)
+    assert c.promoted == [] and c.model_deployments["iris-prod"] == user_md
+    promotion = plan.status.promotion
+    assert promotion is not None
+    assert (promotion.model_deployment, promotion.trial, promotion.model_uri, promotion.state) == (
+        "iris-prod",
+        "s-trial-1",
+        "pvc://models/ns/s-trial-1",
+        "NotApplied",
+    )
+    cond = plan.status.condition("Promoted")
+    assert cond is not None and (cond.status, cond.reason) == ("False", "OwnedByUser")
+    events = [e for e in plan.events if e[1] == "PromotionNotApplied"]
+    assert len(events) == 1 and events[0][0] == "Normal"
+    assert "set spec.model to {storageUri: pvc://models/ns/s-trial-1} in iris-prod" in events[0][2]
+    # Decided: settled, and later passes neither write nor repeat the Event.
+    assert rsweep.settled(sweep.HyperparameterSweep.from_body(c.body))
+    again = c.reconcile()
+    assert again.promote is None and not [e for e in again.events if "Promot" in e[1]]
+
+
+@pytest.mark.parametrize(
+    ("existing", "state"),
+    [
+        # Made by the operator for this sweep and written by nobody else: updated.
+        (
+            applied(
+                {
+                    "metadata": {
+                        "name": "iris-prod",
+                        "labels": {
+                            "app.kubernetes.io/managed-by": "mlops-operator",
+                            "mlops.dev/promoted-from-sweep": "s",
+                        },
+                    },
+                    "spec": {"model": {"storageUri": "pvc://old"}},
+                }
+            ),
+            "Updated",
+        ),
+        # Labels copied into Git, but Argo CD applies the spec: the user's.
+        (
+            user_model_deployment(
+                **{"app.kubernetes.io/managed-by": "mlops-operator", "mlops.dev/promoted-from-sweep": "s"}
+            ),
+            "NotApplied",
+        ),
+        # Made by the operator for another sweep: not this sweep's to rewrite.
+        (
+            user_model_deployment(
+                "mlops-operator",
+                **{
+                    "app.kubernetes.io/managed-by": "mlops-operator",
+                    "mlops.dev/promoted-from-sweep": "other",
+                },
+            ),
+            "NotApplied",
+        ),
+        # Applied by the user with kubectl, no labels at all.
+        (user_model_deployment("kubectl"), "NotApplied"),
+    ],
+    ids=["operator-made-for-this-sweep", "labels-but-gitops-spec", "another-sweeps", "kubectl-applied"],
+)
+def test_the_operator_rewrites_only_a_model_deployment_it_made_for_this_sweep(
+    existing: dict[str, Any], state: str
+) -> None:
+    c, plan = finished_sweep_into(existing)
+    assert plan.status.promotion is not None and plan.status.promotion.state == state
+    assert bool(c.promoted) == (state == "Updated")
+    assert plan.status.is_true("Promoted") == (state == "Updated")
+
+
+def test_observe_target_reads_labels_and_the_managers_of_spec_fields() -> None:
+    assert sweep_children.observe_target(None) is None
+    md = {
+        "metadata": {
+            "labels": {"a": "b"},
+            "managedFields": [
+                {"manager": "mlops-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:model": {}}}},
+                {"manager": "mlops-operator-status", "subresource": "status", "fieldsV1": {"f:status": {}}},
+                {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {}}},
+                {"manager": "flux", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            ],
+        }
+    }
+    target = sweep_children.observe_target(md)
+    assert target == sweep_children.PromotionTarget(
+        labels={"a": "b"}, spec_managers=frozenset({"mlops-operator", "flux"})
+    )
 
 
 def test_promotion_is_skipped_below_the_threshold() -> None:

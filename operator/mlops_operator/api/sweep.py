@@ -30,7 +30,6 @@ import pydantic
 
 from mlops_operator.api import common, estimators, trainingjob
 
-ALGORITHMS = ("grid", "random", "tpe", "cmaes", "successiveHalving", "hyperband")
 MULTI_FIDELITY = ("successiveHalving", "hyperband")
 PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_PARAMETERS = 32
@@ -295,7 +294,9 @@ class Promote(common.ApiModel):
         min_length=1,
         max_length=63,
         pattern=common.DNS_LABEL_PATTERN,
-        description="The ModelDeployment (same namespace) to create or update with the best trial's model.",
+        description="The ModelDeployment (same namespace) to hand the best trial's model to: created "
+        "when missing; one the operator did not create for this sweep is never written (the status says "
+        "which spec.model to set).",
     )
     threshold: float | None = pydantic.Field(
         default=None,
@@ -442,7 +443,9 @@ class HyperparameterSweepSpec(common.ApiModel):
         default=None, description="Stop unpromising trials at the rungs of algorithm.budget."
     )
     promote: Promote | None = pydantic.Field(
-        default=None, description="Create or update a ModelDeployment with the best model on success."
+        default=None,
+        description="Hand the best model to a ModelDeployment on success (created by the operator when "
+        "missing; never written when its user or GitOps owns it).",
     )
 
 
@@ -495,14 +498,23 @@ class TrialFailure(common.ApiModel):
     message: str = pydantic.Field(default="", max_length=512, description="What the trial reported.")
 
 
+PromotionState = Literal["Created", "Updated", "NotApplied"]
+
+
 class Promotion(common.ApiModel):
-    """The ModelDeployment the best model was handed to."""
+    """The best model and the ModelDeployment it was promoted to (applied or not)."""
 
     model_deployment: str = pydantic.Field(description="The ModelDeployment's name.")
     trial: str = pydantic.Field(description="The promoted trial.")
     model_uri: str | None = pydantic.Field(default=None, description="The promoted model's directory.")
     objective_value: float | None = pydantic.Field(default=None, description="Its objective value.")
     time: str | None = pydantic.Field(default=None, description="When it was promoted (RFC 3339).")
+    state: PromotionState | None = pydantic.Field(
+        default=None,
+        description="Created: the operator created the ModelDeployment; Updated: it updated the one it "
+        "had created for this sweep; NotApplied: the ModelDeployment belongs to its user (or GitOps), "
+        "so the operator left its spec alone (the Promoted condition says what to set).",
+    )
 
 
 class HyperparameterSweepStatus(common.StatusBase):

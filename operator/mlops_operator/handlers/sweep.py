@@ -3,9 +3,11 @@
 Thin on purpose: every decision (which trials, which parameters, which phase, what to
 promote) is in ``reconcile.sweep``; this module only lists the sweep's TrainingJobs, creates
 the new ones (server-side apply under deterministic names, so a retried pass is a no-op),
-stops unfinished trials when the sweep ended, and points the ModelDeployment at the best
-model. The framework runs it on create, update, resume, every ``RESYNC_SECONDS`` and whenever a
-trial TrainingJob changes (they carry the sweep as controller owner), and writes the status.
+stops unfinished trials when the sweep ended, and hands the best model on: it reads the target
+ModelDeployment and applies what ``reconcile.sweep.decide_promotion`` says (only ever one that the
+operator creates or created itself; a user's or GitOps' spec is never written). The framework
+runs it on create, update, resume, every ``RESYNC_SECONDS`` and whenever a trial TrainingJob
+changes (they carry the sweep as controller owner), and writes the status.
 """
 
 from __future__ import annotations
@@ -22,20 +24,23 @@ from mlops_operator.reconcile import sweep_children
 RESYNC_SECONDS = 30.0
 
 
-def promote(ctx: framework.Context, manifest: dict[str, Any]) -> None:
-    """Create the ModelDeployment, or repoint an existing one without touching what its owner set."""
-    meta = manifest["metadata"]
-    existing = ctx.kube.get(common.API_VERSION, "ModelDeployment", meta["name"], meta["namespace"])
-    if existing is None:
-        ctx.kube.apply(manifest)
-    else:
-        ctx.kube.patch(
-            common.API_VERSION,
-            "ModelDeployment",
-            meta["name"],
-            meta["namespace"],
-            sweep_children.promotion_patch(manifest),
-        )
+def promote(
+    ctx: framework.Context, resource: sweep.HyperparameterSweep, plan: rsweep.Plan
+) -> rsweep.PromotionDecision:
+    """Read the target ModelDeployment, let the reconciler decide, apply only what the operator owns."""
+    assert resource.spec.promote is not None
+    existing = ctx.kube.get(
+        common.API_VERSION,
+        "ModelDeployment",
+        resource.spec.promote.model_deployment,
+        resource.metadata.namespace,
+    )
+    decision = rsweep.decide_promotion(
+        resource, plan, target=sweep_children.observe_target(existing), now=ctx.now
+    )
+    if decision.apply is not None:
+        ctx.kube.apply(decision.apply)
+    return decision
 
 
 def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
@@ -67,10 +72,12 @@ def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outc
             planned - listed,
             time.perf_counter() - planned,
         )
+    status, planned_events = plan.status, plan.events
     if plan.promote is not None:
-        promote(ctx, plan.promote)
-    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in plan.events]
-    return framework.Outcome(status=plan.status, events=events)
+        decision = promote(ctx, resource, plan)
+        status, planned_events = decision.status, decision.events
+    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in planned_events]
+    return framework.Outcome(status=status, events=events)
 
 
 REGISTRATION = framework.register(

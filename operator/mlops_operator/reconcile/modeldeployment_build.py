@@ -212,11 +212,15 @@ def pod_disruption_budget(md: api.ModelDeployment) -> dict[str, Any]:
     }
 
 
-HPA_METRICS = {"concurrency": "mlops_serve_inflight_requests", "rps": "mlops_serve_requests_per_second"}
+# The Pods metric each ``autoscaling.metric`` reads. The server exports counters, not rates: these
+# are what the prometheus-adapter rules shipped in charts/mlops-operator/files/
+# prometheus-adapter-values.yaml derive from them per pod (average concurrency by Little's law from
+# the latency histogram's _sum, prediction requests per second from mlops_serve_requests_total).
+HPA_METRICS = {"concurrency": "mlops_serve_concurrency", "rps": "mlops_serve_requests_per_second"}
 
 
 def horizontal_pod_autoscaler(md: api.ModelDeployment) -> dict[str, Any]:
-    """autoscaling/v2 HPA on a Pods metric (needs a custom-metrics adapter, e.g. prometheus-adapter)."""
+    """autoscaling/v2 HPA on a Pods metric (needs prometheus-adapter and its rules, see HPA_METRICS)."""
     scaling = md.spec.autoscaling
     assert scaling is not None
     target = scaling.target * scaling.target_utilization_percent / 100

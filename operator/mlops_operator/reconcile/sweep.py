@@ -31,13 +31,20 @@ Event = tuple[str, str, str]  # (type, reason, message)
 
 
 @dataclasses.dataclass(frozen=True)
+class PendingPromotion:
+    """A promotion this pass decided on, before the handler looked at the target ModelDeployment."""
+
+    best: sweep.BestTrial
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """One pass's decisions: the status, trials to create and to stop, the promotion to apply."""
 
     status: sweep.HyperparameterSweepStatus
     create: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     delete: list[str] = dataclasses.field(default_factory=list)
-    promote: dict[str, Any] | None = None
+    promote: PendingPromotion | None = None  # carried out by ``decide_promotion``
     events: list[Event] = dataclasses.field(default_factory=list)
 
 
@@ -283,7 +290,7 @@ def plan(
         )
         status = status.model_copy(update={"completion_time": None})
 
-    promote: dict[str, Any] | None = None
+    promote: PendingPromotion | None = None
     if status.phase == "Succeeded" and spec.promote is not None:
         status, promote = _promotion(resource, status, now=now)
     return Plan(
@@ -293,7 +300,7 @@ def plan(
 
 def _promotion(
     resource: sweep.HyperparameterSweep, status: sweep.HyperparameterSweepStatus, *, now: datetime.datetime
-) -> tuple[sweep.HyperparameterSweepStatus, dict[str, Any] | None]:
+) -> tuple[sweep.HyperparameterSweepStatus, PendingPromotion | None]:
     promote = resource.spec.promote
     assert promote is not None
     best = status.best_trial
@@ -321,23 +328,65 @@ def _promotion(
     done = status.promotion
     if done is not None and done.trial == best.name and done.model_deployment == promote.model_deployment:
         return status, None
+    return status, PendingPromotion(best=best)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotionDecision:
+    """What to do about the target ModelDeployment, and the status and Events that say so."""
+
+    status: sweep.HyperparameterSweepStatus
+    apply: dict[str, Any] | None  # the ModelDeployment to server-side apply, or None: write nothing
+    events: list[Event]
+
+
+def decide_promotion(
+    resource: sweep.HyperparameterSweep,
+    plan: Plan,
+    *,
+    target: sweep_children.PromotionTarget | None,
+    now: datetime.datetime,
+) -> PromotionDecision:
+    """Carry ``plan.promote`` out against the observed ModelDeployment (``None``: it does not exist).
+
+    Created when missing, updated when the operator made it for this sweep, and otherwise left
+    alone: a user's or GitOps' spec is theirs (see ``sweep_children.operator_owns``); the status
+    and an Event then say which model to set.
+    """
+    pending, promote = plan.promote, resource.spec.promote
+    assert pending is not None and promote is not None
+    best, name = pending.best, promote.model_deployment
+    summary = f"{best.name} ({resource.spec.objective.metric} {best.objective_value:g})"
+    state: sweep.PromotionState
+    if target is None or sweep_children.operator_owns(target, resource):
+        state = "Created" if target is None else "Updated"
+        apply = sweep_children.promotion_manifest(resource, best)
+        reason, message = "Promoted", f"{summary} handed to ModelDeployment {name} ({state.lower()})"
+    else:
+        state, apply, reason = "NotApplied", None, "OwnedByUser"
+        model = ", ".join(f"{k}: {v}" for k, v in sweep_children.promoted_model(resource, best).items())
+        message = (
+            f"{summary} not applied: ModelDeployment {name} was not created by this sweep, so its spec "
+            f"belongs to its user (or GitOps) and the operator does not write it; to serve this model "
+            f"set spec.model to {{{model}}} in {name}"
+        )
     record = sweep.Promotion(
-        model_deployment=promote.model_deployment,
+        model_deployment=name,
         trial=best.name,
         model_uri=best.model_uri,
         objective_value=best.objective_value,
         time=common.rfc3339(now),
+        state=state,
     )
-    status = status.model_copy(update={"promotion": record}).with_condition(
+    status = plan.status.model_copy(update={"promotion": record}).with_condition(
         "Promoted",
-        "True",
-        reason="Promoted",
-        message=f"{best.name} ({resource.spec.objective.metric} {best.objective_value:g}) handed to "
-        f"ModelDeployment {promote.model_deployment}",
+        "True" if apply is not None else "False",
+        reason=reason,
+        message=message,
         now=now,
-        generation=generation,
+        generation=resource.metadata.generation,
     )
-    return status, sweep_children.promotion_manifest(resource, best)
+    return PromotionDecision(status=status, apply=apply, events=transition_events(resource.status, status))
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,7 +436,11 @@ def transition_events(
         or (old_promoted.status, old_promoted.reason, old_promoted.message)
         != (new_promoted.status, new_promoted.reason, new_promoted.message)
     ):
-        kind = "Normal" if new_promoted.status == "True" else "Warning"
-        reason = "Promoted" if new_promoted.status == "True" else "PromotionSkipped"
+        if new_promoted.status == "True":
+            kind, reason = "Normal", "Promoted"
+        elif new_promoted.reason == "OwnedByUser":  # by design (GitOps), not a failure
+            kind, reason = "Normal", "PromotionNotApplied"
+        else:
+            kind, reason = "Warning", "PromotionSkipped"
         events.append((kind, reason, new_promoted.message))
     return events

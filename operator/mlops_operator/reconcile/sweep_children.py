@@ -5,6 +5,11 @@ restarted pass cannot duplicate it), labelled with its index, configuration and 
 annotated with the parameters the algorithm chose (JSON), its budget and, for CMA-ES, the
 generation it was asked in. ``observe`` reads those back into the algorithm's ``Trial``
 records: that is the sweep's whole memory.
+
+Promotion never writes a spec that a user or GitOps owns (Argo CD self-heal or Flux would revert
+it, the operator would write it again, forever): the operator applies the ModelDeployment only
+when there is none yet, or when it made that one itself for this sweep (``operator_owns``);
+otherwise the promoted model is only recorded in the sweep's status and an Event.
 """
 
 from __future__ import annotations
@@ -248,35 +253,61 @@ def validate(resource: sweep.HyperparameterSweep) -> list[str]:
 
 
 def promotion_manifest(resource: sweep.HyperparameterSweep, best: sweep.BestTrial) -> dict[str, Any]:
-    """The ModelDeployment to apply: the best trial's model directory (or the sweep, without one)."""
+    """The ModelDeployment to apply when the operator owns it: the best trial's model directory (or
+    the sweep, without one), labelled as made by the operator for this sweep."""
     assert resource.spec.promote is not None
-    model: dict[str, Any] = (
-        {"storageUri": best.model_uri} if best.model_uri else {"sweepRef": resource.metadata.name}
-    )
     return {
         "apiVersion": common.API_VERSION,
         "kind": "ModelDeployment",
         "metadata": {
             "name": resource.spec.promote.model_deployment,
             "namespace": resource.metadata.namespace,
-            "labels": {LABEL_PROMOTED_FROM: resource.metadata.name},
+            "labels": {
+                rcommon.LABEL_MANAGED_BY: rcommon.MANAGED_BY,
+                LABEL_PROMOTED_FROM: resource.metadata.name,
+            },
             "annotations": {ANNOTATION_PROMOTED_TRIAL: best.name},
         },
-        "spec": {"model": model},
+        "spec": {"model": promoted_model(resource, best)},
     }
 
 
-def promotion_patch(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON merge patch that points an existing ModelDeployment at the promoted model.
+def promoted_model(resource: sweep.HyperparameterSweep, best: sweep.BestTrial) -> dict[str, str]:
+    """The ``spec.model`` that serves ``best``: its model directory, or the sweep without one."""
+    return {"storageUri": best.model_uri} if best.model_uri else {"sweepRef": resource.metadata.name}
 
-    The other model sources are cleared (exactly one may be set); everything else the user
-    configured (replicas, canary, stage...) is left alone.
+
+@dataclasses.dataclass(frozen=True)
+class PromotionTarget:
+    """What the promotion needs to know of an existing ModelDeployment: who made it, who owns its spec."""
+
+    labels: Mapping[str, str]
+    spec_managers: frozenset[str]  # field managers owning any field under ``spec`` (managedFields)
+
+
+def observe_target(body: Mapping[str, Any] | None) -> PromotionTarget | None:
+    """Read an existing ModelDeployment (``None``: there is none) into a ``PromotionTarget``."""
+    if body is None:
+        return None
+    meta = body.get("metadata") or {}
+    managers = frozenset(
+        str(entry.get("manager", ""))
+        for entry in meta.get("managedFields") or []
+        if "f:spec" in (entry.get("fieldsV1") or {})
+    )
+    return PromotionTarget(labels=dict(meta.get("labels") or {}), spec_managers=managers)
+
+
+def operator_owns(target: PromotionTarget, resource: sweep.HyperparameterSweep) -> bool:
+    """Whether the operator may rewrite ``target``: it made it for this sweep and nobody else wrote its spec.
+
+    Labels alone are not enough (a user can copy them into Git); a spec field applied by another
+    field manager (kubectl, Argo CD, Flux) means a person or GitOps owns the object now, and
+    rewriting it would start an endless fight with self-heal.
     """
-    model = {"trainingJobRef": None, "sweepRef": None, "storageUri": None, **manifest["spec"]["model"]}
-    return {
-        "metadata": {
-            "labels": manifest["metadata"]["labels"],
-            "annotations": manifest["metadata"]["annotations"],
-        },
-        "spec": {"model": model},
-    }
+    labels = target.labels
+    return (
+        labels.get(rcommon.LABEL_MANAGED_BY) == rcommon.MANAGED_BY
+        and labels.get(LABEL_PROMOTED_FROM) == resource.metadata.name
+        and target.spec_managers <= {rcommon.MANAGED_BY}  # the operator's field manager (k8s.client)
+    )

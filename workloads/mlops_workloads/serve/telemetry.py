@@ -4,7 +4,9 @@ What the operator and people read from ``/metrics``:
 - ``mlops_serve_requests_total{endpoint,code}`` and ``mlops_serve_request_duration_seconds{endpoint}``:
   the canary verdict (error rate, p95) and the autoscaler (the histogram's ``_sum`` grows by
   one second per second of in-flight request, so its rate is the average concurrency by
-  Little's law, without the sampling noise of the gauge);
+  Little's law, without the sampling noise of the gauge). An HPA reads the same two per pod as
+  ``mlops_serve_concurrency`` and ``mlops_serve_requests_per_second``, rates that the chart's
+  prometheus-adapter rules (files/prometheus-adapter-values.yaml) derive from these counters;
 - ``mlops_serve_inflight_requests``: the instantaneous concurrency;
 - ``mlops_serve_predictions_total{class}`` (classifiers) or ``mlops_serve_prediction_value``
   (regressors): what the model answers;
