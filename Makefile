@@ -74,7 +74,7 @@ manifests: venv bin ## Render examples/install/{install,monitoring}.yaml and the
 verify: venv bin ## Fail when generated files differ from the models or the chart (like kueue's make verify).
 	$(PY) -m mlops_operator.crdgen --out crds --chart-out charts/mlops-operator/crds --check
 	$(PY) examples/install/render.py --check
-	$(PY) -m mlops_operator.api.estimators --check
+	$(PY) -m mlops_operator.crdgen.estimators --check
 
 # ---------------------------------------------------------------------------------------------
 # Checks

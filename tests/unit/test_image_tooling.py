@@ -103,7 +103,7 @@ def test_both_dockerfiles_share_the_base_stage_and_run_as_non_root() -> None:
         final = parsed.stages[-1].instructions
         assert ("USER", "1000:1000") in [(i.keyword, i.value) for i in final]
         assert [s.name for s in parsed.chain()] == ["base", "deps", None]
-    assert workloads.args["PIP_EXTRAS"] == "workloads" and operator.args["PIP_EXTRAS"] == ""
+    assert workloads.args["PIP_EXTRAS"] == "workloads" and operator.args["PIP_EXTRAS"] == "operator"
 
 
 def test_build_context_is_the_package_sources_only() -> None:

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from mlops_operator.api import sweep
-from mlops_workloads import plots
+from mlops_operator.cli import plots
 
 
 def synthetic(n: int = 40) -> list[dict[str, Any]]:
@@ -54,7 +54,7 @@ def test_plot_uses_no_global_pyplot_state(tmp_path: pathlib.Path) -> None:
     """The object API only (no pyplot, no global backend), checked in a fresh interpreter since
     other tests in this process may import pyplot themselves."""
     code = (
-        "import sys, pathlib; from mlops_workloads import plots; "
+        "import sys, pathlib; from mlops_operator.cli import plots; "
         "trials = [{'index': i, 'state': 'Succeeded', 'value': i / 10, 'params': {'x': i}} "
         "for i in range(5)]; "
         f"plots.plot_sweep(trials, pathlib.Path({str(tmp_path / 'p.png')!r}), direction='maximize', "

@@ -45,17 +45,6 @@ class ApiModel(pydantic.BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-ConditionType = Literal[
-    "Ready",
-    "Reconciling",
-    "Stalled",
-    "Running",
-    "Succeeded",
-    "Failed",
-    "Suspended",
-    "DriftDetected",
-    "Progressing",
-]
 ConditionStatus = Literal["True", "False", "Unknown"]
 # What a GitOps tool should conclude from a status, in kstatus' words
 # (sigs.k8s.io/cli-utils/pkg/kstatus): work still under way, done, or unable to proceed.

@@ -3,8 +3,11 @@
 A TrainingJob's ``model.params`` is checked here, in the operator, before any pod starts, so
 ``n_estimators: -3`` or a misspelt key fails in seconds with a message that names the
 parameter, instead of after an image pull and a data load. The operator must not import
-scikit-learn, so the constraints come from a static table (``estimators_table``) generated
-from the real libraries by ``estimators_gen`` and checked against them by a unit test.
+scikit-learn, so the constraints come from a static table: ``estimators.json`` beside this
+module, package data read once with ``importlib.resources`` (data, not 6,000 lines of Python
+for mypy and ruff to parse), generated from the real libraries by
+``mlops_operator.crdgen.estimators`` and checked against them by a unit test and
+``make verify``.
 
 Values arrive as JSON, so the checks are JSON-typed and deliberately a little stricter than
 scikit-learn: a boolean is not accepted where a number is expected, and only a JSON list is
@@ -13,8 +16,8 @@ integer, which matters for the few parameters where an int and a float mean diff
 (``max_features``, ``max_samples``, ``min_samples_split``, ``min_samples_leaf``): write such
 fractions as e.g. ``0.999`` or an explicit count.
 
-Run ``python -m mlops_operator.api.estimators --regenerate`` after upgrading scikit-learn,
-XGBoost or LightGBM.
+Run ``python -m mlops_operator.crdgen.estimators`` after upgrading scikit-learn, XGBoost or
+LightGBM; ``python -m mlops_operator.api.estimators --list`` prints the allowlist.
 """
 
 from __future__ import annotations
@@ -22,15 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
+import importlib.resources
 import json
 import math
-import pathlib
 import re
-import sys
 from collections.abc import Mapping
 from typing import Any, Literal
-
-from mlops_operator.api import estimators_table
 
 Task = Literal["classification", "regression"]
 
@@ -95,9 +96,21 @@ class Estimator:
         return bool(self.proba_params) and all(params.get(k) == v for k, v in self.proba_params.items())
 
 
+@functools.cache
+def table() -> dict[str, Any]:
+    """The generated table (``{"versions": ..., "estimators": ...}``), read once per process."""
+    text = (
+        importlib.resources.files("mlops_operator.api")
+        .joinpath("estimators.json")
+        .read_text(encoding="utf-8")
+    )
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
 def _build() -> dict[str, Estimator]:
     out: dict[str, Estimator] = {}
-    for name, entry in estimators_table.TABLE["estimators"].items():
+    for name, entry in table()["estimators"].items():
         out[name] = Estimator(
             name=name,
             import_path=entry["import"],
@@ -112,7 +125,7 @@ def _build() -> dict[str, Estimator]:
 
 
 REGISTRY: dict[str, Estimator] = _build()
-LIBRARY_VERSIONS: dict[str, str] = dict(estimators_table.TABLE["versions"])
+LIBRARY_VERSIONS: dict[str, str] = dict(table()["versions"])
 
 
 def names(task: Task | None = None) -> list[str]:
@@ -271,37 +284,22 @@ def validate_params(estimator: str, params: Mapping[str, Any] | None) -> list[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Regeneration
+# ``--list``
 # ---------------------------------------------------------------------------------------------
-
-TABLE_PATH = pathlib.Path(__file__).with_name("estimators_table.py")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the allowlist; regenerating it is ``python -m mlops_operator.crdgen.estimators``."""
     parser = argparse.ArgumentParser(prog="python -m mlops_operator.api.estimators", description=__doc__)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--regenerate", action="store_true", help="rewrite estimators_table.py")
-    group.add_argument("--check", action="store_true", help="exit 1 when the table is out of date")
-    group.add_argument("--list", action="store_true", help="print the estimators and their parameters")
-    args = parser.parse_args(argv)
-    if args.list:
-        for name in names():
-            entry = REGISTRY[name]
-            print(f"{name} ({entry.task}, {entry.import_path})")
-            for pname, param in sorted(entry.params.items()):
-                print(f"  {pname}: {describe_param(param)} (default {json.dumps(param['default'])})")
-        return 0
-    from mlops_operator.api import estimators_gen  # imports scikit-learn: only here
-
-    if args.regenerate:
-        table = estimators_gen.write(TABLE_PATH, previous=estimators_table.TABLE)
-        print(f"wrote {TABLE_PATH} ({len(table['estimators'])} estimators, {table['versions']})")
-        return 0
-    fresh = estimators_gen.generate()
-    stale = [n for n, e in fresh["estimators"].items() if estimators_table.TABLE["estimators"].get(n) != e]
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run with --regenerate", file=sys.stderr)
-        return 1
+    parser.add_argument(
+        "--list", action="store_true", required=True, help="print the estimators and their parameters"
+    )
+    parser.parse_args(argv)
+    for name in names():
+        entry = REGISTRY[name]
+        print(f"{name} ({entry.task}, {entry.import_path})")
+        for pname, param in sorted(entry.params.items()):
+            print(f"  {pname}: {describe_param(param)} (default {json.dumps(param['default'])})")
     return 0
 
 

@@ -29,7 +29,6 @@ from mlops_operator.api import common, estimators
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"]
 Direction = Literal["maximize", "minimize"]
 Phase = Literal["Pending", "WaitingForData", "Queued", "Suspended", "Running", "Succeeded", "Failed"]
-ACTIVE_PHASES: tuple[str, ...] = ("Running",)
 FINISHED_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"

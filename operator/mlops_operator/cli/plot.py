@@ -3,13 +3,14 @@ which parameters mattered.
 
 The trials are the sweep's TrainingJobs (label ``mlops.dev/hyperparametersweep``); each finished
 one reports ``status.objectiveValue``. Failed trials are marked on the axis, so a sweep that
-burns half its budget on failures shows it. The drawing is ``mlops_workloads.plots`` (the
-workloads extra: matplotlib, optuna), imported only when a plot is asked for.
+burns half its budget on failures shows it. The drawing is :mod:`mlops_operator.cli.plots`
+(the ``cli`` extra: matplotlib, with Optuna's fANOVA), imported only when a plot is asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 from typing import Any
 
@@ -106,14 +107,12 @@ def collect(sweep: dict[str, Any], trainingjobs: list[dict[str, Any]]) -> SweepP
 
 
 def render_png(plot: SweepPlot, path: str, trainingjobs: list[dict[str, Any]] | None = None) -> None:
-    """Draw with the one sweep plot of the project (``mlops_workloads.plots``: objective per
-    trial, best so far, failures, and fANOVA parameter importance)."""
-    try:
-        from mlops_workloads import plots
-    except ImportError as exc:
-        raise kube.CliError(
-            "plots need matplotlib and optuna: pip install 'mlops-operator[workloads]'"
-        ) from exc
+    """Draw with the one sweep plot of the project (:mod:`mlops_operator.cli.plots`: objective
+    per trial, best so far, failures, and fANOVA parameter importance)."""
+    missing = [m for m in ("matplotlib", "optuna", "sklearn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise kube.CliError(f"plots need {', '.join(missing)}: pip install 'mlops-operator[cli]'")
+    from mlops_operator.cli import plots
 
     records = plots.trials_from_trainingjobs(trainingjobs or [], metric=plot.metric)
     title = f"HyperparameterSweep {plot.name}" + (f" · {plot.algorithm}" if plot.algorithm else "")

@@ -1,18 +1,17 @@
 """HTTP/1.1 front end: asyncio (uvloop when installed) + httptools, the stack uvicorn is built on.
 
-Chosen by measurement (``benchmarks/serving/stacks.py``: the same ``App`` behind this front
-end, aiohttp and Starlette+uvicorn, one wrk load generator, interleaved rounds): plain
-framework handlers cannot batch, and at 32 concurrent clients they reached 60-75 req/s
-against 700-1,400 for this front end with adaptive batching.
+Chosen by measurement (``benchmarks/serving/stacks.py`` runs the same ``App`` behind this
+front end, aiohttp and Starlette+uvicorn; the figures live there, not here): plain framework
+handlers answer each request with its own model call and cannot batch, which is where a
+model server spends its time.
 
 A parsed request is not answered inside ``data_received``: it is queued, and every request
 that arrived meanwhile (on any connection) is scored by ONE model call, which costs about
 the same for 1 row as for 100. The joint call runs on one worker thread (``offload``) while
-the loop keeps reading the next requests, which form the next batch; measured against the
-same batching on the loop it was faster at concurrency 1 (about 2x on the shared test
-machine) and at 32 (1.4x, with a quarter of the p99). The queue is also what the in-flight
-gauge counts, so the autoscaler sees real concurrency. Responses on a connection are written
-in request order (pipelining-safe).
+the loop keeps reading the next requests, which form the next batch, so reading and scoring
+overlap (it beat the same batching run on the loop, at low and high concurrency). The queue
+is also what the in-flight gauge counts, so the autoscaler sees real concurrency. Responses
+on a connection are written in request order (pipelining-safe).
 """
 
 from __future__ import annotations

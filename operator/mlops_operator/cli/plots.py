@@ -1,9 +1,11 @@
 """Plots of a HyperparameterSweep's trials: objective per trial, best so far, parameter importance.
 
-Lives in the workloads package, not the operator: it needs matplotlib, which the operator must
-never import (startup time and memory of every operator pod). The CLI reads a sweep's trial
-TrainingJobs from the cluster, turns them into plain records with ``trials_from_trainingjobs``
-(the labels and annotations are the API contract in ``mlops_operator.api.sweep``) and calls
+The drawing behind ``mlops plot sweep`` (:mod:`mlops_operator.cli.plot` reads the cluster and
+calls it). It lives with the CLI, its only user: matplotlib is the ``cli`` extra, so neither
+the operator's pods (startup time, memory) nor the workloads image ship it, and the import
+contracts keep the operator's process and the workloads from importing the CLI. The CLI
+turns a sweep's trial TrainingJobs into plain records with ``trials_from_trainingjobs`` (the
+labels and annotations are the API contract in ``mlops_operator.api.sweep``) and calls
 ``plot_sweep``. Rendering goes through matplotlib's object API and the Agg canvas directly,
 so no global backend is set and no display is needed.
 
