@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mlops_operator.api import estimators, trainingjob
+from mlops_operator.api import estimators, trainingjob, workload
 from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import trainingjob_build as build
 from mlops_workloads import runtime
@@ -171,7 +171,7 @@ def test_train_matches_independent_sklearn(
             assert got[name] == pytest.approx(want[name], rel=1e-9, abs=1e-12), (split, name)
     assert result["objectiveMetric"] == metrics[0]
     assert result["objectiveValue"] == result["metrics"]["validation"][metrics[0]]
-    assert len(runtime.compact({"ok": True, **result}).encode()) <= runtime.RESULT_LIMIT
+    assert len(runtime.compact({"ok": True, **result}).encode()) <= workload.RESULT_LIMIT
 
     # The saved model directory is self-contained and the Pipeline predicts like the model above.
     out = tmp_path / "model"
@@ -302,7 +302,7 @@ def test_untrusted_preprocessor_is_refused(tmp_path: pathlib.Path) -> None:
     tj = make_tj("LogisticRegression", {})
     with pytest.raises(runtime.WorkloadError) as err:
         run.train(config_for(tj, data_dir, tmp_path / "m"))
-    assert err.value.reason == "UntrustedArtifact"
+    assert err.value.reason == "UntrustedModel"
     assert "_evil" in err.value.message
 
 
@@ -345,6 +345,6 @@ def test_module_entrypoint_writes_the_termination_message(
         timeout=120,
         check=False,
     )
-    assert proc.returncode == build.PERMANENT_EXIT_CODE  # podFailurePolicy: no retry
+    assert proc.returncode == workload.PERMANENT_EXIT_CODE  # podFailurePolicy: no retry
     failure = rcommon.parse_result((tmp_path / "result").read_text())
     assert failure == {"ok": False, "reason": "DatasetNotFound", "error": failure["error"]}

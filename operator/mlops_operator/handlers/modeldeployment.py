@@ -29,8 +29,8 @@ from typing import Any, Protocol
 from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
 from mlops_operator.handlers import framework
-from mlops_operator.reconcile import autoscale
 from mlops_operator.reconcile import modeldeployment as rmd
+from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
 
@@ -146,6 +146,7 @@ def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
         )
     selector = ",".join(f"{k}={v}" for k, v in build.selector(md).items())
     pods = ctx.kube.list("v1", "Pod", ns, label_selector=selector)
+    observed.pods = pods
     now = ctx.now.timestamp()
     scraped = _scrape_all(pods, now=now)
     for track, metrics in scraped.values():
@@ -197,14 +198,8 @@ def _remember_scrapes(
 
 def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
     md = api.ModelDeployment.from_body(body)
-    ns = md.metadata.namespace
     plan = rmd.plan(md, observed=observe(ctx, md), now=ctx.now, settings=ctx.settings)
-    for ref in plan.delete:
-        ctx.kube.delete(ref.api_version, ref.kind, ref.name, ns)
-    for manifest in plan.apply:
-        ctx.kube.apply(manifest)
-    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in plan.events]
-    return framework.Outcome(status=plan.status, events=events)
+    return framework.carry_out(ctx, md.metadata.namespace, plan)
 
 
 REGISTRATION = framework.register(

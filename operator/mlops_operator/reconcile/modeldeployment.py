@@ -19,10 +19,11 @@ from typing import Any
 
 from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
-from mlops_operator.reconcile import autoscale
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+from mlops_operator.reconcile import plan as rplan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,21 +48,15 @@ class Observed:
     deployments: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
     pod_metrics: dict[str, list[mmetrics.PodMetrics]] = dataclasses.field(default_factory=dict)
     pod_history: dict[str, list[tuple[mmetrics.PodMetrics, ...]]] = dataclasses.field(default_factory=dict)
+    pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # serving pods, both tracks
     load_sample: float | None = None
     retrain_job: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
-class ChildRef:
-    api_version: str
-    kind: str
-    name: str
-
-
-@dataclasses.dataclass
 class Plan:
     apply: list[dict[str, Any]]
-    delete: list[ChildRef]
+    delete: list[rplan.ChildRef]
     status: api.ModelDeploymentStatus
     events: list[tuple[str, str, str]]
 
@@ -202,7 +197,7 @@ def plan(
     old = md.status
     events: list[tuple[str, str, str]] = []
     apply: list[dict[str, Any]] = []
-    delete: list[ChildRef] = []
+    delete: list[rplan.ChildRef] = []
     status = old.model_copy(deep=True)
     status.observed_generation = generation
     status.stage = spec.stage
@@ -306,7 +301,7 @@ def plan(
             )
         )
     elif observed.deployments.get("canary") is not None:
-        delete.append(ChildRef("apps/v1", "Deployment", build.deployment_name(md, "canary")))
+        delete.append(rplan.ChildRef("apps/v1", "Deployment", build.deployment_name(md, "canary")))
     want_pdb = (total or 0) > 1 or (
         hpa and spec.autoscaling is not None and spec.autoscaling.min_replicas > 1
     )
@@ -314,12 +309,12 @@ def plan(
     if want_pdb:
         apply.append(build.pod_disruption_budget(md))
     else:
-        delete.append(ChildRef("policy/v1", "PodDisruptionBudget", pdb_name))
+        delete.append(rplan.ChildRef("policy/v1", "PodDisruptionBudget", pdb_name))
     if hpa:
         apply.append(build.horizontal_pod_autoscaler(md))
     elif spec.autoscaling is not None or old.last_scale is None or old.last_scale.reason != "Fixed":
         delete.append(
-            ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", build.owner(md).child_name("hpa"))
+            rplan.ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", build.owner(md).child_name("hpa"))
         )
 
     # Replicas and rollout state.
@@ -355,6 +350,9 @@ def plan(
         phase, reason, message = "Progressing", "RollingOut", f"{ready_total}/{desired_total} pods ready"
     else:
         phase, reason, message = "Ready", "Serving", f"serving {stable_uri}"
+    refusal = model_refusal(observed.pods) if phase != "Archived" else None
+    if refusal is not None:
+        phase, reason, message = "Failed", refusal[0], refusal[1]
     if stale_uri and phase != "Archived":
         message = f"{message}; new model not ready: {stable.message}"
     serving = (_ready(stable_dep) > 0 or phase == "Ready") and phase not in {"Archived", "ScaledToZero"}
@@ -366,7 +364,7 @@ def plan(
     # GitOps tools: Stalled when what the spec asks cannot be reached without a change to it (the
     # canary was rolled back, the new model's source failed), even while the stable model serves.
     rolled_back = canary_status is not None and canary_status.state == "RolledBack"
-    stalled = rolled_back or (stale_uri and stable.failed)
+    stalled = rolled_back or (stale_uri and stable.failed) or refusal is not None
     # Reconciling / Stalled name what the rollout waits on: the new model's source when it lags.
     stall_reason, stall_message = (stable.reason if stale_uri else reason), message
     if rolled_back and canary_status is not None:
@@ -398,11 +396,40 @@ def plan(
     )
     status.phase = phase
     if old.phase != phase:
-        events.append(("Normal", phase, message[:1024]))
+        events.append(("Warning" if refusal else "Normal", phase if not refusal else reason, message[:1024]))
+    if refusal is not None or status.condition("Failed") is not None:
+        failed: common.ConditionStatus = "True" if refusal is not None else "False"
+        status = status.with_condition(
+            "Failed", failed, reason=reason, message=message, now=now, generation=generation
+        )
 
     # Drift.
     status = _drift(md, observed, status=status, apply=apply, events=events, now=now)
     return Plan(apply=apply, delete=delete, status=status, events=events)
+
+
+MODEL_REFUSED_REASONS = frozenset({"UntrustedModel"})
+"""Serving failures no restart can heal: the server refused the model file and never served."""
+
+
+def model_refusal(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) when a stable-track serving container exited refusing its model file.
+
+    The serve workload writes ``{ok: false, reason, error}`` to its termination message and
+    exits before it binds its port; the kubelet keeps it in ``lastState`` while the pod sits
+    in CrashLoopBackOff, so the reason is there to read on every pass.
+    """
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(build.LABEL_TRACK, "stable") != "stable":
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+                term = state.get("terminated") or {}
+                detail = rcommon.parse_result(term.get("message")) or {}
+                if detail.get("ok") is False and detail.get("reason") in MODEL_REFUSED_REASONS:
+                    return str(detail["reason"]), str(detail.get("error") or detail["reason"])[:1024]
+    return None
 
 
 def _drift(
@@ -451,11 +478,10 @@ def _drift(
             events.append(("Warning", "DriftDetected", message))
         if policy.retrain is not None:
             last = drift.last_retrain_time
-            cooled = (
-                last is None
-                or (now - datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
-                >= policy.retrain.cooldown_seconds
-            )
+            last_time = common.parse_rfc3339(last)
+            if last is not None and last_time is None:  # as before: a bad timestamp fails the pass
+                raise ValueError(f"status.drift.lastRetrainTime is not a timestamp: {last!r}")
+            cooled = last_time is None or (now - last_time).total_seconds() >= policy.retrain.cooldown_seconds
             if cooled:
                 index = drift.retrains + 1
                 job = build.retrain_job(md, index=index, reason=message)

@@ -3,9 +3,10 @@
 A model directory is self-contained (see the shared data contract): ``model.skops`` holds
 ONE fitted ``Pipeline`` over the raw feature columns, ``schema.json`` says what a request
 must carry, ``baseline.json`` holds the training split's per-feature distribution for
-drift, and ``model_card.json`` says where the model came from. skops refuses to build
-any type it does not trust; we trust only types from an allowlist of module prefixes and
-refuse the file otherwise, so a tampered artifact cannot run code in the server.
+drift, and ``model_card.json`` says where the model came from. ``skops_io`` checks every
+type and function the file would build against exact names (what our own models are made
+of) and refuses it otherwise with ``UntrustedModel``, before the server binds its port: a
+tampered artifact cannot run code in the server, and the pod exits with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 from mlops_workloads import runtime, skops_io
 
-ALLOWED_MODULE_PREFIXES = skops_io.ALLOWED_MODULE_PREFIXES
 NUMERIC_DTYPES = frozenset({"float", "int"})
 CATEGORICAL_DTYPES = frozenset({"category", "string", "bool"})
 
@@ -94,9 +94,9 @@ class Bundle:
         return self.schema.task
 
 
-def check_untrusted(types: list[str], *, prefixes: tuple[str, ...] = ALLOWED_MODULE_PREFIXES) -> list[str]:
-    """The types skops would not load by default, if all of them are allowlisted; else refuse."""
-    return skops_io.check_untrusted(types, prefixes=prefixes)
+def check_untrusted(types: list[str]) -> list[str]:
+    """The types skops would not load by default, if every one is allowlisted exactly; else refuse."""
+    return skops_io.check_untrusted(types)
 
 
 def file_digest(path: pathlib.Path) -> str:
@@ -130,7 +130,7 @@ def load(model_dir: str | pathlib.Path) -> Bundle:
     schema = Schema.from_json(_read_json(path / "schema.json", required=True))
     baseline = _read_json(path / "baseline.json", required=False)
     card = _read_json(path / "model_card.json", required=False)
-    pipeline = skops_io.load(model_file, untrusted_reason="UntrustedModel", invalid_reason="InvalidModel")
+    pipeline = skops_io.load(model_file, invalid_reason="InvalidModel")
     if not hasattr(pipeline, "predict"):
         raise runtime.WorkloadError(
             "InvalidModel", f"model.skops holds a {type(pipeline).__name__}, not a model"

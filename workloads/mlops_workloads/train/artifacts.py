@@ -1,8 +1,8 @@
 """Reading a prepared Dataset version and writing a model directory (the shared data contracts).
 
-skops files are loaded only after every type they hold is checked against an allowlist of
-module prefixes: a Dataset directory on a shared volume must not be a way to run code in
-the training pod.
+skops files are loaded only after every type and function they hold is checked against
+exact names (``skops_io``), and refused with ``UntrustedModel`` otherwise: a Dataset
+directory on a shared volume must not be a way to run code in the training pod.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from typing import Any
 
 from mlops_workloads import runtime, skops_io
 
-ALLOWED_MODULE_PREFIXES = skops_io.ALLOWED_MODULE_PREFIXES
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
 def load_skops(path: pathlib.Path) -> Any:
     """Load a skops file, trusting only allowlisted types; refuse anything else by name."""
-    return skops_io.load(path, untrusted_reason="UntrustedArtifact", invalid_reason="InvalidArtifact")
+    return skops_io.load(path, invalid_reason="InvalidArtifact")
 
 
 def read_json(path: pathlib.Path, *, required: bool = True) -> dict[str, Any]:
