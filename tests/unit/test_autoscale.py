@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mlops_operator.api import modeldeployment as md_api
-from mlops_operator.reconcile import autoscale
+from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 
 POLICY = autoscale.Policy(
     min_replicas=1,

@@ -15,6 +15,7 @@ from mlops_operator.api import common
 from mlops_operator.handlers import framework
 from mlops_operator.k8s import client
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import plan as rplan
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -71,7 +72,7 @@ def _reg(fn: framework.ReconcileFn) -> framework.Registration:
 def test_status_is_written_once_and_events_follow_it() -> None:
     def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
         status = common.StatusBase(observed_generation=3, phase="Ready")
-        return framework.Outcome(status=status, events=[framework.EventNote("Ready", "done")])
+        return framework.Outcome(status=status, events=[rplan.EventNote.normal("Ready", "done")])
 
     kube = RecordingKube()
     stored = framework.run(_reg(fn), _ctx(kube), _body())
@@ -124,6 +125,26 @@ def test_rejected_child_is_reported_on_the_object() -> None:
     kube = RecordingKube()
     stored = framework.run(_reg(fn), _ctx(kube), _body())
     assert stored is not None and stored["reason"] == "ChildRejected" and kube.events[0][0] == "Warning"
+
+
+def test_a_rejected_child_warns_once_per_distinct_message() -> None:
+    """The API keeps refusing the child on every pass (a resync every few seconds): one Warning
+    per cause, not one per pass; a different refusal is a new cause and warns again."""
+    message = {"text": "spec.template: bad"}
+
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        raise client.ApiError(status=422, reason="Invalid", message=message["text"])
+
+    first = RecordingKube()
+    stored = framework.run(_reg(fn), _ctx(first), _body())
+    assert stored is not None and [e[:2] for e in first.events] == [("Warning", "ChildRejected")]
+    again = RecordingKube()
+    assert framework.run(_reg(fn), _ctx(again), _body(stored)) == stored
+    assert again.events == [] and again.statuses == []
+    message["text"] = "spec.template.spec.containers[0].image: Required value"
+    changed = RecordingKube()
+    framework.run(_reg(fn), _ctx(changed), _body(stored))
+    assert len(changed.events) == 1 and "Required value" in changed.events[0][2]
 
 
 def test_deleted_objects_are_left_alone() -> None:

@@ -261,7 +261,7 @@ def test_sweep_running_succeeded_failed() -> None:
     plan = sweep_pass(body, [])
     result, health = judge("HyperparameterSweep", plan.status)
     assert (result.status, health) == ("InProgress", "Progressing")
-    trial = copy.deepcopy(plan.create[0])
+    trial = copy.deepcopy(plan.create_once[0])
     trial["status"] = {
         "phase": "Succeeded",
         "objectiveMetric": "accuracy",

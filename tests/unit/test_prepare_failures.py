@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mlops_operator.api import dataset as api
-from mlops_workloads import prepare as prepare_pkg
+from mlops_operator.api import workload
 from mlops_workloads import runtime
 from mlops_workloads.prepare import __main__ as prepare_main
 from mlops_workloads.prepare import pipeline
@@ -195,11 +195,11 @@ def run_main(tmp_path: pathlib.Path, config: str) -> tuple[int, dict[str, Any]]:
     result_file = tmp_path / "termination-log"
     env = {
         **os.environ,
-        runtime.CONFIG_ENV: config,
-        runtime.RESULT_PATH_ENV: str(result_file),
+        workload.CONFIG_ENV: config,
+        workload.RESULT_PATH_ENV: str(result_file),
         "TMPDIR": str(tmp_path),
     }
-    env.pop(runtime.CONFIG_FILE_ENV, None)
+    env.pop(workload.CONFIG_FILE_ENV, None)
     proc = subprocess.run(
         [sys.executable, "-m", "mlops_workloads.prepare"],
         check=False,
@@ -219,7 +219,7 @@ def test_main_success_writes_the_result(tmp_path: pathlib.Path) -> None:
     code, result = run_main(tmp_path, json.dumps(config))
     assert code == 0
     assert result["ok"] is True and result["rows"]["input"] == 150
-    assert len(json.dumps(result)) <= runtime.RESULT_LIMIT
+    assert len(json.dumps(result)) <= workload.RESULT_LIMIT
 
 
 def test_main_data_error_exits_permanent(tmp_path: pathlib.Path) -> None:
@@ -232,7 +232,7 @@ def test_main_data_error_exits_permanent(tmp_path: pathlib.Path) -> None:
         },
     }
     code, result = run_main(tmp_path, json.dumps(config))
-    assert code == prepare_pkg.PERMANENT_EXIT_CODE
+    assert code == workload.PERMANENT_EXIT_CODE
     assert result == {"ok": False, "reason": "SchemaMismatch", "error": result["error"]}
     assert "target column 'target'" in result["error"]
 
@@ -251,10 +251,10 @@ def test_main_transient_error_exits_one(tmp_path: pathlib.Path) -> None:
 
 
 def test_main_invalid_config(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(runtime.CONFIG_ENV, json.dumps({"dataset": "d", "spec": {"sources": []}}))
-    monkeypatch.delenv(runtime.CONFIG_FILE_ENV, raising=False)
-    monkeypatch.setenv(runtime.RESULT_PATH_ENV, str(tmp_path / "log"))
-    assert prepare_main.main() == prepare_pkg.PERMANENT_EXIT_CODE
+    monkeypatch.setenv(workload.CONFIG_ENV, json.dumps({"dataset": "d", "spec": {"sources": []}}))
+    monkeypatch.delenv(workload.CONFIG_FILE_ENV, raising=False)
+    monkeypatch.setenv(workload.RESULT_PATH_ENV, str(tmp_path / "log"))
+    assert prepare_main.main() == workload.PERMANENT_EXIT_CODE
     result = json.loads((tmp_path / "log").read_text())
     assert result["reason"] == "InvalidConfig"
 

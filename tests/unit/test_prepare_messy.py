@@ -269,6 +269,7 @@ def test_fast_median_fits_exactly_what_scikit_learn_fits(keep_empty: bool) -> No
 
 def test_result_fits_the_termination_message(tmp_path: pathlib.Path) -> None:
     """Many columns with gaps, long names and warnings: the summary still fits in 4 KiB, whole."""
+    from mlops_operator.api import workload
     from mlops_workloads import runtime
 
     rng = np.random.default_rng(2)
@@ -285,7 +286,7 @@ def test_result_fits_the_termination_message(tmp_path: pathlib.Path) -> None:
         {"sources": [{"file": {"uri": f"file://{tmp_path}/wide.csv"}}], "schema": {"target": "label"}},
     )
     text = runtime.compact({"ok": True, **result})
-    assert len(text.encode()) <= runtime.RESULT_LIMIT
+    assert len(text.encode()) <= workload.RESULT_LIMIT
     parsed = json.loads(text)
     assert "truncated" not in parsed
     assert parsed["storageUri"] == result["storageUri"] and parsed["rows"]["input"] == 60

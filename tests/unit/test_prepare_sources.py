@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from mlops_operator.api import dataset as api
+from mlops_operator.api import workload
 from mlops_workloads import runtime
 from mlops_workloads.prepare import pipeline
 
@@ -252,7 +253,7 @@ def test_the_operators_configmap_runs_the_workload(tmp_path: pathlib.Path) -> No
     config_map = rds.build_configmap(ds, settings=rcommon.Settings(pvc_root=str(tmp_path)))
     config_file = tmp_path / "config.json"
     config_file.write_text(config_map["data"]["config.json"])
-    config = runtime.load_config(api.PrepareConfig, {runtime.CONFIG_FILE_ENV: str(config_file)})
+    config = runtime.load_config(api.PrepareConfig, {workload.CONFIG_FILE_ENV: str(config_file)})
     result = pipeline.prepare(config, scratch_dir=str(tmp_path))
     assert result["storageUri"] == f"pvc://data/datasets/iris/{result['digest']}"
     written = tmp_path / "pvc" / "data" / "datasets" / "iris" / result["digest"]

@@ -12,6 +12,7 @@ import pytest
 from mlops_operator.api import dataset as api
 from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import dataset as rds
+from mlops_operator.reconcile import plan as rplan
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 SETTINGS = rcommon.Settings(workload_image="registry.local/mlops-workloads:1.2.3")
@@ -154,6 +155,7 @@ def test_job_golden() -> None:
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
                     "securityContext": {
                         "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                         "seccompProfile": {"type": "RuntimeDefault"},
@@ -182,6 +184,7 @@ def test_job_golden() -> None:
                                 "runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]},
                                 "seccompProfile": {"type": "RuntimeDefault"},
                             },
+                            "terminationMessagePath": "/dev/termination-log",
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "resources": {
                                 "requests": {"cpu": "2", "memory": "4Gi"},
@@ -407,8 +410,8 @@ def test_spec_change_makes_a_new_job_deletes_the_old_and_keeps_the_last_version(
         ("Job", new_name),
     ]
     assert plan.delete == [
-        rds.ChildRef("v1", "ConfigMap", old_name),
-        rds.ChildRef("batch/v1", "Job", old_name),
+        rplan.ChildRef("v1", "ConfigMap", old_name),
+        rplan.ChildRef("batch/v1", "Job", old_name),
     ]
     status = plan.status
     assert status.phase == "Pending" and status.job_name == new_name

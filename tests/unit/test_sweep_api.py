@@ -11,7 +11,7 @@ import yaml
 
 from mlops_operator.api import sweep
 from mlops_operator.crdgen import crd
-from mlops_operator.reconcile import sweep_children
+from mlops_operator.reconcile import sweep_build
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -119,4 +119,4 @@ def test_committed_crd_is_up_to_date() -> None:
 def test_examples_parse_and_pass_the_operator_checks(path: pathlib.Path) -> None:
     body = yaml.safe_load(path.read_text())
     resource = sweep.HyperparameterSweep.from_body(body)
-    assert sweep_children.validate(resource) == []
+    assert sweep_build.validate(resource) == []

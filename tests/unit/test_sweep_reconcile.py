@@ -12,7 +12,7 @@ import pytest
 
 from mlops_operator.api import sweep
 from mlops_operator.reconcile import sweep as rsweep
-from mlops_operator.reconcile import sweep_children
+from mlops_operator.reconcile import sweep_build
 
 NOW = datetime.datetime(2025, 3, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -66,19 +66,19 @@ class Cluster:
             assert resource.spec.promote is not None
             existing = self.model_deployments.get(resource.spec.promote.model_deployment)
             decision = rsweep.decide_promotion(
-                resource, plan, target=sweep_children.observe_target(existing), now=self.clock
+                resource, plan, target=sweep_build.observe_target(existing), now=self.clock
             )
             if decision.apply is not None:
                 self.promoted.append(decision.apply)
                 self.model_deployments[decision.apply["metadata"]["name"]] = applied(decision.apply)
             plan = dataclasses.replace(plan, status=decision.status, events=decision.events)
-        for manifest in plan.create:
+        for manifest in plan.create_once:
             name = manifest["metadata"]["name"]
             assert name not in self.children, f"duplicate trial {name}"
             self.children[name] = json.loads(json.dumps(manifest))
-        for name in plan.delete:
-            self.deleted.append(name)
-            self.children.pop(name)
+        for ref in plan.delete:
+            self.deleted.append(ref.name)
+            self.children.pop(ref.name)
         self.events += plan.events
         self.body["status"] = plan.status.to_api()
         return plan
@@ -124,8 +124,8 @@ class Cluster:
 def test_first_pass_creates_parallelism_trials_with_deterministic_names_and_labels() -> None:
     c = Cluster(body())
     plan = c.reconcile()
-    assert [m["metadata"]["name"] for m in plan.create] == ["s-trial-0", "s-trial-1", "s-trial-2"]
-    trial = plan.create[1]
+    assert [m["metadata"]["name"] for m in plan.create_once] == ["s-trial-0", "s-trial-1", "s-trial-2"]
+    trial = plan.create_once[1]
     meta = trial["metadata"]
     assert meta["ownerReferences"][0] == {
         "apiVersion": "mlops.dev/v1alpha1",
@@ -136,9 +136,9 @@ def test_first_pass_creates_parallelism_trials_with_deterministic_names_and_labe
         "blockOwnerDeletion": True,
     }
     assert meta["labels"]["mlops.dev/hyperparametersweep"] == "s"
-    assert meta["labels"][sweep_children.LABEL_TRIAL_INDEX] == "1"
+    assert meta["labels"][sweep_build.LABEL_TRIAL_INDEX] == "1"
     assert meta["labels"]["app.kubernetes.io/component"] == "trial"
-    params = json.loads(meta["annotations"][sweep_children.ANNOTATION_PARAMS])
+    params = json.loads(meta["annotations"][sweep_build.ANNOTATION_PARAMS])
     assert set(params) == {"max_depth", "criterion"}
     # The trial trains the template with the sampled parameters and the sweep's objective.
     assert trial["spec"]["model"]["params"] == {"n_estimators": 20, **params}
@@ -164,7 +164,7 @@ def test_a_repeated_pass_or_a_restart_creates_nothing_twice_and_the_same_trials(
     assert a.children == b.children
     # A pass that sees the same trials decides the same thing: nothing new while the slots are full.
     again = a.reconcile()
-    assert again.create == []
+    assert again.create_once == []
     # The status is lost (say, restored from a backup without it): the trials rebuild everything.
     b.body.pop("status")
     b.reconcile()
@@ -189,10 +189,10 @@ def test_parallelism_and_max_trials_may_change_while_running() -> None:
     c.reconcile()
     assert len(c.unfinished()) == 2
     c.body["spec"]["parallelism"] = 4
-    assert len(c.reconcile().create) == 2
+    assert len(c.reconcile().create_once) == 2
     c.body["spec"]["parallelism"] = 1  # lowered: running trials go on, nothing new until below it
     c.finish("s-trial-0", 0.7)
-    assert c.reconcile().create == []
+    assert c.reconcile().create_once == []
     for name in c.unfinished():
         c.finish(name, 0.6)
     c.reconcile()
@@ -204,7 +204,7 @@ def test_parallelism_and_max_trials_may_change_while_running() -> None:
     assert c.status.phase == "Succeeded" and c.status.reason == "MaxTrialsReached"
     c.body["spec"]["maxTrials"] = 7
     plan = c.reconcile()
-    assert [m["metadata"]["name"] for m in plan.create] == ["s-trial-6"]
+    assert [m["metadata"]["name"] for m in plan.create_once] == ["s-trial-6"]
     assert plan.status.phase == "Running" and plan.status.completion_time is None
     assert ("Normal", "Resumed", "maxTrials was raised; the sweep runs again") in plan.events
 
@@ -217,14 +217,14 @@ def test_goal_ends_the_sweep_and_stops_unfinished_trials() -> None:
     plan = c.reconcile()
     assert plan.status.phase == "Succeeded" and plan.status.reason == "GoalReached"
     assert plan.status.goal_reached is True
-    assert plan.create == [] and sorted(plan.delete) == ["s-trial-1", "s-trial-2"]
+    assert plan.create_once == [] and sorted(r.name for r in plan.delete) == ["s-trial-1", "s-trial-2"]
     assert plan.status.trials.stopped == 2 and plan.status.trials.succeeded == 1
     assert plan.status.best_trial is not None and plan.status.best_trial.name == "s-trial-0"
     assert plan.status.completion_time
     assert any(e[1] == "GoalReached" for e in plan.events)
     # Final: later passes change nothing and create nothing.
     again = c.reconcile()
-    assert again.create == [] and again.status.phase == "Succeeded" and again.status.trials.stopped == 2
+    assert again.create_once == [] and again.status.phase == "Succeeded" and again.status.trials.stopped == 2
 
 
 def test_minimize_goal() -> None:
@@ -266,7 +266,7 @@ def test_failures_count_against_max_failed_trials_with_the_last_reasons() -> Non
     assert "s-trial-2: ImagePullBackOff" in (plan.status.message or "")
     assert "OOMKilled" in (plan.status.message or "")
     assert plan.status.condition("Failed") is not None and plan.status.is_true("Failed")
-    assert sorted(plan.delete) == c.deleted == ["s-trial-3", "s-trial-4"]
+    assert sorted(r.name for r in plan.delete) == c.deleted == ["s-trial-3", "s-trial-4"]
 
 
 def test_a_trial_that_succeeds_without_the_metric_counts_as_failed() -> None:
@@ -301,7 +301,7 @@ def test_best_trial_and_promotion_to_a_model_deployment() -> None:
         "pvc://models/ns/s-trial-1",
     )
     assert best.params == json.loads(
-        c.children["s-trial-1"]["metadata"]["annotations"][sweep_children.ANNOTATION_PARAMS]
+        c.children["s-trial-1"]["metadata"]["annotations"][sweep_build.ANNOTATION_PARAMS]
     )
     assert c.promoted == [
         {
@@ -423,7 +423,7 @@ def test_the_operator_rewrites_only_a_model_deployment_it_made_for_this_sweep(
 
 
 def test_observe_target_reads_labels_and_the_managers_of_spec_fields() -> None:
-    assert sweep_children.observe_target(None) is None
+    assert sweep_build.observe_target(None) is None
     md = {
         "metadata": {
             "labels": {"a": "b"},
@@ -435,8 +435,8 @@ def test_observe_target_reads_labels_and_the_managers_of_spec_fields() -> None:
             ],
         }
     }
-    target = sweep_children.observe_target(md)
-    assert target == sweep_children.PromotionTarget(
+    target = sweep_build.observe_target(md)
+    assert target == sweep_build.PromotionTarget(
         labels={"a": "b"}, spec_managers=frozenset({"mlops-operator", "flux"})
     )
 
@@ -456,7 +456,11 @@ def test_promotion_is_skipped_below_the_threshold() -> None:
 def test_invalid_search_space_fails_before_any_trial() -> None:
     c = Cluster(body(searchSpace=[{"name": "max_dept", "type": "int", "low": 2, "high": 12}]))
     plan = c.reconcile()
-    assert plan.create == [] and plan.status.phase == "Failed" and plan.status.reason == "InvalidSearchSpace"
+    assert (
+        plan.create_once == []
+        and plan.status.phase == "Failed"
+        and plan.status.reason == "InvalidSearchSpace"
+    )
     assert "unknown parameter 'max_dept'" in (plan.status.message or "")
     assert "did you mean 'max_depth'" in (plan.status.message or "")
     c = Cluster(body(searchSpace=[{"name": "max_depth", "type": "int", "low": 0, "high": 12}]))
@@ -486,7 +490,7 @@ def test_grid_sweep_ends_when_the_space_is_exhausted() -> None:
     plan = c.reconcile()
     assert plan.status.phase == "Succeeded" and plan.status.reason == "SearchSpaceExhausted"
     assert sorted(
-        json.loads(ch["metadata"]["annotations"][sweep_children.ANNOTATION_PARAMS])["max_depth"]
+        json.loads(ch["metadata"]["annotations"][sweep_build.ANNOTATION_PARAMS])["max_depth"]
         for ch in c.children.values()
     ) == [2, 3, 4]
 
@@ -509,16 +513,14 @@ def test_multi_fidelity_trials_carry_their_budget_and_rung() -> None:
     c.reconcile()
     first = c.children["s-trial-0"]
     assert first["spec"]["model"]["params"]["n_estimators"] == 10
-    assert first["metadata"]["annotations"][sweep_children.ANNOTATION_BUDGET] == "10"
-    assert "n_estimators" not in json.loads(
-        first["metadata"]["annotations"][sweep_children.ANNOTATION_PARAMS]
-    )
+    assert first["metadata"]["annotations"][sweep_build.ANNOTATION_BUDGET] == "10"
+    assert "n_estimators" not in json.loads(first["metadata"]["annotations"][sweep_build.ANNOTATION_PARAMS])
     for name, value in (("s-trial-0", 0.7), ("s-trial-1", 0.9), ("s-trial-2", 0.8)):
         c.finish(name, value)
     plan = c.reconcile()
-    promoted = plan.create[0]
-    assert promoted["metadata"]["labels"][sweep_children.LABEL_TRIAL_RUNG] == "1"
-    assert promoted["metadata"]["labels"][sweep_children.LABEL_TRIAL_CONFIG] == "1"
+    promoted = plan.create_once[0]
+    assert promoted["metadata"]["labels"][sweep_build.LABEL_TRIAL_RUNG] == "1"
+    assert promoted["metadata"]["labels"][sweep_build.LABEL_TRIAL_CONFIG] == "1"
     assert promoted["spec"]["model"]["params"]["n_estimators"] == 30
     assert plan.status.best_trial is not None and plan.status.best_trial.params["n_estimators"] == 10
     assert plan.status.trials.pruned == 2
@@ -528,15 +530,15 @@ def test_trials_inherit_the_sweeps_kueue_queue() -> None:
     spec = body()
     spec["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
     plan = Cluster(spec).reconcile()
-    assert {m["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") for m in plan.create} == {"team-a"}
-    assert "kueue.x-k8s.io/queue-name" not in Cluster(body()).reconcile().create[0]["metadata"]["labels"]
+    assert {m["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") for m in plan.create_once} == {"team-a"}
+    assert "kueue.x-k8s.io/queue-name" not in Cluster(body()).reconcile().create_once[0]["metadata"]["labels"]
 
 
 def test_template_output_gets_one_directory_per_trial() -> None:
     spec = body()
     spec["spec"]["trialTemplate"]["output"] = {"storageUri": "pvc://models/sweeps/s"}
     plan = Cluster(spec).reconcile()
-    assert plan.create[0]["spec"]["output"] == {"storageUri": "pvc://models/sweeps/s/s-trial-0"}
+    assert plan.create_once[0]["spec"]["output"] == {"storageUri": "pvc://models/sweeps/s/s-trial-0"}
 
 
 def test_trials_being_deleted_are_not_counted_and_foreign_objects_ignored() -> None:
@@ -545,7 +547,7 @@ def test_trials_being_deleted_are_not_counted_and_foreign_objects_ignored() -> N
     c.children["s-trial-0"]["metadata"]["deletionTimestamp"] = "2025-03-01T12:00:00Z"
     c.children["other"] = {"metadata": {"name": "other", "labels": {}}, "status": {"phase": "Running"}}
     plan = c.reconcile()
-    assert [m["metadata"]["name"] for m in plan.create] == ["s-trial-2"]
+    assert [m["metadata"]["name"] for m in plan.create_once] == ["s-trial-2"]
     assert plan.status.trials.created == 3
 
 
@@ -596,8 +598,8 @@ def test_status_of_a_thousand_trial_sweep_stays_under_16_kib(algorithm: str) -> 
             {
                 "metadata": {
                     "name": f"s-trial-{i}",
-                    "labels": {sweep_children.LABEL_TRIAL_INDEX: str(i)},
-                    "annotations": {sweep_children.ANNOTATION_PARAMS: json.dumps(params)},
+                    "labels": {sweep_build.LABEL_TRIAL_INDEX: str(i)},
+                    "annotations": {sweep_build.ANNOTATION_PARAMS: json.dumps(params)},
                 },
                 "status": status,
             }
@@ -612,13 +614,13 @@ def test_status_of_a_thousand_trial_sweep_stays_under_16_kib(algorithm: str) -> 
 
 
 def test_long_parameter_values_are_cut_in_status() -> None:
-    observed = sweep_children.observe(
+    observed = sweep_build.observe(
         [
             {
                 "metadata": {
                     "name": "t-0",
-                    "labels": {sweep_children.LABEL_TRIAL_INDEX: "0"},
-                    "annotations": {sweep_children.ANNOTATION_PARAMS: json.dumps({"p": "y" * 5000})},
+                    "labels": {sweep_build.LABEL_TRIAL_INDEX: "0"},
+                    "annotations": {sweep_build.ANNOTATION_PARAMS: json.dumps({"p": "y" * 5000})},
                 },
                 "status": {"phase": "Succeeded", "objectiveValue": 1.0},
             }

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 
 from mlops_operator.api import dataset as dataset_api
-from mlops_operator.api import trainingjob
+from mlops_operator.api import trainingjob, workload
 from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import trainingjob as rtj
-from mlops_operator.reconcile import trainingjob_build as build
 from mlops_workloads.prepare import pipeline
 from mlops_workloads.train import artifacts, run
 
@@ -68,7 +67,7 @@ def test_prepare_then_train(tmp_path: pathlib.Path) -> None:
         settings=rcommon.Settings(),
     )
     cm = next(o for o in plan.apply if o["kind"] == "ConfigMap")
-    config = trainingjob.TrainConfig.model_validate_json(cm["data"][build.CONFIG_KEY])
+    config = trainingjob.TrainConfig.model_validate_json(cm["data"][workload.CONFIG_KEY])
     assert config.output_uri == f"file://{tmp_path}/datasets/models/team/rows-hgb"
 
     result = run.train(config)

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from mlops_operator.api import trainingjob as api
+from mlops_operator.api import workload
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import trainingjob as rtj
 from mlops_operator.reconcile import trainingjob_build as build
 
@@ -160,7 +162,9 @@ def test_ready_dataset_creates_configmap_and_job() -> None:
     assert container["command"] == ["python", "-m", "mlops_workloads.train"]
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
     assert container["securityContext"] == rcommon.restricted_security_context(1000)
-    assert {"name": "MLOPS_CONFIG_FILE", "value": "/etc/mlops/config.json"} in container["env"]
+    assert {"name": "MLOPS_CONFIG_FILE", "value": "/etc/mlops/config/config.json"} in container["env"]
+    assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
+    assert pod_spec["automountServiceAccountToken"] is False and pod_spec["enableServiceLinks"] is False
     # Dataset and output share the claim: one volume, mounted once.
     assert [v["name"] for v in pod_spec["volumes"]] == ["config", "tmp", "output"]
     assert pod_spec["volumes"][2] == {"name": "output", "persistentVolumeClaim": {"claimName": "data"}}
@@ -352,11 +356,17 @@ def test_permanent_failure_exit_code_fails_the_job_at_once() -> None:
     tj, plan = start(make_tj())
     job = created_job(plan)
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert {
-        "action": "FailJob",
-        "onExitCodes": {"containerName": "train", "operator": "In", "values": [build.PERMANENT_EXIT_CODE]},
-    } in rules
-    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+    assert rules == [
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": "train",
+                "operator": "In",
+                "values": [workload.PERMANENT_EXIT_CODE],
+            },
+        },
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
     job["status"] = {
         "failed": 1,
         "conditions": [
@@ -432,7 +442,7 @@ def test_running_then_suspend_and_resume() -> None:
         now=NOW,
         settings=SETTINGS,
     )
-    assert plan.patch == [(rtj.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": True}})]
+    assert plan.patch == [(rplan.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": True}})]
     assert plan.status.phase == "Suspended" and plan.delete == []
     suspended = stored(suspended, plan)
     job["spec"]["suspend"] = True
@@ -442,7 +452,7 @@ def test_running_then_suspend_and_resume() -> None:
 
     resumed = suspended.model_copy(update={"spec": tj.spec})
     plan = rtj.plan(resumed, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
-    assert plan.patch == [(rtj.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": False}})]
+    assert plan.patch == [(rplan.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": False}})]
     resumed = stored(resumed, plan)
     job["spec"]["suspend"] = False
     job["status"] = {"active": 1}
@@ -561,8 +571,8 @@ def test_ttl_deletes_children_and_keeps_results() -> None:
     late = NOW.replace(hour=12, minute=3)
     plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=late, settings=SETTINGS)
     assert plan.delete == [
-        rtj.ChildRef("batch/v1", "Job", "iris-rf-train"),
-        rtj.ChildRef("v1", "ConfigMap", "iris-rf-train"),
+        rplan.ChildRef("batch/v1", "Job", "iris-rf-train"),
+        rplan.ChildRef("v1", "ConfigMap", "iris-rf-train"),
     ]
     assert plan.status.children_deleted is True and plan.status.phase == "Succeeded"
     assert plan.status.objective_value == 0.97 and plan.status.model_uri == "pvc://data/m"
@@ -595,7 +605,7 @@ def test_editing_a_finished_job_starts_a_new_run() -> None:
     plan = rtj.plan(
         edited, observed=rtj.Observed(dataset=READY, job=job, configmap={}), now=NOW, settings=SETTINGS
     )
-    assert plan.delete == [rtj.ChildRef("batch/v1", "Job", "iris-rf-train")]
+    assert plan.delete == [rplan.ChildRef("batch/v1", "Job", "iris-rf-train")]
     assert (
         plan.status.phase == "Pending" and plan.status.metrics is None and plan.status.reason == "SpecChanged"
     )

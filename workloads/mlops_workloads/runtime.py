@@ -1,4 +1,4 @@
-"""The contract between the operator and a workload container.
+"""The workloads' side of the operator contract (defined in ``mlops_operator.api.workload``).
 
 Config comes in as one JSON document: the file named by ``MLOPS_CONFIG_FILE`` (the operator
 mounts it from a ConfigMap) or the ``MLOPS_CONFIG`` environment variable. The result goes
@@ -19,11 +19,7 @@ from typing import Any, TypeVar
 
 import pydantic
 
-CONFIG_FILE_ENV = "MLOPS_CONFIG_FILE"
-CONFIG_ENV = "MLOPS_CONFIG"
-RESULT_PATH_ENV = "MLOPS_RESULT_PATH"
-DEFAULT_RESULT_PATH = "/dev/termination-log"
-RESULT_LIMIT = 4096
+from mlops_operator.api import workload
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -39,19 +35,19 @@ class WorkloadError(Exception):
 
 def load_config(model: type[M], environ: dict[str, str] | None = None) -> M:
     env = os.environ if environ is None else environ
-    if env.get(CONFIG_FILE_ENV):
-        raw = pathlib.Path(env[CONFIG_FILE_ENV]).read_text(encoding="utf-8")
-    elif env.get(CONFIG_ENV):
-        raw = env[CONFIG_ENV]
+    if env.get(workload.CONFIG_FILE_ENV):
+        raw = pathlib.Path(env[workload.CONFIG_FILE_ENV]).read_text(encoding="utf-8")
+    elif env.get(workload.CONFIG_ENV):
+        raw = env[workload.CONFIG_ENV]
     else:
-        raise WorkloadError("MissingConfig", f"set {CONFIG_FILE_ENV} or {CONFIG_ENV}")
+        raise WorkloadError("MissingConfig", f"set {workload.CONFIG_FILE_ENV} or {workload.CONFIG_ENV}")
     try:
         return model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise WorkloadError("InvalidConfig", str(exc)) from exc
 
 
-def compact(result: dict[str, Any], limit: int = RESULT_LIMIT) -> str:
+def compact(result: dict[str, Any], limit: int = workload.RESULT_LIMIT) -> str:
     """Serialise ``result`` within ``limit`` bytes, dropping the largest optional parts first."""
     text = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)
     if len(text.encode()) <= limit:
@@ -73,7 +69,7 @@ def compact(result: dict[str, Any], limit: int = RESULT_LIMIT) -> str:
 def write_result(result: dict[str, Any], environ: dict[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     text = compact(result)
-    path = env.get(RESULT_PATH_ENV, DEFAULT_RESULT_PATH)
+    path = env.get(workload.RESULT_PATH_ENV, workload.TERMINATION_MESSAGE_PATH)
     try:
         pathlib.Path(path).write_text(text, encoding="utf-8")
     except OSError:

@@ -32,14 +32,10 @@ def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outc
         pods=ctx.kube.list("v1", "Pod", namespace, label_selector=selector),
     )
     plan = rds.plan(resource, observed=observed, settings=ctx.settings, now=ctx.now)
-    for ref in plan.delete:
-        ctx.kube.delete(ref.api_version, ref.kind, ref.name, namespace)
-    for manifest in plan.apply:
-        ctx.kube.apply(manifest)
     if plan.delete:
-        ctx.logger.info("deleted %s of an earlier spec", ", ".join(f"{r.kind}/{r.name}" for r in plan.delete))
-    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in plan.events]
-    return framework.Outcome(status=plan.status, events=events)
+        stale = ", ".join(f"{r.kind}/{r.name}" for r in plan.delete)
+        ctx.logger.info("deleting %s of an earlier spec", stale)
+    return framework.carry_out(ctx, namespace, plan)
 
 
 REGISTRATION = framework.register(

@@ -23,8 +23,8 @@ import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import kopf
 import pydantic
@@ -33,6 +33,7 @@ from mlops_operator import metrics
 from mlops_operator.api import common
 from mlops_operator.k8s import client
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import plan as rplan
 
 LOG = logging.getLogger("mlops_operator")
 
@@ -47,19 +48,12 @@ class Context:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
-@dataclasses.dataclass(frozen=True)
-class EventNote:
-    reason: str
-    message: str
-    type: str = "Normal"
-
-
 @dataclasses.dataclass
 class Outcome:
     """The result of one pass: the status to store and the Events to post once it is stored."""
 
     status: common.StatusBase | dict[str, Any] | None
-    events: list[EventNote] = dataclasses.field(default_factory=list)
+    events: list[rplan.EventNote] = dataclasses.field(default_factory=list)
 
 
 class PermanentFailure(Exception):
@@ -140,7 +134,7 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
     started = time.perf_counter()
     result = "ok"
     new_status: dict[str, Any] | None = None
-    events: list[EventNote] = []
+    events: list[rplan.EventNote] = []
     with _LOCKS[uid]:
         written = _WRITTEN_RV.get(uid)
         if written is not None and written != meta.get("resourceVersion"):
@@ -161,7 +155,7 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
             new_status = failed_status(body, exc.reason, exc.message, ctx.now)
             old_phase = (body.get("status") or {}).get("phase")
             if old_phase != "Failed" or (body.get("status") or {}).get("reason") != exc.reason:
-                events = [EventNote(exc.reason, exc.message, "Warning")]
+                events = [rplan.EventNote.warning(exc.reason, exc.message)]
         except kopf.TemporaryError:
             metrics.ERRORS.labels(kind=reg.kind, reason="TemporaryError").inc()
             metrics.RECONCILES.labels(kind=reg.kind, result="error").inc()
@@ -172,7 +166,14 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
             if exc.status in {400, 403, 422}:
                 # The API refused what we built: a bug or missing RBAC; report it on the object.
                 new_status = failed_status(body, "ChildRejected", str(exc), ctx.now)
-                events = [EventNote("ChildRejected", str(exc), "Warning")]
+                # The API refuses again on every pass: warn once per distinct refusal, not per pass.
+                stored = body.get("status") or {}
+                if (stored.get("phase"), stored.get("reason"), stored.get("message")) != (
+                    "Failed",
+                    "ChildRejected",
+                    new_status["message"],
+                ):
+                    events = [rplan.EventNote.warning("ChildRejected", str(exc))]
                 _write(reg, ctx, body, new_status, events)
                 return new_status
             raise kopf.TemporaryError(str(exc), delay=10) from exc
@@ -194,7 +195,7 @@ def _write(
     ctx: Context,
     body: Mapping[str, Any],
     status: dict[str, Any] | None,
-    events: list[EventNote],
+    events: list[rplan.EventNote],
 ) -> None:
     meta = body.get("metadata") or {}
     if status is not None and status != (body.get("status") or {}):
@@ -410,3 +411,32 @@ _CHILD_SELECTOR = {rcommon.LABEL_MANAGED_BY: rcommon.MANAGED_BY}
 def watch_children(group: str, version: str, plural: str) -> None:
     """Re-reconcile owners when children of this type (labelled managed-by mlops-operator) change."""
     kopf.on.event(group, version, plural, labels=_CHILD_SELECTOR, id=f"child-{plural}")(on_child_event)
+
+
+class PlanLike(Protocol):
+    """What ``carry_out`` reads of a plan: ``reconcile.plan.Plan`` or a kind's extension of it."""
+
+    @property
+    def status(self) -> common.StatusBase | dict[str, Any] | None: ...
+    @property
+    def delete(self) -> Sequence[rplan.ChildRef]: ...
+    @property
+    def apply(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def events(self) -> Sequence[tuple[str, str, str]]: ...  # (type, reason, message): EventNote
+
+
+def carry_out(ctx: Context, namespace: str, plan: PlanLike) -> Outcome:
+    """Do what a pure plan decided, in one order for every kind: delete, create once, apply,
+    patch; then hand the status and Events to ``run``, which writes them.
+
+    ``create_once`` children (a sweep's trials) are applied in order, one after the other, so a
+    crash mid-batch leaves a prefix, never a gap; the plan lists only those not made yet.
+    """
+    for ref in plan.delete:
+        ctx.kube.delete(ref.api_version, ref.kind, ref.name, namespace)
+    for manifest in [*getattr(plan, "create_once", []), *plan.apply]:
+        ctx.kube.apply(manifest)
+    for ref, patch in getattr(plan, "patch", []):
+        ctx.kube.patch(ref.api_version, ref.kind, ref.name, namespace, patch)
+    return Outcome(status=plan.status, events=[rplan.EventNote(*note) for note in plan.events])

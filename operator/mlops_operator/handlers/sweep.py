@@ -19,7 +19,7 @@ from typing import Any
 from mlops_operator.api import common, sweep
 from mlops_operator.handlers import framework
 from mlops_operator.reconcile import sweep as rsweep
-from mlops_operator.reconcile import sweep_children
+from mlops_operator.reconcile import sweep_build
 
 RESYNC_SECONDS = 30.0
 
@@ -36,7 +36,7 @@ def promote(
         resource.metadata.namespace,
     )
     decision = rsweep.decide_promotion(
-        resource, plan, target=sweep_children.observe_target(existing), now=ctx.now
+        resource, plan, target=sweep_build.observe_target(existing), now=ctx.now
     )
     if decision.apply is not None:
         ctx.kube.apply(decision.apply)
@@ -50,34 +50,26 @@ def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outc
     meta = resource.metadata
     started = time.perf_counter()
     children = ctx.kube.list(
-        common.API_VERSION, "TrainingJob", meta.namespace, label_selector=sweep_children.selector(resource)
+        common.API_VERSION, "TrainingJob", meta.namespace, label_selector=sweep_build.selector(resource)
     )
     listed = time.perf_counter()
     plan = rsweep.plan(resource, children=children, now=ctx.now)
     planned = time.perf_counter()
-    for name in plan.delete:
-        ctx.kube.delete(common.API_VERSION, "TrainingJob", name, meta.namespace)
-    existing = {str((c.get("metadata") or {}).get("name")) for c in children}
-    # In index order, one after the other: a crash mid-batch leaves a prefix, never a gap.
-    for manifest in plan.create:
-        if manifest["metadata"]["name"] not in existing:  # a trial, once made, is never rewritten
-            ctx.kube.apply(manifest)
-    if plan.create:
+    if plan.promote is not None:
+        decision = promote(ctx, resource, plan)
+        plan.status, plan.events = decision.status, decision.events
+    outcome = framework.carry_out(ctx, meta.namespace, plan)
+    if plan.create_once:
         ctx.logger.info(
             "created %d trial(s); %s finished (list %d trials %.2fs, plan %.2fs, create %.2fs)",
-            len(plan.create),
+            len(plan.create_once),
             plan.status.progress,
             len(children),
             listed - started,
             planned - listed,
             time.perf_counter() - planned,
         )
-    status, planned_events = plan.status, plan.events
-    if plan.promote is not None:
-        decision = promote(ctx, resource, plan)
-        status, planned_events = decision.status, decision.events
-    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in planned_events]
-    return framework.Outcome(status=status, events=events)
+    return outcome
 
 
 REGISTRATION = framework.register(

@@ -81,17 +81,10 @@ def record_metrics(tj: api.TrainingJob, new: api.TrainingJobStatus) -> None:
 
 def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
     tj = api.TrainingJob.from_body(body)
-    ns = tj.metadata.namespace
     plan = rtj.plan(tj, observed=observe(ctx, tj), now=ctx.now, settings=ctx.settings)
-    for ref in plan.delete:
-        ctx.kube.delete(ref.api_version, ref.kind, ref.name, ns)
-    for manifest in plan.apply:
-        ctx.kube.apply(manifest)
-    for ref, patch in plan.patch:
-        ctx.kube.patch(ref.api_version, ref.kind, ref.name, ns, patch)
+    outcome = framework.carry_out(ctx, tj.metadata.namespace, plan)
     record_metrics(tj, plan.status)
-    events = [framework.EventNote(reason=r, message=m, type=t) for t, r, m in plan.events]
-    return framework.Outcome(status=plan.status, events=events)
+    return outcome
 
 
 REGISTRATION = framework.register(

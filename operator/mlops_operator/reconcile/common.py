@@ -18,7 +18,6 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 ANNOTATION_SPEC_HASH = "mlops.dev/spec-hash"
-TERMINATION_MESSAGE_LIMIT = 4096
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,27 +25,19 @@ from typing import Any
 
 import pydantic
 
-from mlops_operator.api import common
+from mlops_operator.api import common, workload
 from mlops_operator.api import dataset as api
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import plan as rplan
+from mlops_operator.reconcile import workload as rworkload
 
 EventTuple = tuple[str, str, str]  # (type, reason, message)
 COMPONENT = "prepare"
 CONTAINER = "prepare"
 COMMAND = ("python", "-m", "mlops_workloads.prepare")
-CONFIG_KEY = "config.json"
-CONFIG_DIR = "/etc/mlops/config"
 SOURCES_DIR = "/etc/mlops/sources"
-PERMANENT_EXIT_CODE = 3  # mlops_workloads.prepare.PERMANENT_EXIT_CODE (the operator never imports workloads)
 DIGEST_SHORT = 12
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-
-
-@dataclasses.dataclass(frozen=True)
-class ChildRef:
-    api_version: str
-    kind: str
-    name: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +55,7 @@ class Plan:
 
     status: api.DatasetStatus
     apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    delete: list[ChildRef] = dataclasses.field(default_factory=list)
+    delete: list[rplan.ChildRef] = dataclasses.field(default_factory=list)
     events: list[EventTuple] = dataclasses.field(default_factory=list)
 
 
@@ -118,28 +110,19 @@ def build_configmap(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str,
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(ds, child_name(ds)),
-        "data": {CONFIG_KEY: config.model_dump_json(by_alias=True, exclude_none=True)},
+        "data": {workload.CONFIG_KEY: config.model_dump_json(by_alias=True, exclude_none=True)},
     }
 
 
 def _volumes(
     ds: api.Dataset, *, settings: rcommon.Settings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts: config, /tmp, storage (read-write), sources (read-only)."""
-    config_name = child_name(ds)
-    volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": config_name}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
+    """Volumes and mounts besides the config and /tmp: storage (read-write), sources (read-only)."""
     storage = common.StorageLocation.parse(ds.spec.storage)
     volume, mount = rcommon.storage_volume(storage, settings, name="storage")
-    volumes.append(volume)
-    mounts.append(mount)
-    mounted = {m["mountPath"] for m in mounts}
+    volumes: list[dict[str, Any]] = [volume]
+    mounts: list[dict[str, Any]] = [mount]
+    mounted = {workload.CONFIG_DIR, workload.TMP_DIR, mount["mountPath"]}
     for index, source in enumerate(ds.spec.sources):
         name = f"source-{index}"
         if source.config_map is not None:
@@ -175,82 +158,42 @@ def _volumes(
 
 def build_job(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str, Any]:
     """The prepare Job: restricted, deadline and retries from the spec, data errors not retried."""
-    owner = rcommon.Owner.of(ds)
     spec = ds.spec
     volumes, mounts = _volumes(ds, settings=settings)
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": settings.workload_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": list(COMMAND),
-        "env": [
-            {"name": "MLOPS_CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "TMPDIR", "value": "/tmp"},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
-        "volumeMounts": mounts,
-        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    requirements = spec.resources.to_requirements(gpu_resource=settings.gpu_resource)
-    if requirements:
-        container["resources"] = requirements
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,  # the workload never talks to the API
-        "securityContext": rcommon.pod_security_context(settings.run_as_user),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if settings.service_account:
-        pod["serviceAccountName"] = settings.service_account
     node_selector, tolerations = rcommon.placement(
         settings,
         gpu=spec.resources.gpu,
         node_selector=spec.node_selector,
         tolerations=[t.to_api() for t in spec.tolerations or []],
     )
-    if node_selector:
-        pod["nodeSelector"] = node_selector
-    if tolerations:
-        pod["tolerations"] = tolerations
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _metadata(ds, child_name(ds)),
-        "spec": {
-            "backoffLimit": spec.backoff_limit,
-            "activeDeadlineSeconds": spec.active_deadline_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    {  # a data error (bad checksum, schema mismatch, ...): retrying cannot help
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": [PERMANENT_EXIT_CODE],
-                        },
-                    },
-                    {  # an evicted or preempted pod is not the workload's fault
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                ]
-            },
-            "template": {"metadata": {"labels": owner.labels(COMPONENT)}, "spec": pod},
-        },
-    }
+    name = child_name(ds)  # the Job and its ConfigMap
+    return rworkload.job(
+        rcommon.Owner.of(ds),
+        settings,
+        name=name,
+        component=COMPONENT,
+        config_map=name,
+        container=rworkload.batch_container(
+            settings,
+            name=CONTAINER,
+            image=settings.workload_image,
+            command=COMMAND,
+            mounts=mounts,
+            resources=spec.resources.to_requirements(gpu_resource=settings.gpu_resource),
+        ),
+        volumes=volumes,
+        backoff_limit=spec.backoff_limit,
+        active_deadline_seconds=spec.active_deadline_seconds,
+        annotations={rcommon.ANNOTATION_SPEC_HASH: spec_hash(ds)},
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
 
 
-def desired_children(ds: api.Dataset, *, settings: rcommon.Settings) -> list[dict[str, Any]]:
-    return [build_configmap(ds, settings=settings), build_job(ds, settings=settings)]
-
-
-def stale_children(ds: api.Dataset, observed: Observed) -> list[ChildRef]:
+def stale_children(ds: api.Dataset, observed: Observed) -> list[rplan.ChildRef]:
     """Jobs and ConfigMaps of earlier spec hashes (controlled by this Dataset)."""
     current = child_name(ds)
-    out: list[ChildRef] = []
+    out: list[rplan.ChildRef] = []
     for api_version, kind, items in (
         ("batch/v1", "Job", observed.jobs),
         ("v1", "ConfigMap", observed.configmaps),
@@ -259,7 +202,7 @@ def stale_children(ds: api.Dataset, observed: Observed) -> list[ChildRef]:
             meta = item.get("metadata") or {}
             owned = any(ref.get("uid") == ds.metadata.uid for ref in meta.get("ownerReferences") or [])
             if owned and meta.get("name") != current and not meta.get("deletionTimestamp"):
-                out.append(ChildRef(api_version, kind, str(meta["name"])))
+                out.append(rplan.ChildRef(api_version, kind, str(meta["name"])))
     return sorted(out, key=lambda r: (r.kind, r.name))
 
 

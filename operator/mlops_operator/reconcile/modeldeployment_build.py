@@ -17,6 +17,7 @@ from typing import Any
 from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import workload as rworkload
 
 COMPONENT = "serving"
 CONTAINER = "server"
@@ -150,21 +151,15 @@ def deployment(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     container["env"] = [e for e in container["env"] if e is not None]
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "securityContext": rcommon.pod_security_context(settings.run_as_user),
-        "volumes": [volume, {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
-        "terminationGracePeriodSeconds": 30,
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": False,
-    }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
     node_selector, tolerations = rcommon.placement(settings, gpu=resources.gpu)
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    pod_spec = rworkload.pod_spec(
+        settings,
+        containers=[container],
+        volumes=[volume, {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    pod_spec["terminationGracePeriodSeconds"] = 30
     spec: dict[str, Any] = {
         "selector": {"matchLabels": {**selector(md), LABEL_TRACK: track}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

@@ -1,7 +1,7 @@
 """HyperparameterSweep, pure: (sweep, its observed trial TrainingJobs, now) -> what to do and the status.
 
 The sweep remembers nothing between passes: every pass rebuilds the algorithm's history from
-the trials (``sweep_children.observe``), asks ``search`` for as many trials as free slots allow,
+the trials (``sweep_build.observe``), asks ``search`` for as many trials as free slots allow,
 and summarises the trials in a status that stays small whatever their number: counts, best
 trial, last few failures, never the list (katib#1847).
 
@@ -21,13 +21,14 @@ from typing import Any
 
 from mlops_operator import search
 from mlops_operator.api import common, sweep
-from mlops_operator.reconcile import sweep_children
+from mlops_operator.reconcile import plan as rplan
+from mlops_operator.reconcile import sweep_build
 from mlops_operator.search import trials
 
 STICKY_REASONS = ("GoalReached", "TooManyFailedTrials")
 MAX_PARAM_CHARS = 128
 
-Event = tuple[str, str, str]  # (type, reason, message)
+Event = tuple[str, str, str]  # (type, reason, message): a plan.EventNote
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,15 +38,13 @@ class PendingPromotion:
     best: sweep.BestTrial
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """One pass's decisions: the status, trials to create and to stop, the promotion to apply."""
+@dataclasses.dataclass
+class Plan(rplan.Plan[sweep.HyperparameterSweepStatus]):
+    """One pass's decisions: the status, trials to create (``create_once``, in index order) and to
+    stop (``delete``), and the promotion, which ``decide_promotion`` settles once the handler has
+    read the target ModelDeployment."""
 
-    status: sweep.HyperparameterSweepStatus
-    create: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    delete: list[str] = dataclasses.field(default_factory=list)
-    promote: PendingPromotion | None = None  # carried out by ``decide_promotion``
-    events: list[Event] = dataclasses.field(default_factory=list)
+    promote: PendingPromotion | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,7 +59,7 @@ def _short(value: Any) -> Any:
 
 
 def best_trial(
-    observed: Sequence[sweep_children.ObservedTrial],
+    observed: Sequence[sweep_build.ObservedTrial],
     previous: sweep.BestTrial | None,
     direction: trials.Direction,
     budget_parameter: str | None,
@@ -100,7 +99,7 @@ def goal_reached(spec: sweep.HyperparameterSweepSpec, best: sweep.BestTrial | No
     return best.objective_value <= goal
 
 
-def last_failures(observed: Sequence[sweep_children.ObservedTrial]) -> list[sweep.TrialFailure]:
+def last_failures(observed: Sequence[sweep_build.ObservedTrial]) -> list[sweep.TrialFailure]:
     failed = [o for o in observed if o.trial.state == "Failed"]
     failed.sort(key=lambda o: o.trial.finish_key(), reverse=True)
     return [
@@ -185,13 +184,13 @@ def plan(
     old = resource.status
     generation = resource.metadata.generation
     stamp = common.rfc3339(now)
-    seed = sweep_children.seed_of(resource)
-    observed = sweep_children.observe(children, metric=spec.objective.metric)
+    seed = sweep_build.seed_of(resource)
+    observed = sweep_build.observe(children, metric=spec.objective.metric)
     live = [o for o in observed if not o.deleting]
     history = [o.trial for o in live]
     status = old.model_copy(update={"observed_generation": generation, "seed": seed})
 
-    problems = sweep_children.validate(resource)
+    problems = sweep_build.validate(resource)
     if problems:
         message = "invalid search space: " + "; ".join(problems)
         status = _with_phase(status, "Failed", "InvalidSearchSpace", message, now=now, generation=generation)
@@ -235,7 +234,7 @@ def plan(
         wanted = max(0, min(slots, room))
         suggestions = algorithm.suggest(history, wanted) if wanted else []
         for offset, suggestion in enumerate(suggestions):
-            manifest = sweep_children.trial_manifest(
+            manifest = sweep_build.trial_manifest(
                 resource, index=created + offset, suggestion=suggestion, algorithm=algorithm
             )
             create.append(manifest)
@@ -258,9 +257,9 @@ def plan(
         failed=failed_count,
         pruned=len(algorithm.pruned(history)),
     )
-    delete: list[str] = []
+    delete: list[rplan.ChildRef] = []
     if terminal is not None and terminal[0] in ("Succeeded", "Failed") and terminal[1] in STICKY_REASONS:
-        delete = [o.name for o in unfinished]
+        delete = [rplan.ChildRef(common.API_VERSION, "TrainingJob", o.name) for o in unfinished]
         counts = counts.model_copy(
             update={"pending": 0, "running": 0, "stopped": max(0, created - counts.succeeded - counts.failed)}
         )
@@ -294,7 +293,11 @@ def plan(
     if status.phase == "Succeeded" and spec.promote is not None:
         status, promote = _promotion(resource, status, now=now)
     return Plan(
-        status=status, create=create, delete=delete, promote=promote, events=transition_events(old, status)
+        status=status,
+        create_once=create,
+        delete=delete,
+        promote=promote,
+        events=transition_events(old, status),
     )
 
 
@@ -344,13 +347,13 @@ def decide_promotion(
     resource: sweep.HyperparameterSweep,
     plan: Plan,
     *,
-    target: sweep_children.PromotionTarget | None,
+    target: sweep_build.PromotionTarget | None,
     now: datetime.datetime,
 ) -> PromotionDecision:
     """Carry ``plan.promote`` out against the observed ModelDeployment (``None``: it does not exist).
 
     Created when missing, updated when the operator made it for this sweep, and otherwise left
-    alone: a user's or GitOps' spec is theirs (see ``sweep_children.operator_owns``); the status
+    alone: a user's or GitOps' spec is theirs (see ``sweep_build.operator_owns``); the status
     and an Event then say which model to set.
     """
     pending, promote = plan.promote, resource.spec.promote
@@ -358,13 +361,13 @@ def decide_promotion(
     best, name = pending.best, promote.model_deployment
     summary = f"{best.name} ({resource.spec.objective.metric} {best.objective_value:g})"
     state: sweep.PromotionState
-    if target is None or sweep_children.operator_owns(target, resource):
+    if target is None or sweep_build.operator_owns(target, resource):
         state = "Created" if target is None else "Updated"
-        apply = sweep_children.promotion_manifest(resource, best)
+        apply = sweep_build.promotion_manifest(resource, best)
         reason, message = "Promoted", f"{summary} handed to ModelDeployment {name} ({state.lower()})"
     else:
         state, apply, reason = "NotApplied", None, "OwnedByUser"
-        model = ", ".join(f"{k}: {v}" for k, v in sweep_children.promoted_model(resource, best).items())
+        model = ", ".join(f"{k}: {v}" for k, v in sweep_build.promoted_model(resource, best).items())
         message = (
             f"{summary} not applied: ModelDeployment {name} was not created by this sweep, so its spec "
             f"belongs to its user (or GitOps) and the operator does not write it; to serve this model "

@@ -33,9 +33,10 @@ import datetime
 import json
 from typing import Any
 
-from mlops_operator.api import common, estimators
+from mlops_operator.api import common, estimators, workload
 from mlops_operator.api import trainingjob as api
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import trainingjob_build as build
 
 EventTuple = tuple[str, str, str]  # (type, reason, message)
@@ -54,13 +55,6 @@ PAUSED_PHASES: tuple[str, ...] = ("Suspended", "Queued")
 
 
 @dataclasses.dataclass(frozen=True)
-class ChildRef:
-    api_version: str
-    kind: str
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
 class Observed:
     """What the handler read: the Dataset named by datasetRef, the run's Job, pods and ConfigMap."""
 
@@ -76,8 +70,8 @@ class Plan:
 
     status: api.TrainingJobStatus
     apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    patch: list[tuple[ChildRef, dict[str, Any]]] = dataclasses.field(default_factory=list)
-    delete: list[ChildRef] = dataclasses.field(default_factory=list)
+    patch: list[tuple[rplan.ChildRef, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    delete: list[rplan.ChildRef] = dataclasses.field(default_factory=list)
     events: list[EventTuple] = dataclasses.field(default_factory=list)
     cleanup_at: datetime.datetime | None = None  # when the TTL will delete the children
 
@@ -226,8 +220,8 @@ def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datet
         plan.cleanup_at = due
         return
     # Deleting what is already gone is a no-op, so the handler need not read the children.
-    plan.delete.append(ChildRef("batch/v1", "Job", build.job_name(tj)))
-    plan.delete.append(ChildRef("v1", "ConfigMap", build.config_name(tj)))
+    plan.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
+    plan.delete.append(rplan.ChildRef("v1", "ConfigMap", build.config_name(tj)))
     plan.status = status.model_copy(update={"children_deleted": True})
     plan.events.append(
         (
@@ -277,7 +271,7 @@ def _plan(
             )
         )
         if job is not None and job_hash != h and not _active(job):
-            out.delete.append(ChildRef("batch/v1", "Job", build.job_name(tj)))
+            out.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
         return out
 
     if job is not None and job_hash != h:
@@ -293,7 +287,7 @@ def _plan(
                 message="the spec changed: replacing the Job with a new run",
             )
         )
-        out.delete.append(ChildRef("batch/v1", "Job", build.job_name(tj)))
+        out.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
         out.events.append(("Normal", "SpecChanged", "the spec changed: starting a new run"))
         return out
 
@@ -315,7 +309,7 @@ def _pinned_dataset(tj: api.TrainingJob, observed: Observed) -> tuple[str, str] 
     """The Dataset version of the current run: from the status, else from the run's ConfigMap."""
     if tj.status.dataset_uri and tj.status.spec_hash == build.run_hash(tj.spec):
         return tj.status.dataset_uri, tj.status.dataset_digest or ""
-    data = ((observed.configmap or {}).get("data") or {}).get(build.CONFIG_KEY)
+    data = ((observed.configmap or {}).get("data") or {}).get(workload.CONFIG_KEY)
     if data:
         try:
             config = json.loads(data)
@@ -416,7 +410,9 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
     if outcome.state in {"Pending", "Running", "Suspended"}:
         want = _desired_suspend(tj, job)
         if bool((job.get("spec") or {}).get("suspend")) != want:
-            out.patch.append((ChildRef("batch/v1", "Job", build.job_name(tj)), {"spec": {"suspend": want}}))
+            out.patch.append(
+                (rplan.ChildRef("batch/v1", "Job", build.job_name(tj)), {"spec": {"suspend": want}})
+            )
             verb = "suspending" if want else "resuming"
             state = "Suspended" if want else "Pending"
             out.status = out.status.model_copy(

@@ -12,17 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlops_operator.api import common, estimators
+from mlops_operator.api import common, estimators, workload
 from mlops_operator.api import trainingjob as api
 from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import workload as rworkload
 
 COMPONENT = "train"
 CONTAINER = "train"
-CONFIG_DIR = "/etc/mlops"
-CONFIG_KEY = "config.json"
 DEFAULT_COMMAND: tuple[str, ...] = ("python", "-m", "mlops_workloads.train")
 KUEUE_PREFIX = "kueue.x-k8s.io/"
-PERMANENT_EXIT_CODE = 3  # the workload contract: a failure that retrying cannot fix
 
 
 def owner(tj: api.TrainingJob) -> rcommon.Owner:
@@ -108,22 +106,16 @@ def configmap(tj: api.TrainingJob, config: api.TrainConfig) -> dict[str, Any]:
             "labels": o.labels(COMPONENT),
             "ownerReferences": [o.reference()],
         },
-        "data": {CONFIG_KEY: json.dumps(config.to_api(), sort_keys=True, indent=1)},
+        "data": {workload.CONFIG_KEY: json.dumps(config.to_api(), sort_keys=True, indent=1)},
     }
 
 
 def _volumes(
-    config: api.TrainConfig, settings: rcommon.Settings, *, config_map: str
+    config: api.TrainConfig, settings: rcommon.Settings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts for the config, /tmp and the dataset and output storage (deduplicated)."""
-    volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": config_map}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
+    """Volumes and mounts besides the config and /tmp: the output and dataset storage (deduplicated)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for role, uri in (("output", config.output_uri), ("dataset", config.dataset_uri)):
         loc = common.StorageLocation.parse(uri)
@@ -144,83 +136,40 @@ def job(
 ) -> dict[str, Any]:
     """The batch/v1 Job of one run."""
     spec = tj.spec
-    o = owner(tj)
-    labels = o.labels(COMPONENT)
-    job_labels = dict(labels)
-    job_labels.update({k: v for k, v in tj.metadata.labels.items() if k.startswith(KUEUE_PREFIX)})
-    volumes, mounts = _volumes(config, settings, config_map=config_name(tj))
+    volumes, mounts = _volumes(config, settings)
     node_selector, tolerations = rcommon.placement(
         settings,
         gpu=spec.resources.gpu,
         node_selector=spec.node_selector,
         tolerations=[t.to_api() for t in spec.tolerations or []],
     )
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": spec.image or settings.workload_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": list(spec.command or DEFAULT_COMMAND),
-        "env": [
-            {"name": "MLOPS_CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
-        "resources": spec.resources.to_requirements(gpu_resource=settings.gpu_resource),
-        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
-        "volumeMounts": mounts,
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "securityContext": rcommon.pod_security_context(settings.run_as_user),
-        "containers": [container],
-        "volumes": volumes,
-        "enableServiceLinks": False,
-    }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    pod_extra: dict[str, Any] = {}
     if spec.affinity:
-        pod_spec["affinity"] = spec.affinity
+        pod_extra["affinity"] = spec.affinity
     if spec.priority_class_name:
-        pod_spec["priorityClassName"] = spec.priority_class_name
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.run_policy.backoff_limit,
-        "completions": 1,
-        "parallelism": 1,
-        "suspend": suspend,
-        # A preempted or evicted pod is not the code's fault: do not count it against backoffLimit.
-        # Exit code 3 means "retrying cannot help" (bad params, task mismatch, ...): fail at once.
-        "podFailurePolicy": {
-            "rules": [
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": [PERMANENT_EXIT_CODE],
-                    },
-                },
-            ]
-        },
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-    }
-    if spec.run_policy.active_deadline_seconds:
-        job_spec["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(tj),
-            "namespace": o.namespace,
-            "labels": job_labels,
-            "annotations": {rcommon.ANNOTATION_SPEC_HASH: run_hash(spec)},
-            "ownerReferences": [o.reference()],
-        },
-        "spec": job_spec,
-    }
+        pod_extra["priorityClassName"] = spec.priority_class_name
+    return rworkload.job(
+        owner(tj),
+        settings,
+        name=job_name(tj),
+        component=COMPONENT,
+        config_map=config_name(tj),
+        container=rworkload.batch_container(
+            settings,
+            name=CONTAINER,
+            image=spec.image or settings.workload_image,
+            command=spec.command or DEFAULT_COMMAND,
+            mounts=mounts,
+            resources=spec.resources.to_requirements(gpu_resource=settings.gpu_resource),
+        ),
+        volumes=volumes,
+        backoff_limit=spec.run_policy.backoff_limit,
+        active_deadline_seconds=spec.run_policy.active_deadline_seconds,
+        annotations={rcommon.ANNOTATION_SPEC_HASH: run_hash(spec)},
+        # Kueue reads its queue and priority labels from the Job, not the pod.
+        labels={k: v for k, v in tj.metadata.labels.items() if k.startswith(KUEUE_PREFIX)},
+        node_selector=node_selector,
+        tolerations=tolerations,
+        pod_extra=pod_extra,
+        spec_extra={"completions": 1, "parallelism": 1, "suspend": suspend},
+    )

@@ -4,21 +4,7 @@ Collects the sources, validates them against the schema, cleans, splits, fits th
 preprocessor on the train split and writes an immutable version directory named by its
 content digest (see the shared data contract in ARCHITECTURE.md). The modules follow the
 steps: ``sources`` → ``validate`` → ``clean`` → ``split`` → ``features`` → ``digest`` /
-``stats`` → ``output``; ``pipeline.prepare`` runs them in order.
+``stats`` → ``output``; ``pipeline.prepare`` runs them in order. Which failures are permanent
+(exit code 3, not retried) is part of the operator contract:
+``mlops_operator.api.workload.PREPARE_PERMANENT_REASONS``.
 """
-
-PERMANENT_EXIT_CODE = 3
-"""Exit code of a failure that retrying cannot fix (the Job's podFailurePolicy fails at once)."""
-
-PERMANENT_REASONS = frozenset(
-    {
-        "ChecksumMismatch",
-        "SchemaMismatch",
-        "SchemaViolation",
-        "EmptyAfterCleaning",
-        "SplitTooSmall",
-        "NoFeatures",
-        "InvalidConfig",
-        "MissingConfig",
-    }
-)

@@ -1,6 +1,6 @@
 """``python -m mlops_workloads.prepare``: run the prepare workload under the runtime contract.
 
-Data errors (a wrong checksum, a schema mismatch, ...) exit with ``PERMANENT_EXIT_CODE`` so
+Data errors (a wrong checksum, a schema mismatch, ...) exit with ``PERMANENT_EXIT_CODE`` (3) so
 that the Job's podFailurePolicy fails the Job at once instead of retrying what cannot
 succeed; anything else (an unreachable URL, a lost node) exits 1 and is retried up to the
 spec's backoffLimit.
@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 from mlops_operator.api import dataset as api
-from mlops_workloads import prepare, runtime
+from mlops_operator.api import workload
+from mlops_workloads import runtime
 from mlops_workloads.prepare import pipeline
 
 
@@ -30,9 +31,7 @@ def main() -> int:
             raise
 
     code = runtime.main_wrapper(run)
-    if code and failure.get("reason") in prepare.PERMANENT_REASONS:
-        return prepare.PERMANENT_EXIT_CODE
-    return code
+    return workload.exit_code(code, failure.get("reason"), permanent=workload.PREPARE_PERMANENT_REASONS)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from typing import Any
 
-from mlops_operator.api import common
+from mlops_operator.api import common, workload
 from mlops_operator.api import modeldeployment as md_api
 from mlops_workloads import runtime
 
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.ServeConfig:
     data: dict[str, Any] = {}
-    if environ.get(runtime.CONFIG_FILE_ENV) or environ.get(runtime.CONFIG_ENV):
+    if environ.get(workload.CONFIG_FILE_ENV) or environ.get(workload.CONFIG_ENV):
         data = runtime.load_config(md_api.ServeConfig, environ).model_dump()
     flags = {
         "model_dir": args.model_dir,

@@ -1,0 +1,156 @@
+"""One builder for every workload pod the operator runs: prepare and train Jobs, serving pods.
+
+The Dataset and TrainingJob reconcilers each used to build their own Job and the copies drifted
+(the training pod mounted the service-account token, the config landed in different
+directories, the failure rules came in a different order). Every pod here gets the same basics,
+whatever image runs in it (a user's own training image included): the restricted Pod Security
+contexts, no service-account token and no service-link variables (a workload never talks to the
+API), a writable ``/tmp`` on the read-only root, and for batch work the config file and
+termination message of the contract in ``api.workload`` and one podFailurePolicy. Each kind adds
+only what is its own: volumes, resources, env, placement. Pure, like the rest of ``reconcile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mlops_operator.api import workload as contract
+from mlops_operator.reconcile import common as rcommon
+
+CONFIG_VOLUME = "config"
+TMP_VOLUME = "tmp"
+
+
+def pod_spec(
+    settings: rcommon.Settings,
+    *,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The pod-level basics of every workload pod (Job or Deployment)."""
+    pod: dict[str, Any] = {
+        "securityContext": rcommon.pod_security_context(settings.run_as_user),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if settings.service_account:
+        pod["serviceAccountName"] = settings.service_account
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    return pod
+
+
+def batch_container(
+    settings: rcommon.Settings,
+    *,
+    name: str,
+    image: str,
+    command: Sequence[str],
+    mounts: Iterable[dict[str, Any]] = (),
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A batch workload's container: its config file and ``/tmp`` mounted first, its result read
+    from the termination message (or the log tail when it died before writing one)."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(command),
+        "env": [
+            {"name": contract.CONFIG_FILE_ENV, "value": contract.CONFIG_FILE},
+            {"name": "HOME", "value": contract.TMP_DIR},
+            {"name": "TMPDIR", "value": contract.TMP_DIR},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
+            *mounts,
+        ],
+        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """The same rules for every batch workload, in this order: the contract's permanent exit code
+    fails the Job at once (retrying cannot help), an evicted or preempted pod is not counted
+    against ``backoffLimit`` (not the workload's fault), anything else is retried."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": container,
+                    "operator": "In",
+                    "values": [contract.PERMANENT_EXIT_CODE],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def job(
+    owner: rcommon.Owner,
+    settings: rcommon.Settings,
+    *,
+    name: str,
+    component: str,
+    config_map: str,
+    container: dict[str, Any],
+    volumes: Iterable[dict[str, Any]] = (),
+    backoff_limit: int,
+    active_deadline_seconds: int | None = None,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    pod_extra: dict[str, Any] | None = None,
+    spec_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one workload run: one pod that is never restarted in place, the config
+    ConfigMap and an emptyDir ``/tmp`` as its first volumes. ``labels`` are added to the Job's
+    (not the pod's) labels; ``pod_extra`` and ``spec_extra`` are the kind's own pod and Job fields."""
+    pod_labels = owner.labels(component)
+    pod = pod_spec(
+        settings,
+        containers=[container],
+        volumes=[
+            {"name": CONFIG_VOLUME, "configMap": {"name": config_map}},
+            {"name": TMP_VOLUME, "emptyDir": {}},
+            *volumes,
+        ],
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    pod["restartPolicy"] = "Never"
+    pod.update(pod_extra or {})
+    spec: dict[str, Any] = {
+        "backoffLimit": backoff_limit,
+        "podFailurePolicy": pod_failure_policy(container["name"]),
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod},
+    }
+    if active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = active_deadline_seconds
+    spec.update(spec_extra or {})
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**pod_labels, **(labels or {})},
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
