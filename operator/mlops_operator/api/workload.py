@@ -62,7 +62,6 @@ TRAIN_PERMANENT_REASONS = frozenset(
         "DatasetEmpty",
         "DatasetInvalid",
         "DatasetDigestMismatch",
-        "UntrustedArtifact",
         "UntrustedModel",
         "InvalidArtifact",
         "GPUUnavailable",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlops_operator.api import common
+from mlops_operator.api import common, workload
 from mlops_operator.api import modeldeployment as api
 from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import workload as rworkload
@@ -26,7 +26,6 @@ LABEL_TRACK = "mlops.dev/track"
 LABEL_STAGE = "mlops.dev/stage"
 TRACKS = ("stable", "canary")
 PRESTOP_SLEEP_SECONDS = 5
-TMP_DIR = "/tmp"
 
 
 def owner(md: api.ModelDeployment) -> rcommon.Owner:
@@ -121,7 +120,7 @@ def deployment(
                 "name": "MLOPS_CONFIG",
                 "value": json.dumps(config.to_api(), sort_keys=True, separators=(",", ":")),
             },
-            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": f"{TMP_DIR}/metrics"}
+            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": f"{workload.TMP_DIR}/metrics"}
             if md.spec.workers > 1
             else None,
         ],
@@ -147,7 +146,7 @@ def deployment(
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "resources": resources.to_requirements(gpu_resource=settings.gpu_resource),
         "securityContext": rcommon.restricted_security_context(settings.run_as_user),
-        "volumeMounts": [mount, {"name": "tmp", "mountPath": TMP_DIR}],
+        "volumeMounts": [mount, {"name": "tmp", "mountPath": workload.TMP_DIR}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     container["env"] = [e for e in container["env"] if e is not None]
