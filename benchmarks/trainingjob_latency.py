@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 import localcluster  # noqa: E402
 
 from mlops_operator.api import trainingjob as api  # noqa: E402
-from mlops_operator.reconcile import common as rcommon  # noqa: E402
+from mlops_operator.reconcile import owner as rowner  # noqa: E402
 from mlops_operator.reconcile import trainingjob_build as build  # noqa: E402
+from mlops_operator.reconcile import workload as rworkload  # noqa: E402
 
 GROUP, VERSION = "mlops.dev", "v1alpha1"
 DIGEST = "sha256:" + "cd" * 32
@@ -154,11 +155,13 @@ def template_job(namespace: str) -> dict[str, Any]:
             },
         }
     )
-    config = build.train_config(tj, dataset_uri=STORAGE, dataset_digest=DIGEST, settings=rcommon.Settings())
-    job = build.job(tj, config=config, settings=rcommon.Settings(), suspend=False)
+    config = build.train_config(
+        tj, dataset_uri=STORAGE, dataset_digest=DIGEST, settings=rworkload.WorkloadSettings()
+    )
+    job = build.job(tj, config=config, settings=rworkload.WorkloadSettings(), suspend=False)
     del job["metadata"]["ownerReferences"]
     for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
-        labels.pop(rcommon.LABEL_MANAGED_BY, None)  # not routed to the operator
+        labels.pop(rowner.LABEL_MANAGED_BY, None)  # not routed to the operator
     return job
 
 

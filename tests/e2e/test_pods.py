@@ -9,7 +9,7 @@ import uuid
 from conftest import Cluster
 from e2e import pods
 from e2e.conftest import RealNode
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import jobs as rjobs
 
 TRAIN_SCRIPT = r"""
 import json, os, pathlib, sys
@@ -106,10 +106,10 @@ def test_job_trains_a_scikit_learn_model_into_a_persistent_volume(
     }
     cluster.apply(job)
 
-    def outcome() -> rcommon.JobOutcome | None:
+    def outcome() -> rjobs.JobOutcome | None:
         current = cluster.get("job", "train-iris", e2e_namespace)
         found = cluster.list("pod", e2e_namespace, selector="job-name=train-iris")
-        result = rcommon.job_outcome(current, found)
+        result = rjobs.job_outcome(current, found)
         return result if result.state in {"Succeeded", "Failed"} else None
 
     result = pods.wait(cluster, e2e_namespace, outcome, timeout=240, what="the training Job to finish")
@@ -143,10 +143,10 @@ def test_memory_hog_is_reported_oomkilled(cluster: Cluster, real_node: RealNode,
     }
     cluster.apply(job)
 
-    def failed() -> rcommon.JobOutcome | None:
+    def failed() -> rjobs.JobOutcome | None:
         current = cluster.get("job", "hog", e2e_namespace)
         found = cluster.list("pod", e2e_namespace, selector="job-name=hog")
-        result = rcommon.job_outcome(current, found)
+        result = rjobs.job_outcome(current, found)
         return result if result.state in {"Succeeded", "Failed"} else None
 
     result = pods.wait(cluster, e2e_namespace, failed, timeout=180, what="the Job to fail")

@@ -21,7 +21,7 @@ from conftest import Cluster, OperatorProcess, wait_until
 from e2e.conftest import RealNode
 from e2e.load import LoadGenerator
 from mlops_operator import cli
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_workloads.serve import demo
 
 NAME = "iris"
@@ -89,7 +89,7 @@ def test_autoscales_under_load_and_rolls_out_without_a_failed_request(
         demo.build(volume / "models" / version)
         uris[version] = f"pvc://{realnode.DATA_CLAIM}/models/{version}"
     _chown(volume / "models")
-    served = {v: rcommon.spec_hash(uri)[:12] for v, uri in uris.items()}  # the model_version answered
+    served = {v: rowner.spec_hash(uri)[:12] for v, uri in uris.items()}  # the model_version answered
 
     operator = OperatorProcess(
         cluster=cluster,

@@ -19,13 +19,13 @@ import pytest
 from conftest import Cluster
 from mlops_operator.api import dataset as dataset_api
 from mlops_operator.api import trainingjob as tj_api
-from mlops_operator.reconcile import common as rcommon
-from mlops_operator.reconcile import dataset as rds
+from mlops_operator.reconcile import dataset_build as rds_build
 from mlops_operator.reconcile import trainingjob_build as tj_build
+from mlops_operator.reconcile import workload as rworkload
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+SETTINGS = rworkload.WorkloadSettings(workload_image="mlops-workloads:test")
 
 
 def _jobs(namespace: str, root: str) -> list[dict[str, Any]]:
@@ -56,7 +56,7 @@ def _jobs(namespace: str, root: str) -> list[dict[str, Any]]:
         tj, dataset_uri=f"{root}/datasets/churn/abc", dataset_digest="sha256:ab", settings=SETTINGS
     )
     jobs = [
-        rds.build_job(ds, settings=SETTINGS),
+        rds_build.build_job(ds, settings=SETTINGS),
         tj_build.job(tj, config=config, settings=SETTINGS, suspend=True),
     ]
     for job in jobs:

@@ -14,8 +14,8 @@ import pytest
 from mlops_operator.api import common
 from mlops_operator.handlers import framework
 from mlops_operator.k8s import client
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import plan as rplan
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -51,7 +51,7 @@ class RecordingKube:
 def _ctx(kube: RecordingKube) -> framework.Context:
     return framework.Context(
         kube=kube,
-        settings=rcommon.Settings(),
+        settings=rworkload.WorkloadSettings(),
         now=NOW,  # type: ignore[arg-type]
         logger=logging.getLogger("test"),
     )

@@ -32,14 +32,16 @@ from mlops_operator.api import modeldeployment as mdapi
 from mlops_operator.api import sweep as swapi
 from mlops_operator.api import trainingjob as tjapi
 from mlops_operator.handlers import framework
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import dataset as rds
+from mlops_operator.reconcile import dataset_build as rds_build
 from mlops_operator.reconcile import modeldeployment as rmd
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import sweep as rsweep
 from mlops_operator.reconcile import trainingjob as rtj
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
-SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+SETTINGS = rworkload.WorkloadSettings(workload_image="mlops-workloads:test")
 GENERATION = 4
 DATASET_READY = {"status": {"phase": "Ready", "digest": "sha256:abc", "storageUri": "pvc://data/iris/abc"}}
 # kstatus result → the Argo CD health statuses that agree with it.
@@ -206,7 +208,7 @@ def ds_status(job_status: dict[str, Any] | None, pods: list[dict[str, Any]]) -> 
     job = (
         None
         if job_status is None
-        else {"metadata": {"name": rds.child_name(ds)}, "spec": {}, "status": job_status}
+        else {"metadata": {"name": rds_build.child_name(ds)}, "spec": {}, "status": job_status}
     )
     return rds.compute_status(ds, job=job, pods=pods, now=NOW)
 
@@ -407,7 +409,7 @@ def test_modeldeployment_rolled_back_canary_is_stalled_but_serving() -> None:
     }
     status = {
         "canary": {
-            "specHash": rcommon.spec_hash(spec["canary"]["model"]),
+            "specHash": rowner.spec_hash(spec["canary"]["model"]),
             "state": "RolledBack",
             "message": "error rate 12%",
         }

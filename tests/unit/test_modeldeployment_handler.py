@@ -23,7 +23,7 @@ import model_server
 from mlops_operator.api import common
 from mlops_operator.handlers import framework
 from mlops_operator.handlers import modeldeployment as handler
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import workload as rworkload
 from mlops_workloads.serve import demo
 
 
@@ -61,7 +61,7 @@ class FakeKube:
 def ctx(kube: FakeKube, now: datetime.datetime) -> framework.Context:
     return framework.Context(
         kube=kube,
-        settings=rcommon.Settings(),
+        settings=rworkload.WorkloadSettings(),
         now=now,  # type: ignore[arg-type]
         logger=logging.getLogger("test"),
     )

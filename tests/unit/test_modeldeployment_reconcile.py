@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from mlops_operator.api import modeldeployment as api
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import modeldeployment as rmd
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
-SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+SETTINGS = rworkload.WorkloadSettings(workload_image="mlops-workloads:test")
 URI = "pvc://models/iris/v1"
 URI2 = "pvc://models/iris/v2"
 

@@ -23,11 +23,11 @@ import random
 from typing import Any
 
 from mlops_operator.api import trainingjob as api
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import trainingjob as rtj
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
-SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+SETTINGS = rworkload.WorkloadSettings(workload_image="mlops-workloads:test")
 DATASET = {"status": {"phase": "Ready", "digest": "sha256:abc", "storageUri": "pvc://data/iris/abc"}}
 SEQUENCES = 1000
 RESULT = json.dumps({"ok": True, "metrics": {"validation": {"accuracy": 0.9}}, "modelUri": "pvc://m/x"})

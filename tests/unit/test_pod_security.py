@@ -21,12 +21,12 @@ import pytest
 from mlops_operator.api import dataset as dataset_api
 from mlops_operator.api import modeldeployment as md_api
 from mlops_operator.api import trainingjob as tj_api
-from mlops_operator.reconcile import common as rcommon
-from mlops_operator.reconcile import dataset as rds
+from mlops_operator.reconcile import dataset_build as rds_build
 from mlops_operator.reconcile import modeldeployment_build as md_build
 from mlops_operator.reconcile import trainingjob_build as tj_build
+from mlops_operator.reconcile import workload as rworkload
 
-SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test", service_account="mlops-workload")
+SETTINGS = rworkload.WorkloadSettings(workload_image="mlops-workloads:test", service_account="mlops-workload")
 ALLOWED_VOLUMES = {
     "configMap",
     "csi",
@@ -159,7 +159,9 @@ def workload_pods(scheme: str) -> dict[str, dict[str, Any]]:
     """The pod template of every kind of workload pod the operator builds, on ``scheme`` storage."""
     root = "pvc://data" if scheme == "pvc" else "file:///data"
     built = {
-        "prepare": rds.build_job(_dataset(f"{root}/datasets/churn", f"{root}/raw/a.csv"), settings=SETTINGS),
+        "prepare": rds_build.build_job(
+            _dataset(f"{root}/datasets/churn", f"{root}/raw/a.csv"), settings=SETTINGS
+        ),
         "train": _training(f"{root}/datasets/iris/abc"),
         "train-gpu": _training(f"{root}/datasets/iris/abc", gpu=1),
         "serve-stable": _serving(f"{root}/models/iris/v1", "stable"),

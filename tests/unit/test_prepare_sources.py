@@ -241,8 +241,8 @@ def test_concatenated_sources_must_share_columns(tmp_path: pathlib.Path) -> None
 
 def test_the_operators_configmap_runs_the_workload(tmp_path: pathlib.Path) -> None:
     """What the reconciler puts in the ConfigMap is what the workload loads and runs."""
-    from mlops_operator.reconcile import common as rcommon
-    from mlops_operator.reconcile import dataset as rds
+    from mlops_operator.reconcile import dataset_build as rds_build
+    from mlops_operator.reconcile import workload as rworkload
 
     ds = api.Dataset.from_body(
         {
@@ -250,7 +250,7 @@ def test_the_operators_configmap_runs_the_workload(tmp_path: pathlib.Path) -> No
             "spec": {"sources": [{"sklearn": {"name": "iris"}}], "storage": "pvc://data/datasets/iris"},
         }
     )
-    config_map = rds.build_configmap(ds, settings=rcommon.Settings(pvc_root=str(tmp_path)))
+    config_map = rds_build.build_configmap(ds, settings=rworkload.WorkloadSettings(pvc_root=str(tmp_path)))
     config_file = tmp_path / "config.json"
     config_file.write_text(config_map["data"]["config.json"])
     config = runtime.load_config(api.PrepareConfig, {workload.CONFIG_FILE_ENV: str(config_file)})

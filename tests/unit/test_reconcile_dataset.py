@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from mlops_operator.api import dataset as api
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import dataset as rds
+from mlops_operator.reconcile import dataset_build as rds_build
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
-SETTINGS = rcommon.Settings(workload_image="registry.local/mlops-workloads:1.2.3")
+SETTINGS = rworkload.WorkloadSettings(workload_image="registry.local/mlops-workloads:1.2.3")
 UID = "0b7d-uid"
 SPEC: dict[str, Any] = {
     "sources": [
@@ -93,20 +95,20 @@ COMPLETE = {
 
 def test_child_names_follow_the_spec_hash() -> None:
     ds = dataset()
-    name = rds.child_name(ds)
-    assert name == f"churn-prepare-{rcommon.spec_hash(ds.spec.to_api())[:8]}"
-    assert rds.child_name(dataset()) == name  # stable
+    name = rds_build.child_name(ds)
+    assert name == f"churn-prepare-{rowner.spec_hash(ds.spec.to_api())[:8]}"
+    assert rds_build.child_name(dataset()) == name  # stable
     changed = dataset({**SPEC, "split": {"seed": 1}})
-    assert rds.child_name(changed) != name
+    assert rds_build.child_name(changed) != name
     long = dataset(name="a" * 60)
-    assert len(rds.child_name(long)) <= 63
-    assert rds.selector(ds) == "mlops.dev/dataset=churn,app.kubernetes.io/component=prepare"
+    assert len(rds_build.child_name(long)) <= 63
+    assert rds_build.selector(ds) == "mlops.dev/dataset=churn,app.kubernetes.io/component=prepare"
 
 
 def test_configmap_carries_the_workload_config() -> None:
     ds = dataset()
-    cm = rds.build_configmap(ds, settings=SETTINGS)
-    assert cm["metadata"]["name"] == rds.child_name(ds)
+    cm = rds_build.build_configmap(ds, settings=SETTINGS)
+    assert cm["metadata"]["name"] == rds_build.child_name(ds)
     assert cm["metadata"]["ownerReferences"] == [
         {"apiVersion": "mlops.dev/v1alpha1", "kind": "Dataset", "name": "churn", "uid": UID,
          "controller": True, "blockOwnerDeletion": True}
@@ -119,8 +121,8 @@ def test_configmap_carries_the_workload_config() -> None:
 
 def test_job_golden() -> None:
     ds = dataset()
-    name = rds.child_name(ds)
-    job = rds.build_job(ds, settings=SETTINGS)
+    name = rds_build.child_name(ds)
+    job = rds_build.build_job(ds, settings=SETTINGS)
     labels = {
         "app.kubernetes.io/managed-by": "mlops-operator",
         "app.kubernetes.io/part-of": "mlops",
@@ -134,7 +136,7 @@ def test_job_golden() -> None:
             "name": name,
             "namespace": "ml",
             "labels": labels,
-            "annotations": {"mlops.dev/spec-hash": rcommon.spec_hash(ds.spec.to_api())},
+            "annotations": {"mlops.dev/spec-hash": rowner.spec_hash(ds.spec.to_api())},
             "ownerReferences": [
                 {"apiVersion": "mlops.dev/v1alpha1", "kind": "Dataset", "name": "churn", "uid": UID,
                  "controller": True, "blockOwnerDeletion": True}
@@ -217,7 +219,7 @@ def test_job_on_file_storage_gpu_and_placement() -> None:
         "nodeSelector": {"disk": "local-ssd"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "data", "effect": "NoSchedule"}],
     }
-    job = rds.build_job(dataset(spec), settings=SETTINGS)
+    job = rds_build.build_job(dataset(spec), settings=SETTINGS)
     pod = job["spec"]["template"]["spec"]
     assert pod["volumes"][2:] == [
         {"name": "storage", "hostPath": {"path": "/data/out", "type": "DirectoryOrCreate"}},
@@ -236,17 +238,17 @@ def test_plan_creates_configmap_and_job_then_only_reapplies_the_configmap() -> N
     first = rds.plan(ds, observed=rds.Observed(), settings=SETTINGS, now=NOW)
     assert [c["kind"] for c in first.apply] == ["ConfigMap", "Job"]
     assert first.status.phase == "Pending" and first.status.reason == "Creating"
-    assert first.status.job_name == rds.child_name(ds)
+    assert first.status.job_name == rds_build.child_name(ds)
     assert first.status.observed_generation == 2
     assert first.delete == []
-    job = job_named(rds.child_name(ds), {"active": 1})
+    job = job_named(rds_build.child_name(ds), {"active": 1})
     second = rds.plan(ds, observed=rds.Observed(jobs=[job]), settings=SETTINGS, now=NOW)
     assert [c["kind"] for c in second.apply] == ["ConfigMap"]  # a Job is immutable: never re-applied
 
 
 def test_running_pod_is_preparing() -> None:
     ds = dataset()
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     observed = rds.Observed(jobs=[job_named(name, {"active": 1})], pods=[pod(name, phase="Running")])
     plan = rds.plan(ds, observed=observed, settings=SETTINGS, now=NOW)
     assert plan.status.phase == "Preparing"
@@ -258,7 +260,7 @@ def test_a_finished_pod_before_the_job_completes_is_still_preparing() -> None:
     """The kubelet reports the prepare pod Succeeded before the Job controller sets Complete: the
     Dataset stays Preparing (Reconciling), it never drops back to Pending."""
     ds = dataset(status={"phase": "Preparing"})
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(RESULT)})
     observed = rds.Observed(jobs=[job_named(name, {"active": 1, "ready": 0})], pods=[done])
     plan = rds.plan(ds, observed=observed, settings=SETTINGS, now=NOW)
@@ -268,7 +270,7 @@ def test_a_finished_pod_before_the_job_completes_is_still_preparing() -> None:
 
 def test_completion_with_result_is_ready_with_the_numbers() -> None:
     ds = dataset(status={"phase": "Preparing", "jobName": None})
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(RESULT)})
     plan = rds.plan(
         ds, observed=rds.Observed(jobs=[job_named(name, COMPLETE)], pods=[done]), settings=SETTINGS, now=NOW
@@ -312,7 +314,7 @@ def test_storage_uri_is_rebuilt_when_the_result_was_trimmed() -> None:
 
 def test_completion_without_a_result_fails() -> None:
     ds = dataset()
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
     plan = rds.plan(
         ds, observed=rds.Observed(jobs=[job_named(name, COMPLETE)], pods=[done]), settings=SETTINGS, now=NOW
@@ -350,7 +352,7 @@ def test_failures_name_their_reason(
     job_status: dict[str, Any], terminated: dict[str, Any] | None, reason: str, text: str
 ) -> None:
     ds = dataset(status={"phase": "Preparing"})
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     failed = pod(name, phase="Failed", terminated=terminated)
     plan = rds.plan(
         ds,
@@ -368,7 +370,7 @@ def test_failures_name_their_reason(
 
 def test_unschedulable_pod_stays_pending_with_the_reason() -> None:
     ds = dataset()
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     waiting = pod(
         name,
         phase="Pending",
@@ -386,7 +388,7 @@ def test_unschedulable_pod_stays_pending_with_the_reason() -> None:
 
 
 def ready_status(ds: api.Dataset) -> dict[str, Any]:
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(RESULT)})
     plan = rds.plan(
         ds, observed=rds.Observed(jobs=[job_named(name, COMPLETE)], pods=[done]), settings=SETTINGS, now=NOW
@@ -396,9 +398,9 @@ def ready_status(ds: api.Dataset) -> dict[str, Any]:
 
 def test_spec_change_makes_a_new_job_deletes_the_old_and_keeps_the_last_version() -> None:
     old = dataset()
-    old_name = rds.child_name(old)
+    old_name = rds_build.child_name(old)
     edited = dataset({**SPEC, "split": {"seed": 9}}, status=ready_status(old))
-    new_name = rds.child_name(edited)
+    new_name = rds_build.child_name(edited)
     observed = rds.Observed(
         jobs=[job_named(old_name, COMPLETE), job_named("someone-elses-job", uid="other")],
         configmaps=[job_named(old_name)],
@@ -422,7 +424,7 @@ def test_spec_change_makes_a_new_job_deletes_the_old_and_keeps_the_last_version(
 
 def test_new_digest_posts_an_event() -> None:
     ds = dataset()
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     before = {**ready_status(ds), "phase": "Preparing"}
     newer = {**RESULT, "digest": "9" * 64, "storageUri": "pvc://data/datasets/churn/" + "9" * 64}
     done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(newer)})
@@ -439,7 +441,7 @@ def test_steady_state_has_no_events_and_stable_conditions() -> None:
     ds = dataset()
     stored = ready_status(ds)
     later = NOW + datetime.timedelta(hours=1)
-    name = rds.child_name(ds)
+    name = rds_build.child_name(ds)
     done = pod(name, phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(RESULT)})
     plan = rds.plan(
         dataset(status=stored),

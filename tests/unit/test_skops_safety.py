@@ -29,8 +29,9 @@ from sklearn import pipeline, preprocessing
 
 from mlops_operator.api import estimators
 from mlops_operator.api import modeldeployment as md_api
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import modeldeployment as rmd
+from mlops_operator.reconcile import workload as rworkload
 from mlops_workloads import runtime, skops_io, skops_types
 from mlops_workloads.serve import bundle as bundle_mod
 from mlops_workloads.serve import demo
@@ -158,7 +159,7 @@ def test_serving_bundle_refuses_exec_model(tmp_path: pathlib.Path) -> None:
 # -- every model of ours loads -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", estimators.names())
+@pytest.mark.parametrize("name", skops_types.skops_estimators())  # the PyTorch networks are ONNX
 def test_every_registry_estimator_round_trips(name: str, tmp_path: pathlib.Path) -> None:
     entry = estimators.get(name)
     params = dict(skops_types.SMALL) | ({"verbose": -1} if entry.library == "lightgbm" else {})
@@ -241,7 +242,10 @@ def _md() -> md_api.ModelDeployment:
 def _plan(pods: list[dict[str, Any]]) -> rmd.Plan:
     observed = rmd.Observed(deployments={"stable": None, "canary": None}, pods=pods)
     return rmd.plan(
-        _md(), observed=observed, now=NOW, settings=rcommon.Settings(workload_image="mlops-workloads:test")
+        _md(),
+        observed=observed,
+        now=NOW,
+        settings=rworkload.WorkloadSettings(workload_image="mlops-workloads:test"),
     )
 
 
@@ -264,7 +268,7 @@ def test_other_serving_failures_do_not_fail_the_modeldeployment() -> None:
 
 def test_refused_preprocessor_fails_the_trainingjob() -> None:
     job = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]}}
-    outcome = rcommon.job_outcome(job, [_pod(REFUSAL, where="state")])
+    outcome = rjobs.job_outcome(job, [_pod(REFUSAL, where="state")])
     assert (outcome.state, outcome.reason) == ("Failed", "UntrustedModel")
     assert "builtins.exec" in outcome.message
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from mlops_operator.handlers import framework
 from mlops_operator.handlers import sweep as hsweep
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import workload as rworkload
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ class FakeKube:
 def context(kube: FakeKube) -> framework.Context:
     return framework.Context(
         kube=kube,  # type: ignore[arg-type]
-        settings=rcommon.Settings(),
+        settings=rworkload.WorkloadSettings(),
         now=datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC),
         logger=logging.getLogger("test"),
     )

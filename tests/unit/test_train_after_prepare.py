@@ -15,8 +15,8 @@ import pytest
 
 from mlops_operator.api import dataset as dataset_api
 from mlops_operator.api import trainingjob, workload
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import trainingjob as rtj
+from mlops_operator.reconcile import workload as rworkload
 from mlops_workloads.prepare import pipeline
 from mlops_workloads.train import artifacts, run
 
@@ -64,7 +64,7 @@ def test_prepare_then_train(tmp_path: pathlib.Path) -> None:
         tj,
         observed=rtj.Observed(dataset=ready),
         now=pd.Timestamp("2025-01-01", tz="UTC"),
-        settings=rcommon.Settings(),
+        settings=rworkload.WorkloadSettings(),
     )
     cm = next(o for o in plan.apply if o["kind"] == "ConfigMap")
     config = trainingjob.TrainConfig.model_validate_json(cm["data"][workload.CONFIG_KEY])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from mlops_operator.api import trainingjob as api
-from mlops_operator.reconcile import common as rcommon
 from mlops_operator.reconcile import trainingjob_build as build
+from mlops_operator.reconcile import workload as rworkload
 from mlops_workloads.train import estimator
 
 
@@ -26,7 +26,7 @@ def config(estimator_name: str, gpu: int, params: dict[str, object] | None = Non
         }
     )
     return build.train_config(
-        tj, dataset_uri="pvc://data/d/x", dataset_digest="x", settings=rcommon.Settings()
+        tj, dataset_uri="pvc://data/d/x", dataset_digest="x", settings=rworkload.WorkloadSettings()
     )
 
 

@@ -11,13 +11,14 @@ import pytest
 
 from mlops_operator.api import trainingjob as api
 from mlops_operator.api import workload
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import trainingjob as rtj
 from mlops_operator.reconcile import trainingjob_build as build
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
-SETTINGS = rcommon.Settings(workload_image="mlops-workloads:test")
+SETTINGS = rworkload.WorkloadSettings(workload_image="mlops-workloads:test")
 READY = {
     "status": {
         "phase": "Ready",
@@ -150,7 +151,7 @@ def test_ready_dataset_creates_configmap_and_job() -> None:
     assert job["metadata"]["name"] == "iris-rf-train"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert job["metadata"]["labels"]["mlops.dev/trainingjob"] == "iris-rf"
-    assert job["metadata"]["annotations"][rcommon.ANNOTATION_SPEC_HASH] == build.run_hash(tj.spec)
+    assert job["metadata"]["annotations"][rowner.ANNOTATION_SPEC_HASH] == build.run_hash(tj.spec)
     spec = job["spec"]
     assert spec["backoffLimit"] == 3 and spec["activeDeadlineSeconds"] == 600 and spec["suspend"] is False
     pod_spec = spec["template"]["spec"]
@@ -161,7 +162,7 @@ def test_ready_dataset_creates_configmap_and_job() -> None:
     assert container["image"] == "mlops-workloads:test"
     assert container["command"] == ["python", "-m", "mlops_workloads.train"]
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
-    assert container["securityContext"] == rcommon.restricted_security_context(1000)
+    assert container["securityContext"] == rworkload.restricted_security_context(1000)
     assert {"name": "MLOPS_CONFIG_FILE", "value": "/etc/mlops/config/config.json"} in container["env"]
     assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
     assert pod_spec["automountServiceAccountToken"] is False and pod_spec["enableServiceLinks"] is False

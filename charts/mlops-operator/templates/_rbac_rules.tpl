@@ -35,14 +35,15 @@ no Secret is readable, and nothing cluster-scoped is writable.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "patch", "delete"]
-# Model serving: the Deployment(s), the Service, the PodDisruptionBudget and the HPA of a ModelDeployment.
+# Model serving: the Deployment(s), the Service, the PodDisruptionBudget and the HPA of a ModelDeployment;
+# the rendezvous Service of a several-worker TrainingJob (deleted with the run's other children).
 # PDBs and HPAs are deleted when replicas or autoscaling change so that they stop acting.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]

@@ -61,6 +61,8 @@ EstimatorName = Literal[
     "Ridge",
     "SVC",
     "SVR",
+    "TorchMLPClassifier",
+    "TorchMLPRegressor",
     "XGBClassifier",
     "XGBRegressor",
 ]
@@ -84,6 +86,8 @@ class Estimator:
     proba_params: Mapping[str, Any]
     gpu_params: Mapping[str, Any]
     params: Mapping[str, Mapping[str, Any]]
+    distributed: bool = False
+    """Trains on several workers (torch.distributed) when ``spec.workers > 1``."""
 
     @property
     def gpu_capable(self) -> bool:
@@ -120,6 +124,7 @@ def _build() -> dict[str, Estimator]:
             proba_params=entry["proba_params"],
             gpu_params=entry["gpu_params"],
             params=entry["params"],
+            distributed=bool(entry.get("distributed", False)),
         )
     return out
 
@@ -130,6 +135,11 @@ LIBRARY_VERSIONS: dict[str, str] = dict(table()["versions"])
 
 def names(task: Task | None = None) -> list[str]:
     return sorted(n for n, e in REGISTRY.items() if task is None or e.task == task)
+
+
+def distributed_names() -> list[str]:
+    """The estimators that train on several workers."""
+    return sorted(n for n, e in REGISTRY.items() if e.distributed)
 
 
 def get(name: str) -> Estimator:

@@ -345,7 +345,10 @@ class ModelDeploymentStatus(common.StatusBase):
     desired_replicas: int = pydantic.Field(default=0, ge=0, description="Pods wanted.")
     stage: str | None = pydantic.Field(default=None, description="The stage the deployment is in.")
     served_model_uri: str | None = pydantic.Field(default=None, description="URI of the model being served.")
-    model_digest: str | None = pydantic.Field(default=None, description="sha256 of the served model.skops.")
+    model_digest: str | None = pydantic.Field(
+        default=None,
+        description="sha256 of the served model (model.skops, or model.onnx with its preprocessor).",
+    )
     canary: CanaryStatus | None = pydantic.Field(default=None, description="The canary's state.")
     last_scale: ScaleDecision | None = pydantic.Field(default=None, description="The last scale decision.")
     autoscaler: AutoscalerState | None = pydantic.Field(

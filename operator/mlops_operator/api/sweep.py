@@ -113,7 +113,8 @@ class SearchParameter(common.ApiModel):
         min_length=1,
         max_length=63,
         pattern=PARAMETER_NAME_PATTERN,
-        description="The estimator parameter this dimension sets: a key of trialTemplate.model.params.",
+        description="The parameter this dimension sets: a key of trialTemplate.model.params (checked "
+        "against the estimator) or of trialTemplate.trainer.params (your code's own, passed through).",
     )
     type: Literal["int", "float", "categorical"] = pydantic.Field(
         description="int and float are ranges [low, high]; categorical picks one of values."
@@ -182,8 +183,11 @@ def parameter_problems(p: SearchParameter) -> list[str]:
 class Objective(common.ApiModel):
     """What the sweep optimises: one metric the trials report, and in which direction."""
 
-    metric: trainingjob.MetricName = pydantic.Field(
-        description="The metric to optimise, computed on each trial's validation split."
+    metric: str = pydantic.Field(
+        max_length=63,
+        pattern=trainingjob.METRIC_NAME_PATTERN,
+        description="The metric to optimise, computed on each trial's validation split: one of the "
+        "built-in metrics for an estimator, any metric your code reports for a trainer.",
     )
     direction: trainingjob.Direction | None = pydantic.Field(
         default=None,
@@ -314,7 +318,8 @@ def _cel_list(values: list[str] | tuple[str, ...]) -> str:
 
 _METRIC_RULES: list[Any] = [
     {
-        "rule": f"!(self.trialTemplate.model.estimator in {_cel_list(estimators.names(task))}) || "
+        "rule": "!has(self.trialTemplate.model) || "
+        f"!(self.trialTemplate.model.estimator in {_cel_list(estimators.names(task))}) || "
         f"self.objective.metric in {_cel_list(estimators.metrics_for(task))}",
         "message": f"objective.metric: a {'regressor' if task == 'regression' else 'classifier'} "
         "supports only " + ", ".join(estimators.metrics_for(task)),
@@ -399,8 +404,8 @@ class HyperparameterSweepSpec(common.ApiModel):
     )
 
     trial_template: trainingjob.TrainingJobSpec = pydantic.Field(
-        description="The TrainingJob spec every trial runs, with its model.params overridden by the "
-        "trial's parameters and its objective set to objective.metric.",
+        description="The TrainingJob spec every trial runs, with its model.params (or trainer.params) "
+        "overridden by the trial's parameters and its objective set to objective.metric.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 {"rule": "self == oldSelf", "message": "trialTemplate is immutable; create a new sweep"}

@@ -19,6 +19,7 @@ or ``ok: false`` with ``reason`` and ``error``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -32,7 +33,21 @@ Phase = Literal["Pending", "WaitingForData", "Queued", "Suspended", "Running", "
 FINISHED_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-IMMUTABLE_WHILE_RUNNING: tuple[str, ...] = ("datasetRef", "model", "resources", "image", "command")
+IMMUTABLE_WHILE_RUNNING: tuple[str, ...] = (
+    "datasetRef",
+    "model",
+    "trainer",
+    "workers",
+    "resources",
+    "image",
+    "command",
+)
+WORKERS_MAX = 64
+PARAM_ENV_PREFIX = "MLOPS_PARAM_"
+"""Each of a trainer's params also reaches its code as ``MLOPS_PARAM_<NAME>`` (upper case)."""
+CODE_DIR = "/opt/mlops/code"
+"""Where ``trainer.codeConfigMap`` is mounted (read-only) in a trainer's pods."""
+METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
 
 
 def _cel_list(values: list[str]) -> str:
@@ -44,6 +59,8 @@ _CLASSIFIERS = _cel_list(estimators.names("classification"))
 _REGRESSION_METRICS = _cel_list(list(estimators.REGRESSION_METRICS))
 _CLASSIFICATION_METRICS = _cel_list(list(estimators.CLASSIFICATION_METRICS))
 _GPU_ESTIMATORS = _cel_list([n for n, e in sorted(estimators.REGISTRY.items()) if e.gpu_capable])
+_DISTRIBUTED_ESTIMATORS = _cel_list(estimators.distributed_names())
+_BUILTIN_METRICS = _cel_list(list(estimators.CLASSIFICATION_METRICS + estimators.REGRESSION_METRICS))
 
 
 class DatasetRef(common.ApiModel):
@@ -71,10 +88,53 @@ class ModelSpec(common.ApiModel):
     )
 
 
+class Trainer(common.ApiModel):
+    """Your own training code: an image and a command that follow the trainer contract.
+
+    The code reads the same JSON config as the built-in trainer (the file named by
+    ``$MLOPS_CONFIG_FILE``: ``params``, the prepared splits' paths under ``data``, ``outputDir``;
+    its rank and the world size come as ``$RANK``/``$WORLD_SIZE``, as torchrun sets them) and
+    reports with ``mlops_workloads.report`` (or by writing the documented result JSON to
+    /dev/termination-log itself). ``workloads/mlops_workloads/README.md`` is the contract.
+    """
+
+    image: str = pydantic.Field(
+        min_length=1,
+        max_length=512,
+        description="The image that runs your code, e.g. registry/team/train:1.4.",
+    )
+    command: list[Annotated[str, pydantic.Field(max_length=4096)]] = pydantic.Field(
+        min_length=1,
+        max_length=64,
+        description="The command, e.g. [python, /opt/mlops/code/train.py] or [torchrun, ...].",
+    )
+    params: dict[str, Any] = pydantic.Field(
+        default_factory=dict,
+        description="Your code's hyperparameters, free-form (not checked by the operator): they reach the "
+        "code as config.params and as MLOPS_PARAM_<NAME> variables, and a sweep tunes them.",
+        json_schema_extra={"maxProperties": 64, "x-kubernetes-preserve-unknown-fields": True},
+    )
+    code_config_map: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="A ConfigMap whose keys are files (your script) mounted read-only at /opt/mlops/code.",
+    )
+    task: Literal["classification", "regression"] | None = pydantic.Field(
+        default=None, description="What the code learns; defaults to the Dataset's task."
+    )
+
+
 class Objective(common.ApiModel):
     """The one number that says how good the model is (what a sweep optimises)."""
 
-    metric: MetricName = pydantic.Field(description="One of spec.metrics.")
+    metric: str = pydantic.Field(
+        max_length=63,
+        pattern=METRIC_NAME_PATTERN,
+        description="One of spec.metrics for an estimator; any metric your trainer reports (on its "
+        "validation split) for a trainer.",
+    )
     direction: Direction | None = pydantic.Field(
         default=None,
         description="maximize or minimize; defaults to minimize for log_loss, rmse and mae, else maximize.",
@@ -159,34 +219,62 @@ class TrainingJobSpec(common.ApiModel):
                     "fieldPath": ".objective.metric",
                 },
                 {
-                    "rule": f"!(self.model.estimator in {_REGRESSORS}) || !has(self.metrics) || "
+                    "rule": "!has(self.model) || "
+                    f"!(self.model.estimator in {_REGRESSORS}) || !has(self.metrics) || "
                     f"self.metrics.all(m, m in {_REGRESSION_METRICS})",
                     "message": "metrics: a regression estimator supports only rmse, mae and r2",
                     "fieldPath": ".metrics",
                 },
                 {
-                    "rule": f"!(self.model.estimator in {_CLASSIFIERS}) || !has(self.metrics) || "
+                    "rule": "!has(self.model) || "
+                    f"!(self.model.estimator in {_CLASSIFIERS}) || !has(self.metrics) || "
                     f"self.metrics.all(m, m in {_CLASSIFICATION_METRICS})",
                     "message": "metrics: a classifier supports only accuracy, precision, recall, f1, roc_auc "
                     "and log_loss",
                     "fieldPath": ".metrics",
                 },
                 {
-                    "rule": f"!(self.model.estimator in {_REGRESSORS}) || !has(self.objective) || "
+                    "rule": "!has(self.model) || "
+                    f"!(self.model.estimator in {_REGRESSORS}) || !has(self.objective) || "
                     f"self.objective.metric in {_REGRESSION_METRICS}",
                     "message": "objective.metric: a regression estimator supports only rmse, mae and r2",
                     "fieldPath": ".objective.metric",
                 },
                 {
-                    "rule": f"!(self.model.estimator in {_CLASSIFIERS}) || !has(self.objective) || "
+                    "rule": "!has(self.model) || "
+                    f"!(self.model.estimator in {_CLASSIFIERS}) || !has(self.objective) || "
                     f"self.objective.metric in {_CLASSIFICATION_METRICS}",
                     "message": "objective.metric: a classifier supports only accuracy, precision, recall, "
                     "f1, roc_auc and log_loss",
                     "fieldPath": ".objective.metric",
                 },
                 {
+                    "rule": "has(self.model) != has(self.trainer)",
+                    "message": "set exactly one of model (a built-in estimator) and trainer (your own code)",
+                    "fieldPath": ".model",
+                },
+                {
+                    "rule": "!has(self.model) || !has(self.objective) || "
+                    f"self.objective.metric in {_BUILTIN_METRICS}",
+                    "message": "objective.metric must be one of accuracy, precision, recall, f1, roc_auc, "
+                    "log_loss, rmse, mae, r2 for a built-in estimator",
+                    "fieldPath": ".objective.metric",
+                },
+                {
+                    "rule": "!has(self.trainer) || (!has(self.image) && !has(self.command))",
+                    "message": "image and command belong inside trainer when trainer is set",
+                    "fieldPath": ".image",
+                },
+                {
+                    "rule": "!has(self.workers) || self.workers == 1 || has(self.trainer) || "
+                    f"self.model.estimator in {_DISTRIBUTED_ESTIMATORS}",
+                    "message": f"workers: only {', '.join(estimators.distributed_names())} and trainer (your "
+                    "own code) train on several workers",
+                    "fieldPath": ".workers",
+                },
+                {
                     "rule": "!has(self.resources) || !has(self.resources.gpu) || self.resources.gpu == 0 || "
-                    f"has(self.image) || self.model.estimator in {_GPU_ESTIMATORS}",
+                    f"has(self.image) || has(self.trainer) || self.model.estimator in {_GPU_ESTIMATORS}",
                     "message": f"resources.gpu: only {', '.join(n for n, e in sorted(estimators.REGISTRY.items()) if e.gpu_capable)} "  # noqa: E501
                     "use GPUs in the built-in trainer; set image for your own GPU code",
                     "fieldPath": ".resources.gpu",
@@ -198,7 +286,26 @@ class TrainingJobSpec(common.ApiModel):
     dataset_ref: DatasetRef = pydantic.Field(
         description="The Dataset to train on; training waits until it is Ready."
     )
-    model: ModelSpec = pydantic.Field(description="The estimator and its parameters.")
+    model: ModelSpec | None = pydantic.Field(
+        default=None, description="A built-in estimator and its parameters (or set trainer)."
+    )
+    trainer: Trainer | None = pydantic.Field(
+        default=None, description="Your own code instead of a built-in estimator (or set model)."
+    )
+    workers: int = pydantic.Field(
+        default=1,
+        ge=1,
+        le=WORKERS_MAX,
+        description="Pods of one run (torch.distributed: an Indexed Job and a headless Service, with "
+        "MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK set as torchrun expects). All start or the run "
+        "fails (Unschedulable); resources are per worker.",
+    )
+    allow_cpu_fallback: bool = pydantic.Field(
+        default=False,
+        alias="allowCPUFallback",
+        description="With resources.gpu, accept a run that ended up on the CPU; by default it fails "
+        "with GPUUnavailable.",
+    )
     metrics: list[MetricName] | None = pydantic.Field(
         default=None,
         min_length=1,
@@ -257,9 +364,12 @@ class TrainingJobSpec(common.ApiModel):
     )
 
     def effective_metrics(self) -> list[str]:
-        """The metrics to compute: the spec's, or the defaults for the estimator's task."""
+        """The metrics to compute: the spec's, or the defaults for the estimator's task (a
+        trainer computes what it likes: the objective is the one the operator needs)."""
         if self.metrics:
             return list(dict.fromkeys(self.metrics))
+        if self.model is None:
+            return [self.objective.metric] if self.objective else []
         entry = estimators.get(self.model.estimator)
         if entry.task == "regression":
             return list(estimators.REGRESSION_METRICS)
@@ -275,12 +385,27 @@ class TrainingJobSpec(common.ApiModel):
         return metric, estimators.default_direction(metric)
 
 
+def param_env_name(name: str) -> str:
+    """``MLOPS_PARAM_<NAME>``: every character but ASCII letters and digits as ``_``, upper case
+    (``mlops_workloads.trainer.param_env_name`` is the same rule on the workload's side)."""
+    return PARAM_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 def validate_spec(spec: TrainingJobSpec) -> list[str]:
     """What the apiserver cannot check: parameters against the estimator, metrics it cannot give.
 
     Every message names the field. The operator refuses the job (Failed/InvalidSpec) before
     any pod starts when this is not empty; sweeps call it on every suggestion.
     """
+    if spec.model is None:
+        errors = [] if spec.objective else ["objective: required with trainer (the metric your code reports)"]
+        seen: dict[str, str] = {}
+        for name in sorted(spec.trainer.params if spec.trainer else {}):
+            env = param_env_name(name)
+            if env in seen:
+                errors.append(f"trainer.params: {seen[env]!r} and {name!r} would both be ${env}")
+            seen[env] = name
+        return errors
     errors = [
         f"model.params.{e}" if not e.startswith("unknown") else e
         for e in estimators.validate_params(spec.model.estimator, spec.model.params)
@@ -301,6 +426,11 @@ def validate_spec(spec: TrainingJobSpec) -> list[str]:
     objective, _ = spec.effective_objective()
     if objective not in spec.effective_metrics():
         errors.append(f"objective.metric: {objective} must be one of spec.metrics")
+    if spec.workers > 1 and not entry.distributed:
+        errors.append(
+            f"workers: {entry.name} trains on one pod; use "
+            f"{', '.join(estimators.distributed_names())} or trainer"
+        )
     if spec.resources.gpu and not entry.gpu_capable and spec.image is None:
         capable = ", ".join(n for n, e in sorted(estimators.REGISTRY.items()) if e.gpu_capable)
         errors.append(f"resources.gpu: {entry.name} cannot use a GPU in the built-in trainer; use {capable}")
@@ -366,10 +496,10 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
         default=None, ge=0, description="Time spent fitting the model."
     )
     attempts: int | None = pydantic.Field(default=None, ge=0, description="Pods started for the run so far.")
-    metrics: dict[MetricName, MetricValues] | None = pydantic.Field(
+    metrics: dict[str, MetricValues] | None = pydantic.Field(
         default=None,
         description="Each computed metric on validation, test and CV.",
-        json_schema_extra={"maxProperties": 9},
+        json_schema_extra={"maxProperties": 16},
     )
     objective_metric: str | None = pydantic.Field(
         default=None, max_length=32, description="The objective's metric."
@@ -381,9 +511,30 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
         default=None, max_length=32, description="objectiveValue to 4 significant digits (printer columns)."
     )
     model_uri: str | None = pydantic.Field(default=None, max_length=2048, description="The model directory.")
-    model_size_bytes: int | None = pydantic.Field(default=None, ge=0, description="Size of model.skops.")
+    model_size_bytes: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="Size of the model files (model.skops, or model.onnx with its preprocessor).",
+    )
     dataset_digest: str | None = pydantic.Field(
         default=None, max_length=128, description="Digest of the Dataset version the run uses."
+    )
+    device: str | None = pydantic.Field(
+        default=None,
+        max_length=128,
+        description="The device the trainer measured it ran on (cpu, cuda:0 (NVIDIA H200)...), never the "
+        "one requested.",
+    )
+    world_size: int | None = pydantic.Field(
+        default=None, ge=1, description="Workers that trained the model together (torch.distributed)."
+    )
+    epochs: int | None = pydantic.Field(
+        default=None, ge=0, description="Epochs trained (neural networks and trainers that report them)."
+    )
+    image_id: str | None = pydantic.Field(
+        default=None,
+        max_length=512,
+        description="The image digest the (first) training pod ran, as the kubelet reported it.",
     )
     dataset_uri: str | None = pydantic.Field(
         default=None, max_length=2048, description="The Dataset version's directory the run reads."
@@ -398,26 +549,32 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
     )
 
 
+_RESOURCE_RULES: list[Any] = [
+    {
+        "rule": "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+        f"oldSelf.status.phase != 'Running' || "
+        f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
+        f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f}))",
+        "message": f"spec.{f} cannot change while the TrainingJob is Running "
+        "(suspend it or wait until it finished)",
+        "fieldPath": f".spec.{f}",
+        "reason": "FieldValueForbidden",
+    }
+    for f in IMMUTABLE_WHILE_RUNNING
+] + [
+    {
+        # Here, not on the spec: a sweep's trialTemplate takes the sweep's objective.
+        "rule": "!has(self.spec.trainer) || has(self.spec.objective)",
+        "message": "spec.objective is required with spec.trainer: name the metric your code reports",
+        "fieldPath": ".spec.objective",
+    }
+]
+
+
 class TrainingJob(common.Resource):
     """TrainingJob trains and evaluates one model on a prepared Dataset, on CPU or GPU pods."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
-                    f"oldSelf.status.phase != 'Running' || "
-                    f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && "
-                    f"(!has(self.spec.{f}) || self.spec.{f} == oldSelf.spec.{f}))",
-                    "message": f"spec.{f} cannot change while the TrainingJob is Running "
-                    "(suspend it or wait until it finished)",
-                    "fieldPath": f".spec.{f}",
-                    "reason": "FieldValueForbidden",
-                }
-                for f in IMMUTABLE_WHILE_RUNNING
-            ]
-        }
-    )
+    model_config = pydantic.ConfigDict(json_schema_extra={"x-kubernetes-validations": _RESOURCE_RULES})
 
     crd: ClassVar[common.CRDMeta] = common.CRDMeta(
         kind="TrainingJob",
@@ -439,6 +596,9 @@ class TrainingJob(common.Resource):
             ),
             common.PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
             common.PrinterColumn(name="Model", json_path=".status.modelUri", priority=1),
+            common.PrinterColumn(name="Trainer", json_path=".spec.trainer.image", priority=1),
+            common.PrinterColumn(name="Workers", json_path=".spec.workers", type="integer", priority=1),
+            common.PrinterColumn(name="Device", json_path=".status.device", priority=1),
         ),
         description="TrainingJob trains and evaluates one model on a prepared Dataset, on CPU or GPU pods.",
     )
@@ -452,24 +612,60 @@ class TrainingJob(common.Resource):
 # ---------------------------------------------------------------------------------------------
 
 
+class DataPaths(common.ApiModel):
+    """Where a prepared Dataset version's files are inside the training pod."""
+
+    dir: str = pydantic.Field(description="The version's directory.")
+    train: str = pydantic.Field(description="train.parquet: features and the target column.")
+    validation: str = pydantic.Field(description="validation.parquet.")
+    test: str = pydantic.Field(description="test.parquet.")
+    preprocessor: str = pydantic.Field(
+        description="preprocessor.skops: the feature transform fitted on train (load with skops, "
+        "trusting only the listed types)."
+    )
+    schema_file: str = pydantic.Field(alias="schema", description="schema.json: columns, types, target.")
+    target: str | None = pydantic.Field(default=None, description="The target column.")
+
+
 class TrainConfig(common.ApiModel):
     """The config the operator hands the training container (the contract for users' images too)."""
 
     name: str = pydantic.Field(description="The TrainingJob's name.")
     namespace: str = pydantic.Field(default="default", description="The TrainingJob's namespace.")
-    estimator: str = pydantic.Field(description="Registry name, e.g. RandomForestClassifier.")
-    import_path: str = pydantic.Field(
-        description="Python import path, e.g. sklearn.ensemble.RandomForestClassifier."
+    trainer: Literal["builtin", "custom"] = pydantic.Field(
+        default="builtin",
+        description="builtin: an allowlisted estimator; custom: your own code (spec.trainer).",
     )
+    estimator: str = pydantic.Field(
+        default="", description="Registry name, e.g. RandomForestClassifier (builtin only)."
+    )
+    import_path: str = pydantic.Field(
+        default="", description="Python import path, e.g. sklearn.ensemble.RandomForestClassifier."
+    )
+    image: str = pydantic.Field(
+        default="", description="The image the pods run (recorded in the model card)."
+    )
+    command: list[str] = pydantic.Field(default_factory=list, description="Their command (recorded too).")
     task: Literal["classification", "regression"] = pydantic.Field(description="The estimator's task.")
     params: dict[str, Any] = pydantic.Field(
-        default_factory=dict, description="Validated constructor parameters."
+        default_factory=dict,
+        description="Validated constructor parameters (builtin); your params as given (custom).",
     )
     metrics: list[str] = pydantic.Field(description="Metrics to compute.")
     objective_metric: str = pydantic.Field(description="The objective metric.")
     objective_direction: Direction = pydantic.Field(description="maximize or minimize.")
     cv_folds: int = pydantic.Field(default=0, ge=0, le=20, description="Cross-validation folds (0: none).")
-    gpu: int = pydantic.Field(default=0, ge=0, description="GPUs given to the pod; XGBoost uses device=cuda.")
+    gpu: int = pydantic.Field(
+        default=0, ge=0, description="GPUs given to each pod; XGBoost uses device=cuda."
+    )
+    allow_cpu_fallback: bool = pydantic.Field(
+        default=False,
+        alias="allowCPUFallback",
+        description="With gpu > 0: accept training on the CPU when no GPU works (else GPUUnavailable).",
+    )
+    workers: int = pydantic.Field(
+        default=1, ge=1, description="World size; each pod's rank is $RANK (torch.distributed env vars)."
+    )
     gpu_params: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="Parameters that select the GPU learner (set by the operator)."
     )
@@ -477,5 +673,11 @@ class TrainConfig(common.ApiModel):
     dataset_uri: str = pydantic.Field(description="The prepared Dataset version directory (storage URI).")
     dataset_digest: str = pydantic.Field(default="", description="Its digest.")
     output_uri: str = pydantic.Field(description="The model directory to write (storage URI).")
+    output_dir: str = pydantic.Field(
+        default="", description="output_uri as a local path in the pod: where a trainer writes its model."
+    )
+    data: DataPaths | None = pydantic.Field(
+        default=None, description="Local paths of the prepared Dataset version's files in the pod."
+    )
     pvc_root: str = pydantic.Field(default="/mnt/mlops", description="Where pvc:// claims are mounted.")
     seed: int = pydantic.Field(default=0, ge=0, description="Seed for random_state and CV folds.")

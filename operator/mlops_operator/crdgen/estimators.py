@@ -202,6 +202,42 @@ HAND_WRITTEN: dict[str, dict[str, Any]] = {
     },
 }
 
+# The built-in PyTorch networks: written out whole (the operator never imports the workloads,
+# where the network lives), so every field is given here, defaults included.
+_TORCH_COMMON: dict[str, dict[str, Any]] = {
+    "hidden_layers": {"default": 2, "constraints": [_int(1, 8)]},
+    "hidden_units": {"default": 64, "constraints": [_int(1, 4096)]},
+    "dropout": {"default": 0.1, "constraints": [_real(0, 1, "left")]},
+    "learning_rate": {"default": 0.001, "constraints": [_real(0, 1, "right")]},
+    "weight_decay": {"default": 0.0, "constraints": [_real(0, None)]},
+    "batch_size": {"default": 64, "constraints": [_int(1, 65536)]},
+    "epochs": {"default": 100, "constraints": [_int(1, 10000)]},
+    "patience": {"default": 10, "constraints": [_int(0, 10000)]},
+    "random_state": {"default": None, "constraints": [_SEED]},
+}
+STATIC: dict[str, dict[str, Any]] = {
+    "TorchMLPClassifier": {
+        "import": "mlops_workloads.nn.TorchMLPClassifier",
+        "library": "pytorch",
+        "task": "classification",
+        "predict_proba": True,
+        "proba_params": {},
+        "gpu_params": {"device": "cuda"},
+        "distributed": True,
+        "params": _TORCH_COMMON,
+    },
+    "TorchMLPRegressor": {
+        "import": "mlops_workloads.nn.TorchMLPRegressor",
+        "library": "pytorch",
+        "task": "regression",
+        "predict_proba": False,
+        "proba_params": {},
+        "gpu_params": {"device": "cuda"},
+        "distributed": True,
+        "params": _TORCH_COMMON,
+    },
+}
+
 # ---------------------------------------------------------------------------------------------
 # scikit-learn constraints → JSON
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +395,7 @@ def _library_version(name: str) -> str | None:
     return str(module.__version__)
 
 
-def generate(*, include: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm")) -> dict[str, Any]:
+def generate(*, include: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm", "pytorch")) -> dict[str, Any]:
     """The whole table. Libraries that are not installed are left out (callers keep the old entries)."""
     estimators: dict[str, Any] = {}
     versions: dict[str, str] = {}
@@ -377,6 +413,8 @@ def generate(*, include: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm")) -
         for path in HAND_WRITTEN:
             if path.startswith(lib + "."):
                 estimators[path.rpartition(".")[2]] = hand_written_entry(path)
+    if "pytorch" in include:
+        estimators.update(STATIC)
     return {"versions": versions, "estimators": dict(sorted(estimators.items()))}
 
 

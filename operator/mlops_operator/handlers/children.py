@@ -12,5 +12,6 @@ from mlops_operator.handlers import framework
 framework.watch_children("batch", "v1", "jobs")
 framework.watch_children("", "v1", "pods")
 framework.watch_children("apps", "v1", "deployments")
+framework.watch_children("", "v1", "services")
 framework.watch_children(common.GROUP, common.VERSION, "trainingjobs")
 framework.watch_children(common.GROUP, common.VERSION, "modeldeployments")

@@ -18,6 +18,7 @@ from typing import Any
 from mlops_operator.api import dataset as api
 from mlops_operator.handlers import framework
 from mlops_operator.reconcile import dataset as rds
+from mlops_operator.reconcile import dataset_build as rds_build
 
 RESYNC_SECONDS = 60.0
 
@@ -25,7 +26,7 @@ RESYNC_SECONDS = 60.0
 def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
     resource = api.Dataset.from_body(body)
     namespace = resource.metadata.namespace
-    selector = rds.selector(resource)
+    selector = rds_build.selector(resource)
     observed = rds.Observed(
         jobs=ctx.kube.list("batch/v1", "Job", namespace, label_selector=selector),
         configmaps=ctx.kube.list("v1", "ConfigMap", namespace, label_selector=selector),

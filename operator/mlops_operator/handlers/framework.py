@@ -23,8 +23,8 @@ import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import kopf
 import pydantic
@@ -32,8 +32,9 @@ import pydantic
 from mlops_operator import metrics
 from mlops_operator.api import common
 from mlops_operator.k8s import client
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
+from mlops_operator.reconcile import workload as rworkload
 
 LOG = logging.getLogger("mlops_operator")
 
@@ -43,7 +44,7 @@ class Context:
     """What a reconcile pass may use: the API, the settings, the time of this pass and a logger."""
 
     kube: client.Kube
-    settings: rcommon.Settings
+    settings: rworkload.WorkloadSettings
     now: datetime.datetime
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -367,7 +368,7 @@ def _owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
         "train": "trainingjobs",
         "trial": "hyperparametersweeps",
         "serving": "modeldeployments",
-    }.get(labels.get(rcommon.LABEL_COMPONENT, ""))
+    }.get(labels.get(rowner.LABEL_COMPONENT, ""))
     if preferred in REGISTRY:
         name = labels.get(f"mlops.dev/{REGISTRY[preferred].kind.lower()}")
         if name:
@@ -405,7 +406,7 @@ async def on_child_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
     )
 
 
-_CHILD_SELECTOR = {rcommon.LABEL_MANAGED_BY: rcommon.MANAGED_BY}
+_CHILD_SELECTOR = {rowner.LABEL_MANAGED_BY: rowner.MANAGED_BY}
 
 
 def watch_children(group: str, version: str, plural: str) -> None:
@@ -413,20 +414,7 @@ def watch_children(group: str, version: str, plural: str) -> None:
     kopf.on.event(group, version, plural, labels=_CHILD_SELECTOR, id=f"child-{plural}")(on_child_event)
 
 
-class PlanLike(Protocol):
-    """What ``carry_out`` reads of a plan: ``reconcile.plan.Plan`` or a kind's extension of it."""
-
-    @property
-    def status(self) -> common.StatusBase | dict[str, Any] | None: ...
-    @property
-    def delete(self) -> Sequence[rplan.ChildRef]: ...
-    @property
-    def apply(self) -> Sequence[dict[str, Any]]: ...
-    @property
-    def events(self) -> Sequence[tuple[str, str, str]]: ...  # (type, reason, message): EventNote
-
-
-def carry_out(ctx: Context, namespace: str, plan: PlanLike) -> Outcome:
+def carry_out(ctx: Context, namespace: str, plan: rplan.Plan[Any]) -> Outcome:
     """Do what a pure plan decided, in one order for every kind: delete, create once, apply,
     patch; then hand the status and Events to ``run``, which writes them.
 
@@ -435,8 +423,8 @@ def carry_out(ctx: Context, namespace: str, plan: PlanLike) -> Outcome:
     """
     for ref in plan.delete:
         ctx.kube.delete(ref.api_version, ref.kind, ref.name, namespace)
-    for manifest in [*getattr(plan, "create_once", []), *plan.apply]:
+    for manifest in [*plan.create_once, *plan.apply]:
         ctx.kube.apply(manifest)
-    for ref, patch in getattr(plan, "patch", []):
+    for ref, patch in plan.patch:
         ctx.kube.patch(ref.api_version, ref.kind, ref.name, namespace, patch)
-    return Outcome(status=plan.status, events=[rplan.EventNote(*note) for note in plan.events])
+    return Outcome(status=plan.status, events=list(plan.events))

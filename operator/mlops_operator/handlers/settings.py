@@ -22,7 +22,7 @@ import prometheus_client
 from mlops_operator import metrics
 from mlops_operator.handlers import framework
 from mlops_operator.k8s import client
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import workload as rworkload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +35,15 @@ class OperatorConfig:
     peering: str | None = None
     max_workers: int = 20
     namespaces: tuple[str, ...] = ()  # watched namespace patterns; empty: all
-    settings: rcommon.Settings = dataclasses.field(default_factory=rcommon.Settings)
+    settings: rworkload.WorkloadSettings = dataclasses.field(default_factory=rworkload.WorkloadSettings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if environ is None else environ)
-        defaults = rcommon.Settings()
-        settings = rcommon.Settings(
+        defaults = rworkload.WorkloadSettings()
+        settings = rworkload.WorkloadSettings(
             workload_image=env.get("MLOPS_WORKLOAD_IMAGE", defaults.workload_image),
+            workload_gpu_image=env.get("MLOPS_WORKLOAD_GPU_IMAGE", defaults.workload_gpu_image),
             image_pull_policy=env.get("MLOPS_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             service_account=env.get("MLOPS_WORKLOAD_SERVICE_ACCOUNT") or None,
             node_selector=_json_env(env, "MLOPS_WORKLOAD_NODE_SELECTOR", dict),

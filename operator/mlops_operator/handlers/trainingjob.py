@@ -59,7 +59,12 @@ def observe(ctx: framework.Context, tj: api.TrainingJob) -> rtj.Observed:
     configmap = None
     if job is not None and not tj.status.dataset_uri:
         configmap = ctx.kube.get("v1", "ConfigMap", build.config_name(tj), ns)
-    return rtj.Observed(dataset=dataset, job=job, pods=_pods(ctx, job) if job else [], configmap=configmap)
+    service = None
+    if job is None and tj.spec.workers > 1:
+        service = ctx.kube.get("v1", "Service", build.service_name(tj), ns)
+    return rtj.Observed(
+        dataset=dataset, job=job, pods=_pods(ctx, job) if job else [], configmap=configmap, service=service
+    )
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

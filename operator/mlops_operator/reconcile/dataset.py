@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import posixpath
 from typing import Any
 
 import pydantic
 
-from mlops_operator.api import common, workload
+from mlops_operator.api import common
 from mlops_operator.api import dataset as api
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import dataset_build as build
+from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import workload as rworkload
 
-EventTuple = tuple[str, str, str]  # (type, reason, message)
-COMPONENT = "prepare"
-CONTAINER = "prepare"
-COMMAND = ("python", "-m", "mlops_workloads.prepare")
-SOURCES_DIR = "/etc/mlops/sources"
 DIGEST_SHORT = 12
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
@@ -49,150 +44,12 @@ class Observed:
     pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass
-class Plan:
-    """What the handler must do, then the status to store and the Events to post."""
-
-    status: api.DatasetStatus
-    apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    delete: list[rplan.ChildRef] = dataclasses.field(default_factory=list)
-    events: list[EventTuple] = dataclasses.field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------
-# Names
-# ---------------------------------------------------------------------------------------------
-
-
-def spec_hash(ds: api.Dataset) -> str:
-    return rcommon.spec_hash(ds.spec.to_api())
-
-
-def child_name(ds: api.Dataset) -> str:
-    """``<name>-prepare-<hash8>``: the Job and its ConfigMap (different kinds, one name)."""
-    return rcommon.Owner.of(ds).child_name(f"{COMPONENT}-{spec_hash(ds)[:8]}")
-
-
-def selector(ds: api.Dataset) -> str:
-    """Label selector of every child of this Dataset."""
-    return f"mlops.dev/dataset={ds.metadata.name},{rcommon.LABEL_COMPONENT}={COMPONENT}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Children
-# ---------------------------------------------------------------------------------------------
-
-
-def prepare_config(ds: api.Dataset, *, settings: rcommon.Settings) -> api.PrepareConfig:
-    return api.PrepareConfig(
-        dataset=ds.metadata.name,
-        namespace=ds.metadata.namespace,
-        spec=ds.spec,
-        pvc_root=settings.pvc_root,
-        config_map_root=SOURCES_DIR,
-    )
-
-
-def _metadata(ds: api.Dataset, name: str) -> dict[str, Any]:
-    owner = rcommon.Owner.of(ds)
-    return {
-        "name": name,
-        "namespace": ds.metadata.namespace,
-        "labels": owner.labels(COMPONENT),
-        "annotations": {rcommon.ANNOTATION_SPEC_HASH: spec_hash(ds)},
-        "ownerReferences": [owner.reference()],
-    }
-
-
-def build_configmap(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str, Any]:
-    config = prepare_config(ds, settings=settings)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(ds, child_name(ds)),
-        "data": {workload.CONFIG_KEY: config.model_dump_json(by_alias=True, exclude_none=True)},
-    }
-
-
-def _volumes(
-    ds: api.Dataset, *, settings: rcommon.Settings
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts besides the config and /tmp: storage (read-write), sources (read-only)."""
-    storage = common.StorageLocation.parse(ds.spec.storage)
-    volume, mount = rcommon.storage_volume(storage, settings, name="storage")
-    volumes: list[dict[str, Any]] = [volume]
-    mounts: list[dict[str, Any]] = [mount]
-    mounted = {workload.CONFIG_DIR, workload.TMP_DIR, mount["mountPath"]}
-    for index, source in enumerate(ds.spec.sources):
-        name = f"source-{index}"
-        if source.config_map is not None:
-            key = source.config_map.key
-            volumes.append(
-                {
-                    "name": name,
-                    # optional: a missing ConfigMap or key lets the pod start and fail with SourceUnreadable,
-                    # rather than hang in ContainerCreating.
-                    "configMap": {
-                        "name": source.config_map.name,
-                        "items": [{"key": key, "path": key}],
-                        "optional": True,
-                    },
-                }
-            )
-            mounts.append({"name": name, "mountPath": f"{SOURCES_DIR}/{index}", "readOnly": True})
-        elif source.file is not None:
-            location = common.StorageLocation.parse(source.file.uri)
-            if location.scheme == "pvc":
-                volume, mount = rcommon.storage_volume(location, settings, name=name)
-            else:
-                directory = posixpath.dirname(location.path) or "/"
-                volume = {"name": name, "hostPath": {"path": directory, "type": "Directory"}}
-                mount = {"name": name, "mountPath": directory}
-            if mount["mountPath"] in mounted:
-                continue  # the same claim or directory is already mounted (e.g. the storage one)
-            mounted.add(mount["mountPath"])
-            volumes.append(volume)
-            mounts.append({**mount, "readOnly": True})
-    return volumes, mounts
-
-
-def build_job(ds: api.Dataset, *, settings: rcommon.Settings) -> dict[str, Any]:
-    """The prepare Job: restricted, deadline and retries from the spec, data errors not retried."""
-    spec = ds.spec
-    volumes, mounts = _volumes(ds, settings=settings)
-    node_selector, tolerations = rcommon.placement(
-        settings,
-        gpu=spec.resources.gpu,
-        node_selector=spec.node_selector,
-        tolerations=[t.to_api() for t in spec.tolerations or []],
-    )
-    name = child_name(ds)  # the Job and its ConfigMap
-    return rworkload.job(
-        rcommon.Owner.of(ds),
-        settings,
-        name=name,
-        component=COMPONENT,
-        config_map=name,
-        container=rworkload.batch_container(
-            settings,
-            name=CONTAINER,
-            image=settings.workload_image,
-            command=COMMAND,
-            mounts=mounts,
-            resources=spec.resources.to_requirements(gpu_resource=settings.gpu_resource),
-        ),
-        volumes=volumes,
-        backoff_limit=spec.backoff_limit,
-        active_deadline_seconds=spec.active_deadline_seconds,
-        annotations={rcommon.ANNOTATION_SPEC_HASH: spec_hash(ds)},
-        node_selector=node_selector,
-        tolerations=tolerations,
-    )
+Plan = rplan.Plan[api.DatasetStatus]
 
 
 def stale_children(ds: api.Dataset, observed: Observed) -> list[rplan.ChildRef]:
     """Jobs and ConfigMaps of earlier spec hashes (controlled by this Dataset)."""
-    current = child_name(ds)
+    current = build.child_name(ds)
     out: list[rplan.ChildRef] = []
     for api_version, kind, items in (
         ("batch/v1", "Job", observed.jobs),
@@ -265,7 +122,7 @@ def ready_fields(ds: api.Dataset, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _phase(
-    ds: api.Dataset, outcome: rcommon.JobOutcome, pods: list[dict[str, Any]]
+    ds: api.Dataset, outcome: rjobs.JobOutcome, pods: list[dict[str, Any]]
 ) -> tuple[api.Phase, str, str, dict[str, Any]]:
     """(phase, reason, message, extra status fields) of the current Job."""
     if outcome.state == "Succeeded":
@@ -304,7 +161,7 @@ def compute_status(
     ds: api.Dataset, *, job: dict[str, Any] | None, pods: list[dict[str, Any]], now: datetime.datetime
 ) -> api.DatasetStatus:
     """The status for the current Job (``job`` is None before it exists)."""
-    outcome = rcommon.job_outcome(job, pods)
+    outcome = rjobs.job_outcome(job, pods)
     phase, reason, message, fields = _phase(ds, outcome, pods)
     generation = ds.metadata.generation
     status = ds.status.model_copy(
@@ -313,7 +170,7 @@ def compute_status(
             "phase": phase,
             "reason": reason,
             "message": message[:4096],
-            "job_name": child_name(ds),
+            "job_name": build.child_name(ds),
             "start_time": outcome.start_time or outcome.pod_started,
             "completion_time": outcome.completion_time if phase in ("Ready", "Failed") else None,
             **fields,
@@ -345,26 +202,30 @@ PROGRESS: dict[str, common.Progress] = {
 }
 
 
-def transition_events(old: api.DatasetStatus, new: api.DatasetStatus) -> list[EventTuple]:
+def transition_events(old: api.DatasetStatus, new: api.DatasetStatus) -> list[rplan.EventNote]:
     """Events a user wants in ``kubectl describe``: phase changes, a new digest, quality warnings."""
-    events: list[EventTuple] = []
+    events: list[rplan.EventNote] = []
     changed_job = old.job_name != new.job_name and old.job_name is not None
     if new.phase != old.phase or changed_job:
         if new.phase == "Preparing":
-            events.append(("Normal", "Preparing", f"preparing with Job {new.job_name}"))
+            events.append(rplan.EventNote("Normal", "Preparing", f"preparing with Job {new.job_name}"))
         elif new.phase == "Ready":
-            events.append(("Normal", "Ready", new.message or "prepared"))
+            events.append(rplan.EventNote("Normal", "Ready", new.message or "prepared"))
             if new.warnings:
-                events.append(("Warning", "DataQuality", "; ".join(new.warnings)[:1024]))
+                events.append(rplan.EventNote("Warning", "DataQuality", "; ".join(new.warnings)[:1024]))
         elif new.phase == "Failed":
-            events.append(("Warning", new.reason or "Failed", new.message or "the preparation failed"))
+            events.append(
+                rplan.EventNote("Warning", new.reason or "Failed", new.message or "the preparation failed")
+            )
         elif new.phase == "Pending" and changed_job:
             events.append(
-                ("Normal", "SpecChanged", f"the spec changed: re-preparing with Job {new.job_name}")
+                rplan.EventNote(
+                    "Normal", "SpecChanged", f"the spec changed: re-preparing with Job {new.job_name}"
+                )
             )
     if old.digest and new.digest and old.digest != new.digest:
         events.append(
-            (
+            rplan.EventNote(
                 "Normal",
                 "DigestChanged",
                 f"new version {new.digest_short} replaces {old.digest[:DIGEST_SHORT]}",
@@ -379,14 +240,16 @@ def _job_of(pod: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
-def plan(ds: api.Dataset, *, observed: Observed, settings: rcommon.Settings, now: datetime.datetime) -> Plan:
+def plan(
+    ds: api.Dataset, *, observed: Observed, settings: rworkload.WorkloadSettings, now: datetime.datetime
+) -> Plan:
     """The whole reconcile decision for one Dataset."""
-    name = child_name(ds)
+    name = build.child_name(ds)
     job = next((j for j in observed.jobs if (j.get("metadata") or {}).get("name") == name), None)
     pods = [p for p in observed.pods if _job_of(p) == name]
-    apply = [build_configmap(ds, settings=settings)]
+    apply = [build.build_configmap(ds, settings=settings)]
     if job is None:
-        apply.append(build_job(ds, settings=settings))
+        apply.append(build.build_job(ds, settings=settings))
     status = compute_status(ds, job=job, pods=pods, now=now)
     return Plan(
         status=status,

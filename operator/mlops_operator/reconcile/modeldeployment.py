@@ -19,11 +19,13 @@ from typing import Any
 
 from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
+from mlops_operator.reconcile import workload as rworkload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +55,7 @@ class Observed:
     retrain_job: dict[str, Any] | None = None
 
 
-@dataclasses.dataclass
-class Plan:
-    apply: list[dict[str, Any]]
-    delete: list[rplan.ChildRef]
-    status: api.ModelDeploymentStatus
-    events: list[tuple[str, str, str]]
+Plan = rplan.Plan[api.ModelDeploymentStatus]
 
 
 def source_refs(source: api.ModelSource) -> list[tuple[str, str]]:
@@ -190,12 +187,16 @@ def _total_replicas(
 
 
 def plan(
-    md: api.ModelDeployment, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings
+    md: api.ModelDeployment,
+    *,
+    observed: Observed,
+    now: datetime.datetime,
+    settings: rworkload.WorkloadSettings,
 ) -> Plan:
     spec = md.spec
     generation = md.metadata.generation
     old = md.status
-    events: list[tuple[str, str, str]] = []
+    events: list[rplan.EventNote] = []
     apply: list[dict[str, Any]] = []
     delete: list[rplan.ChildRef] = []
     status = old.model_copy(deep=True)
@@ -225,7 +226,9 @@ def plan(
         )
         status.ready = "0/0"
         if old.phase != status.phase:
-            events.append(("Warning" if stable.failed else "Normal", stable.reason, stable.message))
+            events.append(
+                rplan.EventNote("Warning" if stable.failed else "Normal", stable.reason, stable.message)
+            )
         return Plan(apply=[], delete=[], status=status, events=events)
 
     total, scale, kpa_state = _total_replicas(md, observed, now)
@@ -234,7 +237,7 @@ def plan(
         if old.last_scale is not None and old.last_scale.desired != scale.desired:
             verb = "ScaledUp" if scale.desired > old.last_scale.desired else "ScaledDown"
             events.append(
-                (
+                rplan.EventNote(
                     "Normal",
                     verb,
                     f"{old.last_scale.desired} → {scale.desired} pods ({scale.reason}): {scale.message}"[
@@ -248,7 +251,7 @@ def plan(
     canary_uri: str | None = None
     canary_status: api.CanaryStatus | None = None
     if spec.canary is not None and spec.stage != "archived":
-        canary_hash = rcommon.spec_hash(spec.canary.model.to_api())
+        canary_hash = rowner.spec_hash(spec.canary.model.to_api())
         previous = old.canary if old.canary and old.canary.spec_hash == canary_hash else None
         resolved = resolve(spec.canary.model, observed.sources)
         canary_status = api.CanaryStatus(
@@ -273,9 +276,9 @@ def plan(
             canary_status.message = message[:1024]
             if verdict == "RolledBack":
                 canary_uri = None
-                events.append(("Warning", "CanaryRolledBack", message))
+                events.append(rplan.EventNote("Warning", "CanaryRolledBack", message))
             elif verdict == "Healthy" and (previous is None or previous.state != "Healthy"):
-                events.append(("Normal", "CanaryHealthy", message))
+                events.append(rplan.EventNote("Normal", "CanaryHealthy", message))
         digests = {p.digest for p in observed.pod_metrics.get("canary", []) if p.digest}
         canary_status.model_digest = (
             digests.pop() if len(digests) == 1 else (previous.model_digest if previous else None)
@@ -396,7 +399,11 @@ def plan(
     )
     status.phase = phase
     if old.phase != phase:
-        events.append(("Warning" if refusal else "Normal", phase if not refusal else reason, message[:1024]))
+        events.append(
+            rplan.EventNote(
+                "Warning" if refusal else "Normal", phase if not refusal else reason, message[:1024]
+            )
+        )
     if refusal is not None or status.condition("Failed") is not None:
         failed: common.ConditionStatus = "True" if refusal is not None else "False"
         status = status.with_condition(
@@ -426,7 +433,7 @@ def model_refusal(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             for state in (cs.get("state") or {}, cs.get("lastState") or {}):
                 term = state.get("terminated") or {}
-                detail = rcommon.parse_result(term.get("message")) or {}
+                detail = rjobs.parse_result(term.get("message")) or {}
                 if detail.get("ok") is False and detail.get("reason") in MODEL_REFUSED_REASONS:
                     return str(detail["reason"]), str(detail.get("error") or detail["reason"])[:1024]
     return None
@@ -438,7 +445,7 @@ def _drift(
     *,
     status: api.ModelDeploymentStatus,
     apply: list[dict[str, Any]],
-    events: list[tuple[str, str, str]],
+    events: list[rplan.EventNote],
     now: datetime.datetime,
 ) -> api.ModelDeploymentStatus:
     policy = md.spec.drift
@@ -475,7 +482,7 @@ def _drift(
             generation=generation,
         )
         if not was:
-            events.append(("Warning", "DriftDetected", message))
+            events.append(rplan.EventNote("Warning", "DriftDetected", message))
         if policy.retrain is not None:
             last = drift.last_retrain_time
             last_time = common.parse_rfc3339(last)
@@ -490,7 +497,9 @@ def _drift(
                 drift.last_retrain_time = common.rfc3339(now)
                 drift.last_retrain_job = job["metadata"]["name"]
                 events.append(
-                    ("Normal", "RetrainingStarted", f"created TrainingJob {job['metadata']['name']}")
+                    rplan.EventNote(
+                        "Normal", "RetrainingStarted", f"created TrainingJob {job['metadata']['name']}"
+                    )
                 )
     else:
         status = status.with_condition(
@@ -502,6 +511,6 @@ def _drift(
             generation=generation,
         )
         if was:
-            events.append(("Normal", "DriftCleared", f"largest PSI back to {score:.3f}"))
+            events.append(rplan.EventNote("Normal", "DriftCleared", f"largest PSI back to {score:.3f}"))
     status.drift = drift
     return status

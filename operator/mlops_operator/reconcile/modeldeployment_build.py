@@ -16,7 +16,7 @@ from typing import Any
 
 from mlops_operator.api import common, workload
 from mlops_operator.api import modeldeployment as api
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import workload as rworkload
 
 COMPONENT = "serving"
@@ -28,8 +28,8 @@ TRACKS = ("stable", "canary")
 PRESTOP_SLEEP_SECONDS = 5
 
 
-def owner(md: api.ModelDeployment) -> rcommon.Owner:
-    return rcommon.Owner.of(md)
+def owner(md: api.ModelDeployment) -> rowner.Owner:
+    return rowner.Owner.of(md)
 
 
 def service_name(md: api.ModelDeployment) -> str:
@@ -48,7 +48,7 @@ def selector(md: api.ModelDeployment) -> dict[str, str]:
     """What the Service and the PDB select: every serving pod of this deployment, both tracks."""
     labels = owner(md).labels(COMPONENT)
     return {
-        rcommon.LABEL_COMPONENT: labels[rcommon.LABEL_COMPONENT],
+        rowner.LABEL_COMPONENT: labels[rowner.LABEL_COMPONENT],
         f"mlops.dev/{md.crd.kind.lower()}": md.metadata.name,
     }
 
@@ -74,11 +74,13 @@ def split_replicas(total: int, percent: int, *, canary: bool) -> tuple[int, int]
     return total - canary_pods, canary_pods
 
 
-def serve_config(md: api.ModelDeployment, *, model_uri: str, settings: rcommon.Settings) -> api.ServeConfig:
+def serve_config(
+    md: api.ModelDeployment, *, model_uri: str, settings: rworkload.WorkloadSettings
+) -> api.ServeConfig:
     return api.ServeConfig(
         model_dir=model_uri,
         model_name=md.metadata.name,
-        model_version=rcommon.spec_hash(model_uri)[:12],
+        model_version=rowner.spec_hash(model_uri)[:12],
         port=PORT,
         workers=md.spec.workers,
         low_confidence_threshold=md.spec.low_confidence_threshold,
@@ -95,13 +97,13 @@ def deployment(
     track: str,
     model_uri: str,
     replicas: int | None,
-    settings: rcommon.Settings,
+    settings: rworkload.WorkloadSettings,
 ) -> dict[str, Any]:
     """The apps/v1 Deployment of one track; ``replicas=None`` leaves the count to an HPA."""
     name = deployment_name(md, track)
     config = serve_config(md, model_uri=model_uri, settings=settings)
     location = common.StorageLocation.parse(model_uri)
-    volume, mount = rcommon.storage_volume(location, settings, name="model")
+    volume, mount = rworkload.storage_volume(location, settings, name="model")
     mount = {**mount, "readOnly": True}
     pod_labels = {
         **selector(md),
@@ -145,12 +147,12 @@ def deployment(
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "resources": resources.to_requirements(gpu_resource=settings.gpu_resource),
-        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
+        "securityContext": rworkload.restricted_security_context(settings.run_as_user),
         "volumeMounts": [mount, {"name": "tmp", "mountPath": workload.TMP_DIR}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     container["env"] = [e for e in container["env"] if e is not None]
-    node_selector, tolerations = rcommon.placement(settings, gpu=resources.gpu)
+    node_selector, tolerations = rworkload.placement(settings, gpu=resources.gpu)
     pod_spec = rworkload.pod_spec(
         settings,
         containers=[container],
@@ -179,7 +181,7 @@ def deployment(
     if replicas is not None:
         spec["replicas"] = replicas
     meta = _meta(md, name, **{LABEL_TRACK: track})
-    meta["annotations"] = {rcommon.ANNOTATION_SPEC_HASH: rcommon.spec_hash({"uri": model_uri, "spec": spec})}
+    meta["annotations"] = {rowner.ANNOTATION_SPEC_HASH: rowner.spec_hash({"uri": model_uri, "spec": spec})}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 
@@ -252,7 +254,7 @@ def retrain_job(md: api.ModelDeployment, *, index: int, reason: str) -> dict[str
     template = md.spec.drift.retrain
     assert template is not None
     meta = _meta(md, owner(md).child_name("retrain", index))
-    meta["labels"][rcommon.LABEL_COMPONENT] = "retrain"
+    meta["labels"][rowner.LABEL_COMPONENT] = "retrain"
     meta["annotations"] = {"mlops.dev/retrain-reason": reason[:256]}
     meta["ownerReferences"] = [owner(md).reference(controller=False)]
     return {

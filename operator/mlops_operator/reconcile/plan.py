@@ -63,5 +63,5 @@ class Plan(Generic[StatusT]):
     apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     patch: list[tuple[ChildRef, dict[str, Any]]] = dataclasses.field(default_factory=list)
     delete: list[ChildRef] = dataclasses.field(default_factory=list)
-    events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # EventNotes
+    events: list[EventNote] = dataclasses.field(default_factory=list)
     create_once: list[dict[str, Any]] = dataclasses.field(default_factory=list)

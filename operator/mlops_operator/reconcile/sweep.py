@@ -28,8 +28,6 @@ from mlops_operator.search import trials
 STICKY_REASONS = ("GoalReached", "TooManyFailedTrials")
 MAX_PARAM_CHARS = 128
 
-Event = tuple[str, str, str]  # (type, reason, message): a plan.EventNote
-
 
 @dataclasses.dataclass(frozen=True)
 class PendingPromotion:
@@ -340,7 +338,7 @@ class PromotionDecision:
 
     status: sweep.HyperparameterSweepStatus
     apply: dict[str, Any] | None  # the ModelDeployment to server-side apply, or None: write nothing
-    events: list[Event]
+    events: list[rplan.EventNote]
 
 
 def decide_promotion(
@@ -399,26 +397,32 @@ def decide_promotion(
 
 def transition_events(
     old: sweep.HyperparameterSweepStatus, new: sweep.HyperparameterSweepStatus
-) -> list[Event]:
+) -> list[rplan.EventNote]:
     """The Events a person wants in ``kubectl describe`` for the change from ``old`` to ``new``."""
-    events: list[Event] = []
+    events: list[rplan.EventNote] = []
     if new.phase == "Running" and old.phase in (None, "Pending"):
-        events.append(("Normal", "Started", "the sweep started its first trials"))
+        events.append(rplan.EventNote("Normal", "Started", "the sweep started its first trials"))
     if new.trials.created > old.trials.created:
         n = new.trials.created - old.trials.created
         first, last = old.trials.created, new.trials.created - 1
         which = f"trial {first}" if n == 1 else f"trials {first}-{last}"
-        events.append(("Normal", "TrialsCreated", f"created {which} ({new.trials.created} so far)"))
+        events.append(
+            rplan.EventNote("Normal", "TrialsCreated", f"created {which} ({new.trials.created} so far)")
+        )
     if new.trials.failed > old.trials.failed and new.last_failures:
         f = new.last_failures[0]
-        events.append(("Warning", "TrialFailed", f"{f.trial} failed: {f.reason} {f.message[:200]}".strip()))
+        events.append(
+            rplan.EventNote(
+                "Warning", "TrialFailed", f"{f.trial} failed: {f.reason} {f.message[:200]}".strip()
+            )
+        )
     if new.best_trial is not None and (
         old.best_trial is None
         or (new.best_trial.name, new.best_trial.objective_value)
         != (old.best_trial.name, old.best_trial.objective_value)
     ):
         events.append(
-            (
+            rplan.EventNote(
                 "Normal",
                 "NewBestTrial",
                 f"{new.best_trial.name}: {new.best_trial.objective_value:g} with "
@@ -427,11 +431,15 @@ def transition_events(
         )
     if new.phase != old.phase or new.reason != old.reason:
         if new.phase == "Succeeded":
-            events.append(("Normal", new.reason or "Succeeded", new.message or "the sweep succeeded"))
+            events.append(
+                rplan.EventNote("Normal", new.reason or "Succeeded", new.message or "the sweep succeeded")
+            )
         elif new.phase == "Failed":
-            events.append(("Warning", new.reason or "Failed", new.message or "the sweep failed"))
+            events.append(
+                rplan.EventNote("Warning", new.reason or "Failed", new.message or "the sweep failed")
+            )
         elif new.phase == "Running" and old.phase == "Succeeded":
-            events.append(("Normal", "Resumed", "maxTrials was raised; the sweep runs again"))
+            events.append(rplan.EventNote("Normal", "Resumed", "maxTrials was raised; the sweep runs again"))
     old_promoted = old.condition("Promoted")
     new_promoted = new.condition("Promoted")
     if new_promoted is not None and (
@@ -445,5 +453,5 @@ def transition_events(
             kind, reason = "Normal", "PromotionNotApplied"
         else:
             kind, reason = "Warning", "PromotionSkipped"
-        events.append((kind, reason, new_promoted.message))
+        events.append(rplan.EventNote(kind, reason, new_promoted.message))
     return events

@@ -22,7 +22,7 @@ from typing import Any
 
 from mlops_operator import search
 from mlops_operator.api import common, estimators, sweep, trainingjob
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.search import space, trials
 
 LABEL_TRIAL_INDEX = sweep.LABEL_TRIAL_INDEX
@@ -159,12 +159,18 @@ def trial_spec(
     if objective.metric not in metrics:
         metrics = [*metrics, objective.metric]
     update: dict[str, Any] = {
-        "model": template.model.model_copy(update={"params": {**template.model.params, **params}}),
-        "metrics": metrics,
+        "metrics": metrics if template.model is not None else None,
         "objective": trainingjob.Objective(
             metric=objective.metric, direction=objective.effective_direction()
         ),
     }
+    if template.trainer is not None:  # your own code: its params pass through as the sweep sets them
+        update["trainer"] = template.trainer.model_copy(
+            update={"params": {**template.trainer.params, **params}}
+        )
+    else:
+        assert template.model is not None
+        update["model"] = template.model.model_copy(update={"params": {**template.model.params, **params}})
     if template.output is not None and template.output.storage_uri:
         location = common.StorageLocation.parse(template.output.storage_uri).join(name)
         update["output"] = trainingjob.Output(storage_uri=location.uri())
@@ -178,7 +184,7 @@ def trial_manifest(
     suggestion: trials.Suggestion,
     algorithm: search.Search,
 ) -> dict[str, Any]:
-    owner = rcommon.Owner.of(resource)
+    owner = rowner.Owner.of(resource)
     name = owner.child_name("trial", index)
     labels = {
         **owner.labels(COMPONENT),
@@ -222,6 +228,12 @@ def validate(resource: sweep.HyperparameterSweep) -> list[str]:
     if errors:
         return errors
     template = spec.trial_template
+    if template.model is None:
+        # A trainer's params are its own: nothing to check them against but the search space.
+        probe = {p.name: _first_value(p) for p in spec.search_space}
+        return [
+            f"trialTemplate: {e}" for e in trainingjob.validate_spec(trial_spec(resource, probe, "probe"))
+        ]
     entry = estimators.REGISTRY.get(template.model.estimator)
     if entry is not None and spec.objective.metric not in estimators.metrics_for(entry.task):
         errors.append(
@@ -263,7 +275,7 @@ def promotion_manifest(resource: sweep.HyperparameterSweep, best: sweep.BestTria
             "name": resource.spec.promote.model_deployment,
             "namespace": resource.metadata.namespace,
             "labels": {
-                rcommon.LABEL_MANAGED_BY: rcommon.MANAGED_BY,
+                rowner.LABEL_MANAGED_BY: rowner.MANAGED_BY,
                 LABEL_PROMOTED_FROM: resource.metadata.name,
             },
             "annotations": {ANNOTATION_PROMOTED_TRIAL: best.name},
@@ -307,7 +319,7 @@ def operator_owns(target: PromotionTarget, resource: sweep.HyperparameterSweep) 
     """
     labels = target.labels
     return (
-        labels.get(rcommon.LABEL_MANAGED_BY) == rcommon.MANAGED_BY
+        labels.get(rowner.LABEL_MANAGED_BY) == rowner.MANAGED_BY
         and labels.get(LABEL_PROMOTED_FROM) == resource.metadata.name
-        and target.spec_managers <= {rcommon.MANAGED_BY}  # the operator's field manager (k8s.client)
+        and target.spec_managers <= {rowner.MANAGED_BY}  # the operator's field manager (k8s.client)
     )

@@ -31,15 +31,17 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 from typing import Any
 
-from mlops_operator.api import common, estimators, workload
+from mlops_operator.api import common, workload
 from mlops_operator.api import trainingjob as api
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import jobs as rjobs
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import trainingjob_build as build
+from mlops_operator.reconcile import workload as rworkload
 
-EventTuple = tuple[str, str, str]  # (type, reason, message)
 CONDITIONS: tuple[str, ...] = ("Running", "Succeeded", "Failed", "Suspended")
 # Rule 5: how far a run has got. A pass never lowers it within one run, except into a pause.
 PHASE_RANK: dict[str, int] = {
@@ -62,17 +64,13 @@ class Observed:
     job: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     configmap: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None  # a several-worker run's rendezvous Service
 
 
 @dataclasses.dataclass
-class Plan:
-    """What the handler must do, then the status to store and the Events to post."""
+class Plan(rplan.Plan[api.TrainingJobStatus]):
+    """The generic plan, and when the TTL will delete the children."""
 
-    status: api.TrainingJobStatus
-    apply: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    patch: list[tuple[rplan.ChildRef, dict[str, Any]]] = dataclasses.field(default_factory=list)
-    delete: list[rplan.ChildRef] = dataclasses.field(default_factory=list)
-    events: list[EventTuple] = dataclasses.field(default_factory=list)
     cleanup_at: datetime.datetime | None = None  # when the TTL will delete the children
 
 
@@ -84,6 +82,12 @@ class DatasetState:
     digest: str = ""
     uri: str = ""
     task: str | None = None
+
+
+METRICS_MAX = 16  # status.metrics maxProperties
+SCHEDULING_TIMEOUT = datetime.timedelta(seconds=60)
+"""How long a worker of a several-worker run may stay Unschedulable before the run fails: the
+workers start together or not at all, since the others would wait for it in the rendezvous."""
 
 
 def dataset_state(name: str, dataset: dict[str, Any] | None) -> DatasetState:
@@ -127,7 +131,8 @@ def metric_values(result: dict[str, Any]) -> dict[str, api.MetricValues]:
     metrics = result.get("metrics") or {}
     names = set((metrics.get("validation") or {}) | (metrics.get("test") or {}) | (metrics.get("cv") or {}))
     out: dict[str, api.MetricValues] = {}
-    for name in sorted(n for n in names if n in api.MetricName.__args__):  # type: ignore[attr-defined]
+    valid = [n for n in names if isinstance(n, str) and re.fullmatch(api.METRIC_NAME_PATTERN, n)]
+    for name in sorted(valid)[:METRICS_MAX]:
         cv = (metrics.get("cv") or {}).get(name) or {}
         values = {
             "validation": (metrics.get("validation") or {}).get(name),
@@ -222,9 +227,11 @@ def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datet
     # Deleting what is already gone is a no-op, so the handler need not read the children.
     plan.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
     plan.delete.append(rplan.ChildRef("v1", "ConfigMap", build.config_name(tj)))
+    if tj.spec.workers > 1:
+        plan.delete.append(rplan.ChildRef("v1", "Service", build.service_name(tj)))
     plan.status = status.model_copy(update={"children_deleted": True})
     plan.events.append(
-        (
+        rplan.EventNote(
             "Normal",
             "ChildrenDeleted",
             f"deleted the Job and its config {ttl}s after the run finished; results are kept",
@@ -233,7 +240,7 @@ def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datet
 
 
 def plan(
-    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings
+    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rworkload.WorkloadSettings
 ) -> Plan:
     """The whole reconcile decision for one TrainingJob."""
     result = _plan(tj, observed=observed, now=now, settings=settings)
@@ -245,13 +252,13 @@ def plan(
 
 
 def _plan(
-    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings
+    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rworkload.WorkloadSettings
 ) -> Plan:
     old = tj.status
     spec = tj.spec
     h = build.run_hash(spec)
     job = observed.job
-    job_hash = ((job or {}).get("metadata", {}).get("annotations") or {}).get(rcommon.ANNOTATION_SPEC_HASH)
+    job_hash = ((job or {}).get("metadata", {}).get("annotations") or {}).get(rowner.ANNOTATION_SPEC_HASH)
 
     if old.phase in api.FINISHED_PHASES and old.spec_hash == h:
         out = Plan(status=old.model_copy())
@@ -288,7 +295,7 @@ def _plan(
             )
         )
         out.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
-        out.events.append(("Normal", "SpecChanged", "the spec changed: starting a new run"))
+        out.events.append(rplan.EventNote("Normal", "SpecChanged", "the spec changed: starting a new run"))
         return out
 
     if job is None:
@@ -330,15 +337,20 @@ def _desired_suspend(tj: api.TrainingJob, job: dict[str, Any] | None) -> bool:
 
 
 def _start(
-    tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, settings: rcommon.Settings, h: str
+    tj: api.TrainingJob,
+    *,
+    observed: Observed,
+    now: datetime.datetime,
+    settings: rworkload.WorkloadSettings,
+    h: str,
 ) -> Plan:
     pinned = _pinned_dataset(tj, observed) if tj.status.spec_hash == h else None
     if pinned is None:
         ds = dataset_state(tj.spec.dataset_ref.name, observed.dataset)
         if not ds.ready:
             return Plan(status=_fresh(tj, phase="WaitingForData", reason=ds.reason, message=ds.message))
-        task = estimators.get(tj.spec.model.estimator).task
-        if ds.task and ds.task != task:
+        task = build.task_of(tj.spec, ds.task)
+        if ds.task and ds.task != task and tj.spec.model is not None:
             message = (
                 f"{tj.spec.model.estimator} is a {task} estimator but Dataset "
                 f"{tj.spec.dataset_ref.name!r} is a {ds.task} dataset"
@@ -355,7 +367,23 @@ def _start(
             )
         pinned = (ds.uri, ds.digest)
     uri, digest = pinned
-    config = build.train_config(tj, dataset_uri=uri, dataset_digest=digest, settings=settings)
+    master_addr = build.cluster_ip(observed.service)
+    if tj.spec.workers > 1 and master_addr is None:
+        # The workers' MASTER_ADDR is the Service's ClusterIP: make it first, then the Job.
+        waiting = _fresh(
+            tj,
+            phase="Pending",
+            reason="CreatingRendezvous",
+            message=f"creating Service {build.service_name(tj)} for the {tj.spec.workers} workers to meet at",
+            spec_hash=h,
+            dataset_digest=digest or None,
+            dataset_uri=uri,
+        )
+        return Plan(status=waiting, apply=[build.service(tj)])
+    ds_task = dataset_state(tj.spec.dataset_ref.name, observed.dataset).task
+    config = build.train_config(
+        tj, dataset_uri=uri, dataset_digest=digest, settings=settings, dataset_task=ds_task
+    )
     suspend = _desired_suspend(tj, None)
     phase = "Pending"
     reason, message = "JobCreated", f"created Job {build.job_name(tj)}"
@@ -380,9 +408,13 @@ def _start(
     )
     out = Plan(status=status)
     out.apply.append(build.configmap(tj, config))
-    out.apply.append(build.job(tj, config=config, settings=settings, suspend=suspend))
+    if tj.spec.workers > 1:
+        out.apply.append(build.service(tj))
+    out.apply.append(
+        build.job(tj, config=config, settings=settings, suspend=suspend, master_addr=master_addr)
+    )
     out.events.append(
-        (
+        rplan.EventNote(
             "Normal",
             "JobCreated",
             f"created Job {build.job_name(tj)} on Dataset {tj.spec.dataset_ref.name} "
@@ -395,7 +427,7 @@ def _start(
 def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime, pinned_hash: str) -> Plan:
     job = observed.job or {}
     old = tj.status
-    outcome = rcommon.job_outcome(job, observed.pods)
+    outcome = rjobs.job_outcome(job, observed.pods)
     pinned = _pinned_dataset(tj, observed)
     base: dict[str, Any] = {
         "job_name": build.job_name(tj),
@@ -423,8 +455,23 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
                 }
             )
             return out
+    stuck = rjobs.unschedulable_since(observed.pods) if tj.spec.workers > 1 else None
+    if stuck is not None and outcome.state in {"Pending", "Running"} and now - stuck[0] >= SCHEDULING_TIMEOUT:
+        # All or nothing: the scheduled workers would wait in the rendezvous for good.
+        out.status = out.status.model_copy(
+            update={
+                "phase": "Failed",
+                "reason": "Unschedulable",
+                "message": f"a worker of {tj.spec.workers} could not be scheduled for "
+                f"{int(SCHEDULING_TIMEOUT.total_seconds())}s, so the run cannot start: {stuck[1]}"[:1024],
+                "completion_time": common.rfc3339(now),
+                "duration_seconds": _duration(out.status.start_time, common.rfc3339(now)),
+            }
+        )
+        out.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
+        return out
     if outcome.state == "Succeeded":
-        out.status = _succeeded(tj, out.status, outcome)
+        out.status = _succeeded(tj, out.status, outcome, observed.pods)
     elif outcome.state == "Failed":
         reason, message = outcome.reason, outcome.message
         completion = outcome.completion_time or _failed_at(job) or common.rfc3339(now)
@@ -466,10 +513,48 @@ def _duration(start: str | None, end: str | None) -> float | None:
     return max(0.0, (b - a).total_seconds())
 
 
+def _reported_device(result: dict[str, Any]) -> str | None:
+    device = result.get("device")
+    return str(device)[:128] if isinstance(device, str) and device else None
+
+
+def _int_field(result: dict[str, Any], key: str) -> int | None:
+    value = result.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _succeeded(
-    tj: api.TrainingJob, status: api.TrainingJobStatus, outcome: rcommon.JobOutcome
+    tj: api.TrainingJob,
+    status: api.TrainingJobStatus,
+    outcome: rjobs.JobOutcome,
+    pods: list[dict[str, Any]] | None = None,
 ) -> api.TrainingJobStatus:
     result = outcome.result or {}
+    device = _reported_device(result)
+    measured = {
+        "device": device,
+        "world_size": _int_field(result, "worldSize") or (tj.spec.workers if outcome.result else None),
+        "epochs": _int_field(result, "epochs"),
+        "image_id": rjobs.image_id(pods or []),
+    }
+    if (
+        tj.spec.resources.gpu
+        and device is not None
+        and not device.startswith("cuda")
+        and not (tj.spec.allow_cpu_fallback)
+    ):
+        # A team's own code may not check: the device it reported is what counts.
+        return status.model_copy(
+            update={
+                **measured,
+                "phase": "Failed",
+                "reason": "GPUUnavailable",
+                "message": f"resources.gpu asked for {tj.spec.resources.gpu} GPU(s) but the trainer ran on "
+                f"{device}; set allowCPUFallback: true to accept that",
+                "completion_time": outcome.completion_time,
+                "duration_seconds": _duration(status.start_time, outcome.completion_time),
+            }
+        )
     metric, _ = tj.spec.effective_objective()
     values = metric_values(result)
     objective = result.get("objectiveValue")
@@ -496,7 +581,7 @@ def _succeeded(
     }
     if isinstance(result.get("datasetDigest"), str) and result["datasetDigest"]:
         update["dataset_digest"] = result["datasetDigest"]
-    return status.model_copy(update=update)
+    return status.model_copy(update={**update, **measured})
 
 
 WAITING_PROBLEMS = frozenset(
@@ -504,19 +589,19 @@ WAITING_PROBLEMS = frozenset(
 )
 
 
-def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) -> list[EventTuple]:
+def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) -> list[rplan.EventNote]:
     """The Events a person wants in ``kubectl describe`` when the run moves on."""
     if old.phase == new.phase and old.reason == new.reason:
         return []
     phase, reason, message = new.phase, new.reason or "", new.message or ""
     if phase == "Failed":
-        return [("Warning", reason or "Failed", message or "the run failed")]
+        return [rplan.EventNote("Warning", reason or "Failed", message or "the run failed")]
     if phase == "Succeeded":
         detail = (
             f"{new.objective_metric}={new.objective_value:.6g}" if new.objective_value is not None else "done"
         )
         return [
-            (
+            rplan.EventNote(
                 "Normal",
                 "Succeeded",
                 f"trained in {new.duration_seconds or 0:.0f}s; {detail}; model at {new.model_uri or '-'}",
@@ -524,15 +609,19 @@ def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) ->
         ]
     if phase in {"Pending", "Running"} and reason in WAITING_PROBLEMS:
         # Also while Running: a retry's new pod that cannot start (rule 5 keeps the phase).
-        return [("Warning", reason, message)]
+        return [rplan.EventNote("Warning", reason, message)]
     if phase == "Running":
         if old.phase == "Running":
             return []  # the reason moved on within the run (PodRunning → PodSucceeded, a retry)
         return [
-            ("Normal", "Resumed" if old.phase == "Suspended" else "Running", message or "the pod is running")
+            rplan.EventNote(
+                "Normal",
+                "Resumed" if old.phase == "Suspended" else "Running",
+                message or "the pod is running",
+            )
         ]
     if phase == "Pending" and reason == "Resumed" and old.phase in {"Suspended", "Queued"}:
-        return [("Normal", "Resumed", message or "resuming the Job")]
+        return [rplan.EventNote("Normal", "Resumed", message or "resuming the Job")]
     if phase in {"Queued", "Suspended", "WaitingForData"} and old.phase != phase:
-        return [("Normal", phase, message)]
+        return [rplan.EventNote("Normal", phase, message)]
     return []

@@ -10,21 +10,31 @@ run, never an in-place edit.
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Any
 
 from mlops_operator.api import common, estimators, workload
 from mlops_operator.api import trainingjob as api
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import workload as rworkload
 
 COMPONENT = "train"
 CONTAINER = "train"
 DEFAULT_COMMAND: tuple[str, ...] = ("python", "-m", "mlops_workloads.train")
 KUEUE_PREFIX = "kueue.x-k8s.io/"
+MASTER_PORT = 29500
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+DATASET_FILES = {
+    "train": "train.parquet",
+    "validation": "validation.parquet",
+    "test": "test.parquet",
+    "preprocessor": "preprocessor.skops",
+    "schema": "schema.json",
+}
 
 
-def owner(tj: api.TrainingJob) -> rcommon.Owner:
-    return rcommon.Owner.of(tj)
+def owner(tj: api.TrainingJob) -> rowner.Owner:
+    return rowner.Owner.of(tj)
 
 
 def job_name(tj: api.TrainingJob) -> str:
@@ -46,7 +56,7 @@ def run_hash(spec: api.TrainingJobSpec) -> str:
     policy.pop("suspend", None)
     policy.pop("ttlSecondsAfterFinished", None)
     data["runPolicy"] = policy
-    return rcommon.spec_hash(data)
+    return rowner.spec_hash(data)
 
 
 def default_output(tj: api.TrainingJob, dataset_uri: str) -> str:
@@ -67,32 +77,168 @@ def output_uri(tj: api.TrainingJob, dataset_uri: str) -> str:
     return default_output(tj, dataset_uri)
 
 
+def task_of(spec: api.TrainingJobSpec, dataset_task: str | None) -> str:
+    """What the run learns: the estimator's task, or a trainer's (its own, else the Dataset's)."""
+    if spec.model is not None:
+        return estimators.get(spec.model.estimator).task
+    assert spec.trainer is not None
+    return spec.trainer.task or dataset_task or "classification"
+
+
+def image(spec: api.TrainingJobSpec, settings: rworkload.WorkloadSettings) -> str:
+    """The pods' image: the trainer's or the spec's own; else the GPU-capable variant for GPU
+    pods and the built-in PyTorch networks (only it has torch), the small CPU image otherwise."""
+    if spec.trainer is not None:
+        return spec.trainer.image
+    if spec.image:
+        return spec.image
+    assert spec.model is not None
+    if spec.resources.gpu or estimators.get(spec.model.estimator).library == "pytorch":
+        return settings.workload_gpu_image
+    return settings.workload_image
+
+
+def command(spec: api.TrainingJobSpec) -> list[str]:
+    if spec.trainer is not None:
+        return list(spec.trainer.command)
+    return list(spec.command or DEFAULT_COMMAND)
+
+
+def data_paths(dataset_uri: str, pvc_root: str) -> api.DataPaths:
+    """Where the prepared version's files are inside the pod (the dataset volume's mount)."""
+    root = common.StorageLocation.parse(dataset_uri).local_path(pvc_root)
+    files = {role: posixpath.join(root, name) for role, name in DATASET_FILES.items()}
+    return api.DataPaths.model_validate({"dir": root, **files})
+
+
 def train_config(
-    tj: api.TrainingJob, *, dataset_uri: str, dataset_digest: str, settings: rcommon.Settings
+    tj: api.TrainingJob,
+    *,
+    dataset_uri: str,
+    dataset_digest: str,
+    settings: rworkload.WorkloadSettings,
+    dataset_task: str | None = None,
 ) -> api.TrainConfig:
-    """What the training container is told (the contract for users' images too)."""
+    """What the training container is told: the same document for the built-in trainer and a
+    team's own code (``spec.trainer``), whose params pass through unchecked."""
     spec = tj.spec
-    entry = estimators.get(spec.model.estimator)
     metric, direction = spec.effective_objective()
+    out = output_uri(tj, dataset_uri)
+    common_fields: dict[str, Any] = {
+        "name": tj.metadata.name,
+        "namespace": tj.metadata.namespace,
+        "metrics": spec.effective_metrics(),
+        "objective_metric": metric,
+        "objective_direction": direction,
+        "cv_folds": spec.cross_validation.folds if spec.cross_validation else 0,
+        "gpu": spec.resources.gpu,
+        "allow_cpu_fallback": spec.allow_cpu_fallback,
+        "workers": spec.workers,
+        "image": image(spec, settings),
+        "command": command(spec),
+        "dataset_name": spec.dataset_ref.name,
+        "dataset_uri": dataset_uri,
+        "dataset_digest": dataset_digest,
+        "output_uri": out,
+        "output_dir": common.StorageLocation.parse(out).local_path(settings.pvc_root),
+        "data": data_paths(dataset_uri, settings.pvc_root),
+        "pvc_root": settings.pvc_root,
+    }
+    if spec.trainer is not None:
+        return api.TrainConfig(
+            trainer="custom",
+            task=task_of(spec, dataset_task),
+            params=dict(spec.trainer.params),
+            **common_fields,
+        )
+    assert spec.model is not None
+    entry = estimators.get(spec.model.estimator)
     return api.TrainConfig(
-        name=tj.metadata.name,
-        namespace=tj.metadata.namespace,
         estimator=entry.name,
         import_path=entry.import_path,
         task=entry.task,
         params=dict(spec.model.params),
-        metrics=spec.effective_metrics(),
-        objective_metric=metric,
-        objective_direction=direction,
-        cv_folds=spec.cross_validation.folds if spec.cross_validation else 0,
-        gpu=spec.resources.gpu,
         gpu_params=dict(entry.gpu_params) if spec.resources.gpu else {},
-        dataset_name=spec.dataset_ref.name,
-        dataset_uri=dataset_uri,
-        dataset_digest=dataset_digest,
-        output_uri=output_uri(tj, dataset_uri),
-        pvc_root=settings.pvc_root,
+        **common_fields,
     )
+
+
+def param_env_name(name: str) -> str:
+    """``MLOPS_PARAM_<NAME>``: upper case, every character but letters and digits as ``_``
+    (``mlops_workloads.trainer.param_env_name`` is the same rule on the workload's side)."""
+    return api.param_env_name(name)
+
+
+def param_env(params: dict[str, Any]) -> list[dict[str, str]]:
+    """A trainer's params as variables: strings as they are, anything else as JSON."""
+    out = []
+    for name, value in sorted(params.items()):
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+        out.append({"name": param_env_name(name), "value": text})
+    return out
+
+
+def service_name(tj: api.TrainingJob) -> str:
+    """The rendezvous Service: a ClusterIP in front of rank 0 (``MASTER_ADDR``)."""
+    return job_name(tj)
+
+
+def distributed_env(tj: api.TrainingJob, master_addr: str | None) -> list[dict[str, Any]]:
+    """torch.distributed's rendezvous, as ``torchrun`` sets it: rank 0 is the master; a pod's
+    rank is its Indexed Job completion index."""
+    workers = tj.spec.workers
+    env: list[dict[str, Any]] = [
+        {"name": "WORLD_SIZE", "value": str(workers)},
+        {"name": "LOCAL_RANK", "value": "0"},
+        {"name": "LOCAL_WORLD_SIZE", "value": "1"},
+    ]
+    if workers == 1:
+        return [*env, {"name": "RANK", "value": "0"}]
+    if not master_addr:
+        raise ValueError("a several-worker Job needs the rendezvous Service's ClusterIP")
+    return [
+        *env,
+        {
+            "name": "RANK",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
+            },
+        },
+        {"name": "MASTER_ADDR", "value": master_addr},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+    ]
+
+
+def service(tj: api.TrainingJob) -> dict[str, Any]:
+    """The Service the workers meet at: its ClusterIP forwards to rank 0's pod (the Job labels
+    each pod with its completion index). An IP, not a DNS name, so it works in clusters without
+    cluster DNS too; not-ready addresses are published because the workers connect while they
+    start, before any is Ready."""
+    o = owner(tj)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(tj),
+            "namespace": o.namespace,
+            "labels": o.labels(COMPONENT),
+            "ownerReferences": [o.reference()],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "publishNotReadyAddresses": True,
+            "selector": {"batch.kubernetes.io/job-name": job_name(tj), COMPLETION_INDEX_ANNOTATION: "0"},
+            "ports": [
+                {"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def cluster_ip(service: dict[str, Any] | None) -> str | None:
+    """The Service's allocated ClusterIP (None until the apiserver assigned one)."""
+    ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    return str(ip) if ip and ip != "None" else None
 
 
 def configmap(tj: api.TrainingJob, config: api.TrainConfig) -> dict[str, Any]:
@@ -111,7 +257,7 @@ def configmap(tj: api.TrainingJob, config: api.TrainConfig) -> dict[str, Any]:
 
 
 def _volumes(
-    config: api.TrainConfig, settings: rcommon.Settings
+    config: api.TrainConfig, settings: rworkload.WorkloadSettings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and mounts besides the config and /tmp: the output and dataset storage (deduplicated)."""
     volumes: list[dict[str, Any]] = []
@@ -119,7 +265,7 @@ def _volumes(
     seen: dict[str, str] = {}
     for role, uri in (("output", config.output_uri), ("dataset", config.dataset_uri)):
         loc = common.StorageLocation.parse(uri)
-        volume, mount = rcommon.storage_volume(loc, settings, name=role)
+        volume, mount = rworkload.storage_volume(loc, settings, name=role)
         key = json.dumps({k: v for k, v in volume.items() if k != "name"}, sort_keys=True)
         if key in seen or mount["mountPath"] in seen.values():
             continue
@@ -131,13 +277,32 @@ def _volumes(
     return volumes, mounts
 
 
+def _code_volume(spec: api.TrainingJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if spec.trainer is None or spec.trainer.code_config_map is None:
+        return [], []
+    # optional: a missing ConfigMap lets the pod start and fail on the missing file (a clear
+    # error in its log) instead of hanging in ContainerCreating.
+    volume = {"name": "code", "configMap": {"name": spec.trainer.code_config_map, "optional": True}}
+    return [volume], [{"name": "code", "mountPath": api.CODE_DIR, "readOnly": True}]
+
+
 def job(
-    tj: api.TrainingJob, *, config: api.TrainConfig, settings: rcommon.Settings, suspend: bool
+    tj: api.TrainingJob,
+    *,
+    config: api.TrainConfig,
+    settings: rworkload.WorkloadSettings,
+    suspend: bool,
+    master_addr: str | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one run."""
+    """The batch/v1 Job of one run: one pod, or an Indexed Job of ``workers`` pods that meet at
+    ``master_addr`` (the rendezvous Service's ClusterIP)."""
     spec = tj.spec
     volumes, mounts = _volumes(config, settings)
-    node_selector, tolerations = rcommon.placement(
+    code_volumes, code_mounts = _code_volume(spec)
+    env = distributed_env(tj, master_addr)
+    if spec.trainer is not None:
+        env += param_env(dict(spec.trainer.params))
+    node_selector, tolerations = rworkload.placement(
         settings,
         gpu=spec.resources.gpu,
         node_selector=spec.node_selector,
@@ -148,6 +313,14 @@ def job(
         pod_extra["affinity"] = spec.affinity
     if spec.priority_class_name:
         pod_extra["priorityClassName"] = spec.priority_class_name
+    spec_extra: dict[str, Any] = {
+        "completions": spec.workers,
+        "parallelism": spec.workers,
+        "suspend": suspend,
+    }
+    if spec.workers > 1:
+        # One pod per rank: the completion index is the rank.
+        spec_extra["completionMode"] = "Indexed"
     return rworkload.job(
         owner(tj),
         settings,
@@ -157,19 +330,23 @@ def job(
         container=rworkload.batch_container(
             settings,
             name=CONTAINER,
-            image=spec.image or settings.workload_image,
-            command=spec.command or DEFAULT_COMMAND,
-            mounts=mounts,
+            image=config.image or image(spec, settings),
+            command=config.command or command(spec),
+            mounts=[*mounts, *code_mounts],
             resources=spec.resources.to_requirements(gpu_resource=settings.gpu_resource),
+            env=env,
+            ports=[{"name": "rendezvous", "containerPort": MASTER_PORT}] if spec.workers > 1 else [],
         ),
-        volumes=volumes,
-        backoff_limit=spec.run_policy.backoff_limit,
+        volumes=[*volumes, *code_volumes],
+        # A failed worker takes the others down with it (their collectives fail), so one retry
+        # of a run of N workers is N failed pods.
+        backoff_limit=spec.run_policy.backoff_limit * spec.workers,
         active_deadline_seconds=spec.run_policy.active_deadline_seconds,
-        annotations={rcommon.ANNOTATION_SPEC_HASH: run_hash(spec)},
+        annotations={rowner.ANNOTATION_SPEC_HASH: run_hash(spec)},
         # Kueue reads its queue and priority labels from the Job, not the pod.
         labels={k: v for k, v in tj.metadata.labels.items() if k.startswith(KUEUE_PREFIX)},
         node_selector=node_selector,
         tolerations=tolerations,
         pod_extra=pod_extra,
-        spec_extra={"completions": 1, "parallelism": 1, "suspend": suspend},
+        spec_extra=spec_extra,
     )

@@ -12,18 +12,106 @@ only what is its own: volumes, resources, env, placement. Pure, like the rest of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mlops_operator.api import common
 from mlops_operator.api import workload as contract
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 
 CONFIG_VOLUME = "config"
 TMP_VOLUME = "tmp"
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkloadSettings:
+    """Operator settings the builders need, passed explicitly (never read from globals)."""
+
+    workload_image: str = "mlops-workloads:0.1.0"
+    # The GPU-capable variant (CUDA builds of PyTorch and XGBoost): pods that ask for GPUs or
+    # run a built-in PyTorch network get it; everything else keeps the small CPU image.
+    workload_gpu_image: str = "mlops-workloads-gpu:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+    pvc_root: str = "/mnt/mlops"
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_label: str = "nvidia.com/gpu.present"
+    gpu_taint_key: str = "nvidia.com/gpu"
+    run_as_user: int = 1000
+    # Where workload pods go by default (an admin's choice, e.g. a node pool for ML work); a
+    # resource's own nodeSelector and tolerations are added on top.
+    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+
+def restricted_security_context(run_as_user: int) -> dict[str, Any]:
+    """Container securityContext that passes the ``restricted`` Pod Security profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context(run_as_user: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "runAsGroup": run_as_user,
+        "fsGroup": run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def storage_volume(
+    location: common.StorageLocation, settings: WorkloadSettings, name: str = "storage"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (volume, volumeMount) pair that makes ``location`` visible at its ``local_path``."""
+    if location.scheme == "pvc":
+        volume = {"name": name, "persistentVolumeClaim": {"claimName": location.claim}}
+        mount = {"name": name, "mountPath": f"{settings.pvc_root}/pvc/{location.claim}"}
+    else:
+        volume = {"name": name, "hostPath": {"path": location.path, "type": "DirectoryOrCreate"}}
+        mount = {"name": name, "mountPath": location.path}
+    return volume, mount
+
+
+def gpu_scheduling(settings: WorkloadSettings) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Node selector and toleration added to pods that ask for GPUs."""
+    return (
+        {settings.gpu_node_label: "true"},
+        [{"key": settings.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}],
+    )
+
+
+def placement(
+    settings: WorkloadSettings,
+    *,
+    gpu: int = 0,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """A workload pod's nodeSelector and tolerations: the operator's defaults, the GPU pool when
+    it asks for GPUs, then the resource's own (which win on a key both set)."""
+    selector = dict(settings.node_selector)
+    tols = [dict(t) for t in settings.tolerations]
+    if gpu:
+        gpu_selector, gpu_tols = gpu_scheduling(settings)
+        selector.update(gpu_selector)
+        tols += gpu_tols
+    selector.update(node_selector or {})
+    for tol in tolerations or []:
+        if tol not in tols:
+            tols.append(tol)
+    return selector, tols
+
+
 def pod_spec(
-    settings: rcommon.Settings,
+    settings: WorkloadSettings,
     *,
     containers: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
@@ -32,7 +120,7 @@ def pod_spec(
 ) -> dict[str, Any]:
     """The pod-level basics of every workload pod (Job or Deployment)."""
     pod: dict[str, Any] = {
-        "securityContext": rcommon.pod_security_context(settings.run_as_user),
+        "securityContext": pod_security_context(settings.run_as_user),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "containers": containers,
@@ -48,16 +136,19 @@ def pod_spec(
 
 
 def batch_container(
-    settings: rcommon.Settings,
+    settings: WorkloadSettings,
     *,
     name: str,
     image: str,
     command: Sequence[str],
     mounts: Iterable[dict[str, Any]] = (),
     resources: dict[str, Any] | None = None,
+    env: Iterable[dict[str, Any]] = (),
+    ports: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """A batch workload's container: its config file and ``/tmp`` mounted first, its result read
-    from the termination message (or the log tail when it died before writing one)."""
+    from the termination message (or the log tail when it died before writing one); ``env``
+    comes after the contract's variables."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -68,18 +159,21 @@ def batch_container(
             {"name": "HOME", "value": contract.TMP_DIR},
             {"name": "TMPDIR", "value": contract.TMP_DIR},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *env,
         ],
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": contract.CONFIG_DIR, "readOnly": True},
             {"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
             *mounts,
         ],
-        "securityContext": rcommon.restricted_security_context(settings.run_as_user),
+        "securityContext": restricted_security_context(settings.run_as_user),
         "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if resources:
         container["resources"] = resources
+    if ports:
+        container["ports"] = list(ports)
     return container
 
 
@@ -103,8 +197,8 @@ def pod_failure_policy(container: str) -> dict[str, Any]:
 
 
 def job(
-    owner: rcommon.Owner,
-    settings: rcommon.Settings,
+    owner: rowner.Owner,
+    settings: WorkloadSettings,
     *,
     name: str,
     component: str,

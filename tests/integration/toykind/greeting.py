@@ -12,7 +12,7 @@ import pydantic
 
 from mlops_operator.api import common
 from mlops_operator.handlers import framework, settings
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
 
 
@@ -43,7 +43,7 @@ class Greeting(common.Resource):
 def plan(
     g: Greeting, *, observed: dict[str, Any] | None, now: datetime.datetime
 ) -> rplan.Plan[GreetingStatus]:
-    owner = rcommon.Owner.of(g)
+    owner = rowner.Owner.of(g)
     name = owner.child_name("greeting")
     child = {
         "apiVersion": "v1",
@@ -79,7 +79,7 @@ def plan(
 def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
     g = Greeting.from_body(body)
     observed = ctx.kube.get(
-        "v1", "ConfigMap", rcommon.Owner.of(g).child_name("greeting"), g.metadata.namespace
+        "v1", "ConfigMap", rowner.Owner.of(g).child_name("greeting"), g.metadata.namespace
     )
     return framework.carry_out(ctx, g.metadata.namespace, plan(g, observed=observed, now=ctx.now))
 

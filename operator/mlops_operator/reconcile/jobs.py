@@ -1,169 +1,20 @@
-"""Pieces every reconciler shares: owner, names, labels, settings and batch Job outcomes.
+"""What a batch/v1 Job and its pods say, reduced to what a status needs.
 
-Pure: the handlers pass in what they read from the cluster and ``now``; these
-functions return plain dicts ready for server-side apply.
+The prepare and training Jobs end the same ways (done, failed by a pod-failure rule, a
+termination message of the workload contract, a pod that cannot be scheduled), so one reader
+serves every kind that runs a Job. Pure: the handlers pass in the observed Job and pods.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import datetime
 import json
 from typing import Any, Literal
 
 from mlops_operator.api import common
 
-MANAGED_BY = "mlops-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-ANNOTATION_SPEC_HASH = "mlops.dev/spec-hash"
-
-
-@dataclasses.dataclass(frozen=True)
-class Owner:
-    """The custom resource whose children are being built."""
-
-    kind: str
-    name: str
-    namespace: str
-    uid: str
-    generation: int = 0
-    api_version: str = common.API_VERSION
-
-    @classmethod
-    def of(cls, resource: common.Resource) -> Owner:
-        meta = resource.metadata
-        return cls(
-            kind=resource.crd.kind,
-            name=meta.name,
-            namespace=meta.namespace,
-            uid=meta.uid,
-            generation=meta.generation,
-        )
-
-    def reference(self, *, controller: bool = True) -> dict[str, Any]:
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": controller,
-            "blockOwnerDeletion": True,
-        }
-
-    def labels(self, component: str) -> dict[str, str]:
-        """Labels of every child: managed-by, part-of, component and ``mlops.dev/<kind>: <name>``."""
-        return {
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_PART_OF: "mlops",
-            LABEL_COMPONENT: component,
-            f"mlops.dev/{self.kind.lower()}": self.name,
-        }
-
-    def child_name(self, role: str, index: int | None = None) -> str:
-        """Deterministic child name ``<parent>-<role>[-<n>]``, cut to 63 characters with a hash suffix."""
-        base = f"{self.name}-{role}" if role else self.name
-        if index is not None:
-            base = f"{base}-{index}"
-        if len(base) <= 63:
-            return base
-        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-        return f"{base[:54].rstrip('-')}-{digest}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Operator settings the builders need, passed explicitly (never read from globals)."""
-
-    workload_image: str = "mlops-workloads:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    service_account: str | None = None
-    pvc_root: str = "/mnt/mlops"
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_node_label: str = "nvidia.com/gpu.present"
-    gpu_taint_key: str = "nvidia.com/gpu"
-    run_as_user: int = 1000
-    # Where workload pods go by default (an admin's choice, e.g. a node pool for ML work); a
-    # resource's own nodeSelector and tolerations are added on top.
-    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
-
-
-def spec_hash(spec: Any) -> str:
-    """A stable short hash of a spec (or any JSON-able value), for change detection in annotations."""
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def restricted_security_context(run_as_user: int) -> dict[str, Any]:
-    """Container securityContext that passes the ``restricted`` Pod Security profile."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": run_as_user,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def pod_security_context(run_as_user: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": run_as_user,
-        "runAsGroup": run_as_user,
-        "fsGroup": run_as_user,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def storage_volume(
-    location: common.StorageLocation, settings: Settings, name: str = "storage"
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The (volume, volumeMount) pair that makes ``location`` visible at its ``local_path``."""
-    if location.scheme == "pvc":
-        volume = {"name": name, "persistentVolumeClaim": {"claimName": location.claim}}
-        mount = {"name": name, "mountPath": f"{settings.pvc_root}/pvc/{location.claim}"}
-    else:
-        volume = {"name": name, "hostPath": {"path": location.path, "type": "DirectoryOrCreate"}}
-        mount = {"name": name, "mountPath": location.path}
-    return volume, mount
-
-
-def gpu_scheduling(settings: Settings) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Node selector and toleration added to pods that ask for GPUs."""
-    return (
-        {settings.gpu_node_label: "true"},
-        [{"key": settings.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}],
-    )
-
-
-def placement(
-    settings: Settings,
-    *,
-    gpu: int = 0,
-    node_selector: dict[str, str] | None = None,
-    tolerations: list[dict[str, Any]] | None = None,
-) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """A workload pod's nodeSelector and tolerations: the operator's defaults, the GPU pool when
-    it asks for GPUs, then the resource's own (which win on a key both set)."""
-    selector = dict(settings.node_selector)
-    tols = [dict(t) for t in settings.tolerations]
-    if gpu:
-        gpu_selector, gpu_tols = gpu_scheduling(settings)
-        selector.update(gpu_selector)
-        tols += gpu_tols
-    selector.update(node_selector or {})
-    for tol in tolerations or []:
-        if tol not in tols:
-            tols.append(tol)
-    return selector, tols
-
-
-# ---------------------------------------------------------------------------------------------
-# batch/v1 Job outcomes
-# ---------------------------------------------------------------------------------------------
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 JobState = Literal["Pending", "Suspended", "Running", "Succeeded", "Failed"]
 
@@ -210,6 +61,49 @@ def parse_result(message: str | None) -> dict[str, Any] | None:
 
 def _pod_sort_key(pod: dict[str, Any]) -> str:
     return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _rank(pod: dict[str, Any]) -> str:
+    """An Indexed Job pod's completion index (its torch.distributed rank); "0" for other Jobs."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(COMPLETION_INDEX_ANNOTATION, "0"))
+
+
+def _result_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rank 0 first (it alone writes a several-worker run's model and result), newest first."""
+    newest = sorted(pods, key=_pod_sort_key, reverse=True)
+    return sorted(newest, key=lambda p: _rank(p) != "0")
+
+
+def unschedulable_since(pods: list[dict[str, Any]]) -> tuple[datetime.datetime, str] | None:
+    """Since when a pod (the longest-waiting one) has been Unschedulable, and the scheduler's
+    message; None when every pod found a node or has not been tried yet."""
+    found: tuple[datetime.datetime, str] | None = None
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") not in (None, "Pending"):
+            continue
+        for cond in status.get("conditions") or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                since = common.parse_rfc3339(cond.get("lastTransitionTime"))
+                if since is None:
+                    continue
+                if found is None or since < found[0]:
+                    found = (since, str(cond.get("message") or "no node fits the pod")[:512])
+    return found
+
+
+def image_id(pods: list[dict[str, Any]]) -> str | None:
+    """The image digest the kubelet reports for rank 0's (else any) training container."""
+    for pod in _result_order(pods):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("imageID"):
+                return str(cs["imageID"])[:512]
+    return None
 
 
 def _pod_failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -281,7 +175,7 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     complete = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
     if complete:
         result = None
-        for pod in sorted(pods, key=_pod_sort_key, reverse=True):
+        for pod in _result_order(pods):
             term = _termination(pod)
             if term and term.get("exitCode", 1) == 0:
                 result = parse_result(term.get("message"))

@@ -9,7 +9,9 @@ import pytest
 
 from mlops_operator.api import common
 from mlops_operator.k8s import client
-from mlops_operator.reconcile import common as rcommon
+from mlops_operator.reconcile import jobs as rjobs
+from mlops_operator.reconcile import owner as rowner
+from mlops_operator.reconcile import workload as rworkload
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 LATER = NOW + datetime.timedelta(minutes=5)
@@ -65,11 +67,11 @@ def test_bad_storage_uris_are_refused(uri: str) -> None:
 
 
 def test_owner_names_labels_and_reference() -> None:
-    owner = rcommon.Owner(kind="TrainingJob", name="iris", namespace="ns", uid="u-1")
+    owner = rowner.Owner(kind="TrainingJob", name="iris", namespace="ns", uid="u-1")
     assert owner.child_name("train") == "iris-train"
     assert owner.child_name("trial", 7) == "iris-trial-7"
-    long = rcommon.Owner(kind="Dataset", name="x" * 60, namespace="ns", uid="u").child_name("prepare")
-    assert len(long) <= 63 and long == rcommon.Owner(
+    long = rowner.Owner(kind="Dataset", name="x" * 60, namespace="ns", uid="u").child_name("prepare")
+    assert len(long) <= 63 and long == rowner.Owner(
         kind="Dataset", name="x" * 60, namespace="ns", uid="u"
     ).child_name("prepare")
     assert owner.labels("train")["mlops.dev/trainingjob"] == "iris"
@@ -122,7 +124,7 @@ def test_parse_rfc3339_reads_kubernetes_timestamps_and_nothing_else() -> None:
 
 def test_job_outcome_success_carries_the_result() -> None:
     result = {"ok": True, "metrics": {"accuracy": 0.9}}
-    out = rcommon.job_outcome(
+    out = rjobs.job_outcome(
         _job([{"type": "Complete", "status": "True"}], succeeded=1, completionTime="t"),
         [_pod(exit_code=0, reason="Completed", message=json.dumps(result), phase="Succeeded")],
     )
@@ -149,7 +151,7 @@ def test_job_outcome_success_carries_the_result() -> None:
     ],
 )
 def test_job_outcome_failure_reasons(job_reason: str, pod: dict[str, object], reason: str) -> None:
-    out = rcommon.job_outcome(
+    out = rjobs.job_outcome(
         _job([{"type": "Failed", "status": "True", "reason": job_reason}], failed=2), [pod]
     )
     assert out.state == "Failed" and out.reason == reason
@@ -169,22 +171,22 @@ def test_job_outcome_counts_failed_pods_the_job_has_not_counted_yet() -> None:
         _pod(exit_code=1, reason="Error", phase="Failed"),
         _pod(exit_code=1, reason="Error", phase="Failed"),
     ]
-    out = rcommon.job_outcome(job, pods)
+    out = rjobs.job_outcome(job, pods)
     assert out.state == "Failed" and out.attempts == 2
     assert "after 2 failed attempts" in out.message
     # Failed pods seen count even when the Job's status lags further.
-    assert rcommon.job_outcome(_job([{"type": "FailureTarget", "status": "True"}]), pods).attempts == 2
+    assert rjobs.job_outcome(_job([{"type": "FailureTarget", "status": "True"}]), pods).attempts == 2
 
 
 def test_job_outcome_pending_reasons() -> None:
-    assert rcommon.job_outcome(None, []).state == "Pending"
-    out = rcommon.job_outcome(_job(), [_pod(unschedulable=True)])
+    assert rjobs.job_outcome(None, []).state == "Pending"
+    out = rjobs.job_outcome(_job(), [_pod(unschedulable=True)])
     assert (out.state, out.reason) == ("Pending", "Unschedulable") and "nvidia.com/gpu" in out.message
-    out = rcommon.job_outcome(_job(), [_pod(waiting="ImagePullBackOff", phase="Pending")])
+    out = rjobs.job_outcome(_job(), [_pod(waiting="ImagePullBackOff", phase="Pending")])
     assert (out.state, out.reason) == ("Pending", "ImagePullBackOff")
-    assert rcommon.job_outcome(_job(active=1), [_pod()]).state == "Running"
+    assert rjobs.job_outcome(_job(active=1), [_pod()]).state == "Running"
     suspended = {"spec": {"suspend": True}, "status": {}}
-    assert rcommon.job_outcome(suspended, []).state == "Suspended"
+    assert rjobs.job_outcome(suspended, []).state == "Suspended"
 
 
 def test_job_outcome_a_finished_pod_before_the_job_knows_is_not_pending() -> None:
@@ -193,17 +195,17 @@ def test_job_outcome_a_finished_pod_before_the_job_knows_is_not_pending() -> Non
     result = json.dumps({"ok": True})
     done = _pod(exit_code=0, reason="Completed", message=result, phase="Succeeded")
     for lagging in (_job(active=1, ready=0), _job(active=0, uncountedTerminatedPods={"succeeded": ["u"]})):
-        out = rcommon.job_outcome(lagging, [done])
+        out = rjobs.job_outcome(lagging, [done])
         assert (out.state, out.reason) == ("Running", "PodSucceeded")
     # The container ended well while the pod phase still says Running: Running too.
     ended = _pod(exit_code=0, reason="Completed", phase="Running")
-    assert rcommon.job_outcome(_job(active=1), [ended]).state == "Running"
+    assert rjobs.job_outcome(_job(active=1), [ended]).state == "Running"
     # A failed pod the Job has not yet retried or given up on: the run is Running, not Pending.
     failed = _pod(exit_code=1, reason="Error", phase="Failed")
-    out = rcommon.job_outcome(_job(active=0, failed=1), [failed])
+    out = rjobs.job_outcome(_job(active=0, failed=1), [failed])
     assert (out.state, out.reason) == ("Running", "Retrying")
     # ...and so is its retry's new pod, until that one cannot start for a reason to report.
-    assert rcommon.job_outcome(_job(active=1, failed=1), [failed, _pod(phase="Pending")]).state == "Running"
+    assert rjobs.job_outcome(_job(active=1, failed=1), [failed, _pod(phase="Pending")]).state == "Running"
 
 
 def test_resource_paths() -> None:
@@ -219,11 +221,11 @@ def test_resource_paths() -> None:
 
 def test_placement_merges_operator_defaults_gpu_pool_and_the_resources_own() -> None:
     real = {"key": "mlops.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}
-    settings = rcommon.Settings(node_selector={"pool": "ml"}, tolerations=(real,))
-    selector, tols = rcommon.placement(settings, gpu=1, node_selector={"pool": "big"}, tolerations=[real])
+    settings = rworkload.WorkloadSettings(node_selector={"pool": "ml"}, tolerations=(real,))
+    selector, tols = rworkload.placement(settings, gpu=1, node_selector={"pool": "big"}, tolerations=[real])
     assert selector == {"pool": "big", "nvidia.com/gpu.present": "true"}
     assert tols == [real, {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert rcommon.placement(rcommon.Settings()) == ({}, [])
+    assert rworkload.placement(rworkload.WorkloadSettings()) == ({}, [])
 
 
 def test_workload_placement_comes_from_the_environment() -> None:
