@@ -4,7 +4,8 @@
 (see its docstring for why prefixes are not enough). The list is not written by hand: this
 module builds every model the project can produce on tiny data and records what skops
 writes for it:
-- every estimator of the registry (``mlops_operator.api.estimators``), fitted with its
+- every estimator of the registry (``mlops_operator.api.estimators``) but the PyTorch
+  networks (saved as ONNX beside the Dataset's preprocessor, see ``nn``), fitted with its
   defaults and once with each value of each of its option and boolean parameters (so
   ``loss="huber"`` or ``algorithm="ball_tree"`` brings its own classes), on binary and on
   multiclass targets for classifiers, each inside the training workload's final
@@ -42,6 +43,9 @@ from mlops_workloads import skops_io
 
 OUT = pathlib.Path(__file__).with_name(skops_io.ALLOWLIST_FILE)
 SMALL = {"n_estimators": 2, "max_iter": 5}  # keep every fit tiny; a varied parameter overrides these
+ONNX_LIBRARIES = frozenset({"pytorch"})
+"""Registry libraries whose models are saved as ONNX (``model.onnx``), never with skops: their
+model directory holds the Dataset's preprocessor, whose types are covered below."""
 
 
 class ReviewNeeded(RuntimeError):
@@ -194,10 +198,15 @@ def versions() -> dict[str, str]:
     return {name: str(importlib.import_module(module).__version__) for name, module in modules.items()}
 
 
+def skops_estimators() -> list[str]:
+    """The registry estimators saved with skops: all but the PyTorch networks (saved as ONNX)."""
+    return [n for n in estimators.names() if estimators.get(n).library not in ONNX_LIBRARIES]
+
+
 def generate() -> dict[str, Any]:
     """The allowlist document; raises ``ReviewNeeded`` for what only a person may allow."""
     found: set[tuple[str, str]] = set()
-    for name in estimators.names():
+    for name in skops_estimators():
         found |= estimator_names(estimators.get(name))
     found |= feature_names()
     found |= demo_names()

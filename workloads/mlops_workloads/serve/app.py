@@ -261,7 +261,8 @@ class App:
         return {
             "name": self.name,
             "versions": [self.version],
-            "platform": "sklearn",
+            # KServe's names: an ONNX network (the built-in PyTorch trainer's) or a skops Pipeline.
+            "platform": "onnx" if (self.bundle.path / "model.onnx").exists() else "sklearn",
             "inputs": [
                 {"name": f.name, "datatype": V2_DATATYPE[f.dtype], "shape": [-1]}
                 for f in self.schema.features

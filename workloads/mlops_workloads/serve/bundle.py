@@ -7,6 +7,13 @@ drift, and ``model_card.json`` says where the model came from. ``skops_io`` chec
 type and function the file would build against exact names (what our own models are made
 of) and refuses it otherwise with ``UntrustedModel``, before the server binds its port: a
 tampered artifact cannot run code in the server, and the pod exits with the reason.
+
+A network trained by the built-in PyTorch trainer comes as ``model.onnx`` (the network,
+run by onnxruntime on the CPU; ONNX is a protobuf of a graph and weights, loading it runs no
+code) with ``preprocessor.skops`` (the Dataset's fitted preprocessor, checked against the
+same skops allowlist). ``OnnxPipeline`` puts the two together behind the interface of a
+skops Pipeline (``predict``, ``predict_proba``, ``classes_``), so the app, drift and
+low-confidence tracking serve it unchanged. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -14,8 +21,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
+import threading
 from typing import Any
+
+import numpy as np
 
 from mlops_workloads import runtime, skops_io
 
@@ -121,16 +132,167 @@ def _read_json(path: pathlib.Path, *, required: bool) -> dict[str, Any]:
     return value
 
 
+def files_digest(paths: list[pathlib.Path]) -> str:
+    """One sha256 over several files, in order (each prefixed by its name and length)."""
+    sha = hashlib.sha256()
+    for path in paths:
+        sha.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+class OnnxPipeline:
+    """``preprocessor.skops`` then ``model.onnx``: a skops Pipeline's predict/predict_proba/classes_.
+
+    The preprocessor's output is densified to float32 (the network's input type); the ONNX
+    model outputs class probabilities (in the order of ``classes_``) or the prediction.
+    onnxruntime sessions do not survive ``fork`` (their thread pool stays in the parent),
+    and the server forks its workers after loading, so each process opens its own session
+    on first use.
+    """
+
+    def __init__(
+        self,
+        *,
+        preprocessor: Any,
+        model: bytes,
+        session: Any,
+        task: str,
+        classes: tuple[Any, ...] | None,
+    ) -> None:
+        self.preprocessor = preprocessor
+        self.task = task
+        self.input_name = str(session.get_inputs()[0].name)
+        self.output_name = str(session.get_outputs()[0].name)
+        self.width = session.get_inputs()[0].shape[1]
+        if classes is not None:
+            self.classes_ = np.asarray(classes, dtype=object)
+        self._model = model
+        self._session = session
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> Any:
+        """This process's onnxruntime session."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._session = _session(self._model)
+                self._pid = os.getpid()
+            return self._session
+
+    def features(self, frame: Any) -> np.ndarray:
+        x = self.preprocessor.transform(frame)
+        if hasattr(x, "toarray"):
+            x = x.toarray()
+        matrix = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        if matrix.ndim != 2 or (isinstance(self.width, int) and matrix.shape[1] != self.width):
+            raise ValueError(
+                f"the preprocessor gave shape {matrix.shape}; model.onnx wants {self.width} columns"
+            )
+        return matrix
+
+    def _run(self, frame: Any) -> np.ndarray:
+        (out,) = self.session.run([self.output_name], {self.input_name: self.features(frame)})
+        return np.asarray(out, dtype=np.float64)
+
+    def predict_proba(self, frame: Any) -> np.ndarray:
+        if self.task != "classification":
+            raise AttributeError("a regression model has no predict_proba")
+        return self._run(frame)
+
+    def predict(self, frame: Any) -> np.ndarray:
+        out = self._run(frame)
+        if self.task == "classification":
+            labels: np.ndarray = self.classes_[out.argmax(axis=1)]
+            return labels
+        return out.reshape(-1)
+
+
+def _session(model: bytes) -> Any:
+    """An onnxruntime session on the CPU, from bytes: a graph cannot make it read other files."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_classes(meta: dict[str, str], card: dict[str, Any], schema: Schema) -> tuple[Any, ...] | None:
+    """The probability columns' classes: the file's own metadata, else the card, else schema.json."""
+    raw: Any = None
+    if meta.get("mlops.classes"):
+        try:
+            raw = json.loads(meta["mlops.classes"])
+        except ValueError as exc:
+            raise runtime.WorkloadError("InvalidModel", f"model.onnx has unreadable classes: {exc}") from exc
+    if not raw:
+        raw = card.get("classes") or (list(schema.classes) if schema.classes else None)
+    return tuple(raw) if raw else None
+
+
+def _load_onnx(path: pathlib.Path, *, schema: Schema, card: dict[str, Any]) -> OnnxPipeline:
+    model_file = path / "model.onnx"
+    pre_file = path / "preprocessor.skops"
+    if not pre_file.is_file():
+        raise runtime.WorkloadError(
+            "ModelNotFound", f"model.onnx needs preprocessor.skops, missing from {path}"
+        )
+    preprocessor = skops_io.load(pre_file, invalid_reason="InvalidModel")
+    if not hasattr(preprocessor, "transform"):
+        raise runtime.WorkloadError(
+            "InvalidModel", f"preprocessor.skops holds a {type(preprocessor).__name__}, not a transformer"
+        )
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise runtime.WorkloadError("LibraryMissing", f"onnxruntime is not installed: {exc}") from exc
+    model = model_file.read_bytes()
+    try:
+        session = _session(model)
+    except Exception as exc:
+        raise runtime.WorkloadError("InvalidModel", f"model.onnx could not be loaded: {exc}"[:1024]) from exc
+    if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
+        raise runtime.WorkloadError("InvalidModel", "model.onnx must have exactly one input and one output")
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    task = meta.get("mlops.task") or schema.task
+    if task != schema.task:
+        raise runtime.WorkloadError(
+            "InvalidModel", f"model.onnx is a {task} model but schema.json says {schema.task}"
+        )
+    classes = _onnx_classes(meta, card, schema) if task == "classification" else None
+    if task == "classification":
+        width = session.get_outputs()[0].shape[-1]
+        if not classes:
+            raise runtime.WorkloadError(
+                "InvalidModel", "model.onnx names no classes (nor do the card and schema)"
+            )
+        if isinstance(width, int) and width != len(classes):
+            raise runtime.WorkloadError(
+                "InvalidModel", f"model.onnx gives {width} probabilities for {len(classes)} classes"
+            )
+    return OnnxPipeline(preprocessor=preprocessor, model=model, session=session, task=task, classes=classes)
+
+
 def load(model_dir: str | pathlib.Path) -> Bundle:
     """Load and check a model directory; raise ``WorkloadError`` with what is wrong."""
     path = pathlib.Path(model_dir)
     model_file = path / "model.skops"
-    if not model_file.is_file():
-        raise runtime.WorkloadError("ModelNotFound", f"no model.skops in {path}")
+    onnx_file = path / "model.onnx"
+    if not model_file.is_file() and not onnx_file.is_file():
+        raise runtime.WorkloadError("ModelNotFound", f"no model.skops (or model.onnx) in {path}")
     schema = Schema.from_json(_read_json(path / "schema.json", required=True))
     baseline = _read_json(path / "baseline.json", required=False)
     card = _read_json(path / "model_card.json", required=False)
-    pipeline = skops_io.load(model_file, invalid_reason="InvalidModel")
+    pipeline: Any
+    if onnx_file.is_file():
+        pipeline = _load_onnx(path, schema=schema, card=card)
+        digest = files_digest([onnx_file, path / "preprocessor.skops"])
+    else:
+        pipeline = skops_io.load(model_file, invalid_reason="InvalidModel")
+        digest = file_digest(model_file)
     if not hasattr(pipeline, "predict"):
         raise runtime.WorkloadError(
             "InvalidModel", f"model.skops holds a {type(pipeline).__name__}, not a model"
@@ -150,6 +312,6 @@ def load(model_dir: str | pathlib.Path) -> Bundle:
         schema=schema,
         baseline=baseline,
         card=card,
-        digest=file_digest(model_file),
+        digest=digest,
         classes=classes,
     )

@@ -15,6 +15,7 @@ import tempfile
 from typing import Any
 
 from mlops_workloads import runtime, skops_io
+from mlops_workloads.train import card as card_mod
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -104,15 +105,29 @@ def load_dataset(path: pathlib.Path) -> PreparedDataset:
     return dataset
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+SKOPS_MODEL = "model.skops"
+ONNX_MODEL = "model.onnx"
+PREPROCESSOR = "preprocessor.skops"
+SKOPS_FILES: tuple[str, ...] = (SKOPS_MODEL,)
+ONNX_FILES: tuple[str, ...] = (ONNX_MODEL, PREPROCESSOR)
+"""The two model formats: one skops Pipeline, or an ONNX network behind the Dataset's preprocessor."""
+
+
+def _make_dir(out: pathlib.Path) -> None:
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise runtime.WorkloadError("OutputNotWritable", f"cannot create {out}: {exc}") from exc
+
+
+def _finish(
+    out: pathlib.Path, *, card: dict[str, Any], dataset: PreparedDataset, stale: tuple[str, ...], size: int
+) -> None:
+    """Copy schema and baseline, drop the other format's files, then write the card (last)."""
+    card_mod.copy_dataset_files(dataset.path, out)
+    for name in stale:  # a rerun into the same directory with the other kind of model
+        (out / name).unlink(missing_ok=True)
+    card_mod.write_card(out / card_mod.CARD_FILE, {**card, "modelSizeBytes": size})
 
 
 def write_model_dir(
@@ -126,23 +141,33 @@ def write_model_dir(
     """
     import skops.io as sio
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise runtime.WorkloadError("OutputNotWritable", f"cannot create {out}: {exc}") from exc
+    _make_dir(out)
     fd, tmp = tempfile.mkstemp(prefix=".model.skops.", dir=out)
     os.close(fd)
     try:
         sio.dump(pipeline, tmp)
-        os.replace(tmp, out / "model.skops")
+        os.replace(tmp, out / SKOPS_MODEL)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    for name in ("schema.json", "baseline.json"):
-        source = dataset.path / name
-        if source.is_file():
-            _write_atomic(out / name, source.read_bytes())
-    size = (out / "model.skops").stat().st_size
-    card = {**card, "modelSizeBytes": size}
-    _write_atomic(out / "model_card.json", json.dumps(card, indent=2, sort_keys=True, default=str).encode())
+    size = (out / SKOPS_MODEL).stat().st_size
+    _finish(out, card=card, dataset=dataset, stale=ONNX_FILES, size=size)
+    return size
+
+
+def write_onnx_model_dir(
+    out: pathlib.Path, *, model: bytes, card: dict[str, Any], dataset: PreparedDataset
+) -> int:
+    """Write model.onnx, preprocessor.skops, schema.json, baseline.json and model_card.json.
+
+    ``preprocessor.skops`` is the Dataset version's own file, byte for byte (it was checked
+    against the skops allowlist when the Dataset was loaded, and the server checks it again).
+    Returns the size of the two model files together; the card lists each.
+    """
+    _make_dir(out)
+    card_mod.write_atomic(out / PREPROCESSOR, (dataset.path / PREPROCESSOR).read_bytes())
+    card_mod.write_atomic(out / ONNX_MODEL, model)
+    files = {name: (out / name).stat().st_size for name in ONNX_FILES}
+    size = sum(files.values())
+    _finish(out, card={**card, "files": files}, dataset=dataset, stale=SKOPS_FILES, size=size)
     return size

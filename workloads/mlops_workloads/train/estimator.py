@@ -3,7 +3,8 @@
 The operator already checked the parameters against the registry; this module turns JSON
 values into what the library wants (``class_weight`` keys back to class labels), seeds
 ``random_state`` for reproducible runs, and selects the GPU learner when the pod has GPUs:
-XGBoost with ``device="cuda"`` (the registry's ``gpu_params``, carried in the config).
+XGBoost and the PyTorch networks with ``device="cuda"`` (the registry's ``gpu_params``,
+carried in the config). Whether the GPU was then really used is ``train.device``'s question.
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ def build(config: trainingjob.TrainConfig, *, classes: Sequence[Any] = ()) -> An
 
 
 def device(estimator: Any) -> str:
-    """The device the estimator computes on, as it was told (``cuda`` for the GPU path)."""
+    """The device the estimator was TOLD to use (``cuda`` for the GPU path).
+
+    Never record this as where the model trained: the ``xgboost-cpu`` wheel accepts
+    ``device="cuda"`` and trains on the CPU. ``train.device.actual`` reads back what the
+    fitted model really used.
+    """
     params = estimator.get_params(deep=False)
     value = params.get("device") or params.get("device_type") or "cpu"
     return str(value)

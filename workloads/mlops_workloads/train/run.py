@@ -8,20 +8,20 @@ transform that scores them).
 
 from __future__ import annotations
 
-import datetime
-import importlib.metadata
+import dataclasses
 import os
 import pathlib
 import platform
-import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlops_operator.api import common, estimators, trainingjob
 from mlops_workloads import runtime
 from mlops_workloads.train import artifacts, evaluate
+from mlops_workloads.train import card as card_mod
+from mlops_workloads.train import device as device_mod
 from mlops_workloads.train import estimator as est_mod
 
 MAX_WARNINGS = 8
@@ -33,18 +33,15 @@ LIBRARIES: tuple[tuple[str, str], ...] = (
     ("skops", "skops"),
     ("xgboost", "xgboost"),
     ("lightgbm", "lightgbm"),
+    ("torch", "torch"),
+    ("onnx", "onnx"),
+    ("onnxruntime", "onnxruntime"),
 )
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist, module in LIBRARIES:
-        if module in sys.modules:
-            try:
-                out[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                out[dist] = str(getattr(sys.modules[module], "__version__", "unknown"))
-    return out
+def versions() -> dict[str, str]:
+    """The versions of the libraries this process imported (for the model card)."""
+    return card_mod.versions(LIBRARIES)
 
 
 def _native(value: Any) -> Any:
@@ -61,7 +58,7 @@ def _encoding(config: trainingjob.TrainConfig, classes: Sequence[Any]) -> dict[A
     return {c: i for i, c in enumerate(classes)}
 
 
-class _Warnings:
+class Warnings:
     """Warnings raised while fitting (e.g. ConvergenceWarning), deduplicated for the result."""
 
     def __init__(self) -> None:
@@ -85,7 +82,7 @@ def _cross_validate(
     x: Any,
     y: Any,
     classes: Sequence[Any],
-    notes: _Warnings,
+    notes: Warnings,
 ) -> dict[str, dict[str, float]]:
     import numpy as np
     from sklearn import base, model_selection, pipeline
@@ -134,37 +131,29 @@ def _fit_error(config: trainingjob.TrainConfig, exc: Exception) -> runtime.Workl
 
 def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
     """Run one training job; return the result for the termination message."""
-    import numpy as np
     from sklearn import pipeline
 
     started = time.perf_counter()
-    notes = _Warnings()
-    data_dir = pathlib.Path(common.StorageLocation.parse(config.dataset_uri).local_path(config.pvc_root))
-    dataset = artifacts.load_dataset(data_dir)
-    if dataset.task and dataset.task != config.task:
-        raise runtime.WorkloadError(
-            "TaskMismatch",
-            f"{config.estimator} is a {config.task} estimator but the Dataset is {dataset.task}",
-        )
-    if config.dataset_digest and dataset.digest and config.dataset_digest != dataset.digest:
-        raise runtime.WorkloadError(
-            "DatasetDigestMismatch",
-            f"expected Dataset version {config.dataset_digest}, found {dataset.digest} in {data_dir}",
-        )
+    notes = Warnings()
+    dataset = load_checked(config)
     x_train, y_train = dataset.xy("train")
-    classes: list[Any] = []
-    encoding: dict[Any, int] | None = None
-    if config.task == "classification":
-        classes = [_native(c) for c in np.unique(np.asarray(y_train))]
-        if len(classes) < 2:
-            raise runtime.WorkloadError("DatasetInvalid", f"the training split has one class only: {classes}")
-        encoding = _encoding(config, classes)
+    classes = training_classes(config, y_train)
+    entry = estimators.REGISTRY.get(config.estimator)
+    if entry is not None and entry.library == "pytorch":
+        # Imported here: torch is only in the GPU-capable image (LibraryMissing elsewhere).
+        est_mod.estimator_class(config)
+        from mlops_workloads.nn import run as nn_run
+
+        return nn_run.train(config, dataset=dataset, classes=classes, notes=notes, started=started)
+    encoding = _encoding(config, classes) if classes else None
 
     def target(y: Any) -> Any:
         return y.map(lambda v: encoding.get(_native(v), -1)) if encoding else y
 
     fit_classes = list(range(len(classes))) if encoding else classes
     model = est_mod.build(config, classes=classes)
+    library = estimators.REGISTRY[config.estimator].library
+    gpu_why = _gpu_precheck(config, model, library=library, notes=notes)
     cv: dict[str, dict[str, float]] = {}
     try:
         if config.cv_folds:
@@ -191,9 +180,59 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
         raise
     notes.record(caught)
     fitted = pipeline.Pipeline([("preprocess", dataset.preprocessor), ("model", model)])
+    outcome = evaluate_fitted(
+        config,
+        fitted,
+        dataset,
+        notes,
+        started,
+        fit_seconds=fit_seconds,
+        classes=fit_classes,
+        cv=cv,
+        target=target,
+    )
+    device = _device_used(config, model, library=library, why=gpu_why, notes=notes)
+    label_encoding = [_native(c) for c in encoding] if encoding else None
+    card = model_card(config, model, outcome, classes=classes, device=device, label_encoding=label_encoding)
+    output = common.StorageLocation.parse(config.output_uri)
+    size = artifacts.write_model_dir(
+        pathlib.Path(output.local_path(config.pvc_root)), pipeline=fitted, card=card, dataset=dataset
+    )
+    return final_result(config, outcome, device=device, size=size)
 
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a fitted model scored and how long it took: what its card and its result report."""
+
+    dataset: artifacts.PreparedDataset
+    notes: Warnings
+    started: float
+    fit_seconds: float
+    results: dict[str, dict[str, float]]
+    rows: dict[str, int]
+    objective: float | None
+
+
+def evaluate_fitted(
+    config: trainingjob.TrainConfig,
+    fitted: Any,
+    dataset: artifacts.PreparedDataset,
+    notes: Warnings,
+    started: float,
+    *,
+    fit_seconds: float,
+    classes: Sequence[Any],
+    cv: dict[str, dict[str, float]],
+    target: Callable[[Any], Any] | None = None,
+) -> Outcome:
+    """Score the fitted Pipeline on validation and test (with ``cv``, the cross-validation summary).
+
+    ``target`` maps the Dataset's labels to those the model was fitted on (XGBoost's 0..n-1);
+    ``classes`` are the fitted ones.
+    """
     results: dict[str, dict[str, float]] = {}
-    rows = {"train": len(x_train)}
+    rows = {"train": len(dataset.splits["train"])}
     for split in ("validation", "test"):
         frame = dataset.splits[split]
         rows[split] = len(frame)
@@ -201,18 +240,35 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
             continue
         x, y = dataset.xy(split)
         results[split], problems = evaluate.evaluate(
-            fitted, x, target(y), task=config.task, metrics=config.metrics, classes=fit_classes
+            fitted,
+            x,
+            target(y) if target is not None else y,
+            task=config.task,
+            metrics=config.metrics,
+            classes=classes,
         )
         for p in problems:
             notes.add(f"{split} {p}")
     if cv:
         results["cv"] = cv  # type: ignore[assignment]
+    objective = objective_value(config.objective_metric, results)
+    return Outcome(dataset, notes, started, fit_seconds, results, rows, objective)
 
-    objective = _objective(config.objective_metric, results)
-    output = common.StorageLocation.parse(config.output_uri)
-    device = est_mod.device(model)
-    duration = time.perf_counter() - started
-    card = {
+
+def model_card(
+    config: trainingjob.TrainConfig,
+    model: Any,
+    outcome: Outcome,
+    *,
+    classes: list[Any],
+    device: str,
+    label_encoding: list[Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    hardware: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model card of a built-in estimator; ``extra`` and ``hardware`` add a framework's own keys."""
+    dataset = outcome.dataset
+    return {
         "name": config.name,
         "namespace": config.namespace,
         "estimator": config.estimator,
@@ -221,52 +277,117 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
         "params": _jsonable(model.get_params(deep=False)),
         "specParams": config.params,
         "classes": classes or None,
-        "labelEncoding": [_native(c) for c in encoding] if encoding else None,
+        "labelEncoding": label_encoding,
         "features": dataset.features,
         "target": dataset.target,
         "dataset": {"name": config.dataset_name, "uri": config.dataset_uri, "digest": dataset.digest},
-        "metrics": results,
+        "metrics": outcome.results,
         "objective": {
             "metric": config.objective_metric,
             "direction": config.objective_direction,
-            "value": objective,
+            "value": outcome.objective,
         },
         "crossValidationFolds": config.cv_folds,
-        "rows": rows,
-        "libraries": _versions(),
-        "fitSeconds": fit_seconds,
-        "durationSeconds": duration,
+        "rows": outcome.rows,
+        **(extra or {}),
+        "libraries": versions(),
+        "fitSeconds": outcome.fit_seconds,
+        "durationSeconds": time.perf_counter() - outcome.started,
         "hardware": {
             "cpuCount": os.cpu_count(),
             "machine": platform.machine(),
             "platform": platform.platform(),
             "gpus": config.gpu,
             "device": device,
+            "deviceRequested": device_mod.requested(config),
+            **(hardware or {}),
         },
-        "warnings": notes.items,
-        "createdAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "modelUri": output.uri(),
+        "warnings": outcome.notes.items,
+        "createdAt": card_mod.created_at(),
+        "modelUri": common.StorageLocation.parse(config.output_uri).uri(),
     }
-    size = artifacts.write_model_dir(
-        pathlib.Path(output.local_path(config.pvc_root)), pipeline=fitted, card=card, dataset=dataset
-    )
+
+
+def final_result(
+    config: trainingjob.TrainConfig, outcome: Outcome, *, device: str, size: int
+) -> dict[str, Any]:
+    """The termination result of a built-in estimator's run (rank 0's, in a distributed run)."""
     return {
-        "modelUri": output.uri(),
-        "datasetDigest": dataset.digest,
+        "modelUri": common.StorageLocation.parse(config.output_uri).uri(),
+        "datasetDigest": outcome.dataset.digest,
         "estimator": config.estimator,
-        "metrics": results,
+        "metrics": outcome.results,
         "objectiveMetric": config.objective_metric,
-        "objectiveValue": objective,
-        "fitSeconds": round(fit_seconds, 3),
-        "durationSeconds": round(time.perf_counter() - started, 3),
+        "objectiveValue": outcome.objective,
+        "fitSeconds": round(outcome.fit_seconds, 3),
+        "durationSeconds": round(time.perf_counter() - outcome.started, 3),
         "modelSizeBytes": size,
-        "rows": rows,
+        "rows": outcome.rows,
         "device": device,
-        "warnings": notes.items,
+        "deviceRequested": device_mod.requested(config),
+        "warnings": outcome.notes.items,
     }
 
 
-def _objective(metric: str, results: dict[str, Any]) -> float | None:
+def load_checked(config: trainingjob.TrainConfig) -> artifacts.PreparedDataset:
+    """The Dataset version the config names, checked against the task and the pinned digest."""
+    data_dir = pathlib.Path(common.StorageLocation.parse(config.dataset_uri).local_path(config.pvc_root))
+    dataset = artifacts.load_dataset(data_dir)
+    if dataset.task and dataset.task != config.task:
+        raise runtime.WorkloadError(
+            "TaskMismatch",
+            f"{config.estimator} is a {config.task} estimator but the Dataset is {dataset.task}",
+        )
+    if config.dataset_digest and dataset.digest and config.dataset_digest != dataset.digest:
+        raise runtime.WorkloadError(
+            "DatasetDigestMismatch",
+            f"expected Dataset version {config.dataset_digest}, found {dataset.digest} in {data_dir}",
+        )
+    return dataset
+
+
+def training_classes(config: trainingjob.TrainConfig, y_train: Any) -> list[Any]:
+    """The sorted class labels of the training split (empty for regression); two at least."""
+    import numpy as np
+
+    if config.task != "classification":
+        return []
+    classes = [_native(c) for c in np.unique(np.asarray(y_train))]
+    if len(classes) < 2:
+        raise runtime.WorkloadError("DatasetInvalid", f"the training split has one class only: {classes}")
+    return classes
+
+
+def _gpu_precheck(config: trainingjob.TrainConfig, model: Any, *, library: str, notes: Warnings) -> str:
+    """Before fitting: refuse (or move to the CPU) what cannot reach a GPU; return why, for after.
+
+    The ``xgboost-cpu`` wheel accepts ``device="cuda"`` and trains on the CPU: known before
+    any work is done, so the run fails at once rather than after a long CPU fit.
+    """
+    if config.gpu <= 0:
+        return ""
+    if library != "xgboost":
+        return f"{config.estimator} ({library}) has no GPU learner in the built-in trainer"
+    if device_mod.xgboost_has_cuda():
+        return "XGBoost found no usable GPU and fell back to the CPU"
+    why = "this image's XGBoost is built without CUDA (the xgboost-cpu wheel)"
+    device_mod.check(config, device_mod.CPU, why=why, warn=notes.add)
+    model.set_params(device=device_mod.CPU)
+    return why
+
+
+def _device_used(
+    config: trainingjob.TrainConfig, model: Any, *, library: str, why: str, notes: Warnings
+) -> str:
+    """The device the fitted model actually used; GPUUnavailable (or a warning) when GPUs went unused."""
+    used = device_mod.actual(model, library=library)
+    if config.gpu > 0 and not estimators.REGISTRY[config.estimator].gpu_capable:
+        notes.add(f"{config.estimator} does not use GPUs: trained on the CPU")
+        return used
+    return device_mod.check(config, used, why=why, warn=notes.add)
+
+
+def objective_value(metric: str, results: dict[str, Any]) -> float | None:
     """On validation; the CV mean when there is no validation split; else test."""
     if metric in results.get("validation", {}):
         return float(results["validation"][metric])
