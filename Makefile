@@ -58,6 +58,10 @@ node-runtime: ## Install the real node's runtime from Debian's packages (contain
 images: ## Build the pause, operator and workloads images without Docker (cached by content); import them into a running real node.
 	@$(PYTHON) tests/cluster/realnode.py images
 
+.PHONY: images-gpu
+images-gpu: ## Build the GPU-capable workloads image (mlops-workloads-gpu: CUDA torch + XGBoost, several GB); import it into a running real node.
+	@$(PYTHON) tests/cluster/realnode.py images workloads-gpu
+
 # ---------------------------------------------------------------------------------------------
 # Generated files
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     python tests/cluster/localcluster.py up --node real    # control plane, kwok nodes, this node
     python tests/cluster/realnode.py up|down|status|wipe    # this node alone (control plane up)
     python tests/cluster/realnode.py images [pause|operator|workloads]   # build + import (make images)
+    python tests/cluster/realnode.py images workloads-gpu   # the GPU variant (make images-gpu)
 
 The node ``mlops-node-0`` runs pods for real, from images built locally
 (``tests/cluster/images/build.py``: nothing is pulled, no registry is reachable):
@@ -260,7 +261,8 @@ def _http_ok(url: str) -> bool:
 
 
 def import_images(names: list[str]) -> None:
-    """Build (cached) and import images into the node's containerd: "pause", "operator", "workloads"."""
+    """Build (cached) and import images into the node's containerd: "pause", "operator",
+    "workloads", "workloads-gpu" (``build.NAMES``)."""
     sys.path.insert(0, str(HERE / "images"))
     import build as image_build
 
@@ -466,7 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["up", "down", "status", "wipe", "images"])
-    parser.add_argument("images", nargs="*", default=["pause", "operator", "workloads"])
+    parser.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="with `images`: pause, operator, workloads, workloads-gpu (default: the first three)",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         if not localcluster.running():
@@ -477,13 +484,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "wipe":
         down(wipe=True)
     elif args.command == "images":
-        if _pid("containerd"):
-            import_images(args.images)
-        else:
-            sys.path.insert(0, str(HERE / "images"))
-            import build as image_build
+        sys.path.insert(0, str(HERE / "images"))
+        import build as image_build
 
-            image_build.build(args.images)
+        unknown = [name for name in args.images if name not in ("all", *image_build.NAMES)]
+        if unknown:
+            parser.error(f"unknown image(s) {', '.join(unknown)}; choose from {', '.join(image_build.NAMES)}")
+        names = image_build.resolve(args.images)
+        if _pid("containerd"):
+            import_images(names)
+        else:
+            image_build.build(names)
             log("containerd is not running: images built, not imported (make cluster-up NODE=real)")
     else:
         for name, ok in status().items():

@@ -1,24 +1,32 @@
 """Builds the project's container images without Docker or a registry, and imports them.
 
-    python tests/cluster/images/build.py [--import] [pause|operator|workloads|all]
+    python tests/cluster/images/build.py [--import] [pause|operator|workloads|workloads-gpu|all ...]
 
-Images:
+Images (``all`` is pause + operator + workloads; the GPU variant is built only when named):
 - ``localhost/mlops-pause:1.0``: the pod sandbox image, a ``gcc -static`` build of
   ``pause/pause.c`` (the node pulls nothing, so containerd's ``sandbox_image`` is this one).
 - ``mlops-operator:<version>`` and ``mlops-workloads:<version>`` from ``operator/Dockerfile``
-  and ``workloads/Dockerfile``. The Dockerfile IS the recipe: ``debian:<suite>-slim`` becomes a
-  ``debootstrap --variant=minbase`` rootfs from the mirror apt uses here (with the slim image's
+  and ``workloads/Dockerfile``; ``mlops-workloads-gpu:<version>`` from ``workloads/Dockerfile``
+  too, with the build argument ``PIP_EXTRAS=workloads-gpu`` (PyPI's CUDA builds of PyTorch and
+  XGBoost with NVIDIA's libraries: several GB; ``make images-gpu``). ``APPS`` is the table of
+  names, Dockerfiles and build arguments. The Dockerfile IS the recipe: ``debian:<suite>-slim``
+  becomes a ``debootstrap --variant=minbase`` rootfs from the mirror apt uses here (with the slim image's
   dpkg excludes), and each ``RUN`` runs in a chroot on an overlayfs whose upper directory is
   the layer, inside a private mount+pid namespace (``unshare``) so nothing stays mounted if
   the build dies. ``--mount=type=bind`` and ``type=cache`` work as in BuildKit (the cache lives
-  under the cache dir, so pip downloads once).
+  under the cache dir, so pip downloads once, where the index's responses carry cache headers:
+  a proxy that strips them leaves pip's HTTP cache empty and every deps rebuild downloads).
 
 Caching: every layer is keyed by the hash of what it depends on (the builder version, the
-Dockerfile's ARGs, the stage text, the mirror, the bytes of bind-mounted files and of the
-build context after ``.dockerignore``), chained like Docker's build cache; layers and OCI
-layout tarballs live under ``~/.cache/mlops-operator/images/``. The two Dockerfiles share the
-base stage, so the operator and workloads images share their base layer. Layer tarballs are
-deterministic (see ``oci.py``): the same inputs give the same digests.
+values of the ARGs in its stage's scope, build arguments included, the stage text, the mirror,
+the bytes of bind-mounted files and of the build context after ``.dockerignore``), chained
+like Docker's build cache; layers and OCI layout tarballs live under
+``~/.cache/mlops-operator/images/``. The two Dockerfiles share the base stage, so the
+operator and workloads images share their base layer; the two workloads variants share it too
+and differ from the deps layer on (``PIP_EXTRAS`` is in its scope), as Docker's cache would.
+Layer tarballs are deterministic (see ``oci.py``): the same inputs give the same digests.
+Layers are streamed to disk (tar -> gzip -> file, hashed on the way), never held in memory, so
+a multi-GB layer costs disk, not RAM.
 
 Standard library only; needs root (chroot, mounts), debootstrap and gcc
 (``tests/cluster/node/install-runtime.sh`` installs them).
@@ -59,6 +67,29 @@ IMAGES = CACHE / "images"
 LAYERS = IMAGES / "layers"
 BUILDER_VERSION = "5"
 PAUSE_REF = "localhost/mlops-pause:1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class AppImage:
+    """An image built from one of the project's Dockerfiles (``docker build -f <dockerfile>
+    --build-arg <name>=<value> ...`` from the repository root)."""
+
+    dockerfile: str  # relative to the repository root
+    repository: str  # docker.io/library/<repository>:<project version>
+    build_args: tuple[tuple[str, str], ...] = ()
+
+
+APPS: dict[str, AppImage] = {
+    "operator": AppImage("operator/Dockerfile", "mlops-operator"),
+    "workloads": AppImage("workloads/Dockerfile", "mlops-workloads"),
+    # The GPU-capable variant: same recipe, pyproject's `workloads-gpu` extra (torch, onnx and
+    # XGBoost's CUDA build): several GB, so `all` leaves it out.
+    "workloads-gpu": AppImage(
+        "workloads/Dockerfile", "mlops-workloads-gpu", build_args=(("PIP_EXTRAS", "workloads-gpu"),)
+    ),
+}
+NAMES = ("pause", *APPS)
+ALL = ("pause", "operator", "workloads")
 # Paths a layer never keeps: kernel filesystems and build-time scratch (as Docker's snapshots).
 # ldconfig's aux-cache records inodes and mtimes: a cache, and the one thing that differed
 # between two otherwise identical base builds.
@@ -177,77 +208,65 @@ def _hash_context(context: pathlib.Path) -> tuple[str, list[str]]:
     return h.hexdigest()[:20], files
 
 
-def build_dockerfile(
-    path: pathlib.Path, ref: str, *, context: pathlib.Path = ROOT
-) -> tuple[list[BuiltLayer], oci.ImageSpec]:
-    """Build (or reuse) every layer of the Dockerfile's final stage; return the layers and config."""
-    df = dockerfile.parse(path)
-    mirror = apt_mirror()
-    context_key, context_list = _hash_context(context)
-    layers: list[BuiltLayer] = []
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One layer of the image, keyed before anything runs: the base stage (``instr`` None:
+    debootstrap plus the stage's RUNs) or one RUN of a later stage."""
+
+    key: str
+    stage: dockerfile.Stage
+    instr: dockerfile.Instruction | None
+    env: dict[str, str]  # what the RUN sees: the image's ENV so far, then the ARGs in scope
+
+
+def plan_dockerfile(
+    df: dockerfile.Dockerfile, *, mirror: str, context: pathlib.Path, context_key: str
+) -> tuple[list[Step], _State]:
+    """The layers of the final stage with their cache keys, and the image config it ends with.
+
+    Pure apart from reading bind-mounted files: nothing is built. A key chains the previous
+    one with the step's text, its mounts' contents, the ENV so far and the ARGs in the stage's
+    scope (as Docker's cache does), so a build argument changes the layers from the first
+    stage that declares it on and no earlier one."""
+    steps: list[Step] = []
     state = _State(env={"PATH": rootfs.DEFAULT_PATH}, config={})
-    key = sha(BUILDER_VERSION)  # each stage adds the ARGs it declares (its scope), as Docker's cache
+    key = sha(BUILDER_VERSION)
     for stage in df.chain():
         scope: dict[str, str] = {}
         if stage.base.startswith("debian:") and stage.base.endswith("-slim"):
-            suite = stage.base.split(":", 1)[1].removesuffix("-slim")
-            runs = [i for i in stage.instructions if i.keyword == "RUN"]
             for instr in stage.instructions:  # a stage's ARG/ENV apply to its RUNs
                 if instr.keyword == "ARG":
-                    scope[instr.value] = df.args.get(instr.value, "")
+                    name, value = df.arg(instr.value)
+                    scope[name] = value
                 elif instr.keyword == "ENV":
                     state.env.update(dockerfile.env_pairs(instr.value))
+                elif instr.keyword == "RUN" and instr.mounts:
+                    raise ValueError(f"{df.path}: RUN --mount in the base stage is not supported")
             key = sha(key, stage.base, mirror, stage.text(), scope, state.env)
-            cached = _cached_layer(key)
-            if cached is None:
-                if any(i.mounts for i in runs):
-                    raise ValueError(f"{path}: RUN --mount in the base stage is not supported")
-                rootfs_dir = _layer_dir(key) / "rootfs"
-                rootfs.debootstrap(rootfs_dir, suite, mirror)
-                for instr in runs:
-                    log(f"RUN (base) {instr.value[:70]}...")
-                    started = time.monotonic()
-                    rootfs.run(
-                        lowers=[], tree=rootfs_dir, command=instr.value, env={**state.env, **scope}, mounts=[]
-                    )
-                    log(f"RUN done in {time.monotonic() - started:.0f}s")
-                cached = _finish_layer(
-                    key, rootfs_dir, f"FROM {stage.base} (debootstrap minbase) + RUN", upper=False
-                )
-            layers.append(cached)
+            steps.append(Step(key=key, stage=stage, instr=None, env={**state.env, **scope}))
             _apply_config(stage, state)
             continue
-        if layers == []:
-            raise ValueError(f"{path}: the first stage must be FROM debian:<suite>-slim, not {stage.base}")
+        if not steps:
+            raise ValueError(f"{df.path}: the first stage must be FROM debian:<suite>-slim, not {stage.base}")
         for instr in stage.instructions:
             if instr.keyword == "ARG":
-                scope[instr.value] = df.args.get(instr.value, "")
+                name, value = df.arg(instr.value)
+                scope[name] = value
                 continue
             if instr.keyword != "RUN":
                 _apply_instruction(instr, state)
                 continue
             if "user" in state.config or "workdir" in state.config:
-                raise ValueError(f"{path}: RUN after USER/WORKDIR is not supported by the local builder")
-            mounts: list[tuple[pathlib.Path, str, bool]] = []
+                raise ValueError(f"{df.path}: RUN after USER/WORKDIR is not supported by the local builder")
             mount_keys: list[str] = []
-            staging: pathlib.Path | None = None
             for m in instr.mounts:
                 if m.type == "cache":
-                    cache_dir = IMAGES / "cache" / sha(m.target)[:12]
-                    cache_dir.mkdir(parents=True, exist_ok=True)
-                    mounts.append((cache_dir, m.target, True))
-                elif m.source in ("", "."):
+                    continue
+                if m.source in ("", "."):
                     mount_keys.append(context_key)
-                    staging = pathlib.Path(tempfile.mkdtemp(prefix="mlops-context-"))
-                    for rel in context_list:
-                        dest = staging / rel
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(context / rel, dest)
-                    mounts.append((staging, m.target, True))
                 else:
                     src = context / m.source
                     mount_keys.append(sha(src.read_bytes()) if src.is_file() else sha(m.source))
-                    mounts.append((src, m.target, m.rw))
             key = sha(
                 key,
                 instr.keyword,
@@ -257,29 +276,33 @@ def build_dockerfile(
                 state.env,
                 mount_keys,
             )
-            cached = _cached_layer(key)
-            if cached is None:
-                upper = _layer_dir(key) / "upper"
-                shutil.rmtree(upper, ignore_errors=True)
-                upper.mkdir(parents=True)
-                log(f"RUN {instr.value[:90]}...")
-                started = time.monotonic()
-                try:
-                    rootfs.run(
-                        lowers=[layer.tree for layer in layers],
-                        tree=upper,
-                        command=instr.value,
-                        env={**state.env, **scope},
-                        mounts=mounts,
-                    )
-                finally:
-                    if staging is not None:
-                        shutil.rmtree(staging, ignore_errors=True)
-                log(f"RUN done in {time.monotonic() - started:.0f}s")
-                cached = _finish_layer(key, upper, f"RUN {instr.value[:200]}", upper=True)
-            elif staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            layers.append(cached)
+            steps.append(Step(key=key, stage=stage, instr=instr, env={**state.env, **scope}))
+    return steps, state
+
+
+def build_dockerfile(
+    path: pathlib.Path,
+    ref: str,
+    *,
+    context: pathlib.Path = ROOT,
+    build_args: dict[str, str] | None = None,
+) -> tuple[list[BuiltLayer], oci.ImageSpec]:
+    """Build (or reuse) every layer of the Dockerfile's final stage; return the layers and config.
+
+    ``build_args`` override ARG defaults, as ``docker build --build-arg NAME=VALUE``."""
+    df = dockerfile.parse(path, build_args)
+    mirror = apt_mirror()
+    context_key, context_list = _hash_context(context)
+    steps, state = plan_dockerfile(df, mirror=mirror, context=context, context_key=context_key)
+    layers: list[BuiltLayer] = []
+    for step in steps:
+        cached = _cached_layer(step.key)
+        if cached is None:
+            if step.instr is None:
+                cached = _build_base(step, mirror)
+            else:
+                cached = _build_run(step, layers, context, context_list)
+        layers.append(cached)
     spec = oci.ImageSpec(
         ref=ref,
         env=tuple(f"{k}={v}" for k, v in state.env.items()),
@@ -291,6 +314,64 @@ def build_dockerfile(
         exposed_ports=tuple(state.config.get("ports", ())),  # type: ignore[arg-type]
     )
     return layers, spec
+
+
+def _build_base(step: Step, mirror: str) -> BuiltLayer:
+    """``debian:<suite>-slim`` from debootstrap, then the base stage's RUNs, as one layer."""
+    suite = step.stage.base.split(":", 1)[1].removesuffix("-slim")
+    rootfs_dir = _layer_dir(step.key) / "rootfs"
+    rootfs.debootstrap(rootfs_dir, suite, mirror)
+    for instr in step.stage.instructions:
+        if instr.keyword != "RUN":
+            continue
+        log(f"RUN (base) {instr.value[:70]}...")
+        started = time.monotonic()
+        rootfs.run(lowers=[], tree=rootfs_dir, command=instr.value, env=step.env, mounts=[])
+        log(f"RUN done in {time.monotonic() - started:.0f}s")
+    return _finish_layer(
+        step.key, rootfs_dir, f"FROM {step.stage.base} (debootstrap minbase) + RUN", upper=False
+    )
+
+
+def _build_run(
+    step: Step, layers: list[BuiltLayer], context: pathlib.Path, context_list: list[str]
+) -> BuiltLayer:
+    """One RUN on an overlay of ``layers``; its upper directory becomes the layer."""
+    assert step.instr is not None
+    mounts: list[tuple[pathlib.Path, str, bool]] = []
+    staging: pathlib.Path | None = None
+    try:
+        for m in step.instr.mounts:
+            if m.type == "cache":
+                cache_dir = IMAGES / "cache" / sha(m.target)[:12]
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                mounts.append((cache_dir, m.target, True))
+            elif m.source in ("", "."):
+                staging = pathlib.Path(tempfile.mkdtemp(prefix="mlops-context-"))
+                for rel in context_list:
+                    dest = staging / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(context / rel, dest)
+                mounts.append((staging, m.target, True))
+            else:
+                mounts.append((context / m.source, m.target, m.rw))
+        upper = _layer_dir(step.key) / "upper"
+        shutil.rmtree(upper, ignore_errors=True)
+        upper.mkdir(parents=True)
+        log(f"RUN {step.instr.value[:90]}...")
+        started = time.monotonic()
+        rootfs.run(
+            lowers=[layer.tree for layer in layers],
+            tree=upper,
+            command=step.instr.value,
+            env=step.env,
+            mounts=mounts,
+        )
+        log(f"RUN done in {time.monotonic() - started:.0f}s")
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _finish_layer(step.key, upper, f"RUN {step.instr.value[:200]}", upper=True)
 
 
 def _apply_config(stage: dockerfile.Stage, state: _State) -> None:
@@ -357,8 +438,9 @@ def _write_image(name: str, spec: oci.ImageSpec, layers: list[BuiltLayer]) -> Im
         layout, spec, [layer.layer for layer in layers], [layer.history for layer in layers]
     )
     image = Image(name=name, ref=spec.ref, key=key, layout=layout, digest=digest, layers=layer_keys)
+    own = re.compile(re.escape(name) + r"-[0-9a-f]{20}\.oci\.tar")  # not workloads-gpu-* for workloads
     for old in IMAGES.glob(f"{name}-*.oci.tar"):
-        if old != layout:
+        if old != layout and own.fullmatch(old.name):
             old.unlink()
     record.write_text(json.dumps(image.to_json(), indent=1))
     log(f"{spec.ref}: {digest}")
@@ -386,9 +468,9 @@ def build_pause() -> Image:
 
 
 def build_app(name: str) -> Image:
-    version = project_version()
-    ref = f"docker.io/library/mlops-{name}:{version}"
-    layers, spec = build_dockerfile(ROOT / name / "Dockerfile", ref)
+    app = APPS[name]
+    ref = f"docker.io/library/{app.repository}:{project_version()}"
+    layers, spec = build_dockerfile(ROOT / app.dockerfile, ref, build_args=dict(app.build_args))
     return _write_image(name, spec, layers)
 
 
@@ -459,6 +541,9 @@ def _drop_superseded(address: str) -> None:
 
 
 def build(names: list[str]) -> list[Image]:
+    unknown = [name for name in names if name not in NAMES]
+    if unknown:
+        raise SystemExit(f"images: unknown image(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     if os.geteuid() != 0:
         raise SystemExit("images: building needs root (chroot, mounts)")
     with build_lock():
@@ -473,18 +558,30 @@ def build(names: list[str]) -> list[Image]:
         return images
 
 
+def resolve(names: list[str]) -> list[str]:
+    """The images to build, in order and once each; ``all`` (or nothing) is pause, operator and
+    workloads, and names beside it (``all workloads-gpu``) are added."""
+    wanted = [*(ALL if "all" in names or not names else ()), *names]
+    return list(dict.fromkeys(name for name in wanted if name != "all"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    # (no argparse ``choices``: Python 3.11 checks a ``nargs="*"`` positional's default list
+    # against them and refuses it)
     parser.add_argument(
-        "images", nargs="*", default=["all"], choices=["all", "pause", "operator", "workloads"]
+        "images", nargs="*", metavar="IMAGE", help=f"{', '.join(('all', *NAMES))} (default: all)"
     )
     parser.add_argument(
         "--import", dest="import_", action="store_true", help="import into the real node's containerd"
     )
     args = parser.parse_args(argv)
-    names = ["pause", "operator", "workloads"] if "all" in args.images else args.images
+    unknown = [name for name in args.images if name not in ("all", *NAMES)]
+    if unknown:
+        parser.error(f"unknown image(s) {', '.join(unknown)}; choose from all, {', '.join(NAMES)}")
+    names = resolve(args.images)
     images = build(names)
     if args.import_:
         sys.path.insert(0, str(HERE.parent))

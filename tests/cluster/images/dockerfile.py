@@ -5,7 +5,10 @@
 so the two paths cannot drift apart. Supported: global and stage ``ARG``, ``FROM <image> [AS
 name]`` (an external image or an earlier stage), ``ENV k=v ...``, ``RUN [--mount=type=bind|cache
 ,...] <shell>``, ``USER``, ``WORKDIR``, ``EXPOSE``, ``LABEL k=v``, ``ENTRYPOINT``/``CMD`` in
-exec (JSON) form. Anything else is an error rather than a silent difference. Standard library.
+exec (JSON) form. Anything else is an error rather than a silent difference. Build arguments
+override ARG defaults as ``docker build --build-arg NAME=VALUE`` does (in ``FROM`` and in every
+stage that declares the ARG); one the Dockerfile never declares is an error, not a typo that
+silently builds the default. Standard library.
 """
 
 from __future__ import annotations
@@ -47,8 +50,19 @@ class Stage:
 @dataclasses.dataclass
 class Dockerfile:
     path: pathlib.Path
-    args: dict[str, str]
+    args: dict[str, str]  # the global ARGs' values (defaults, then the build arguments)
     stages: list[Stage]
+    build_args: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def arg(self, declaration: str) -> tuple[str, str]:
+        """A stage's ``ARG NAME[=default]`` as (name, value): the build argument when given, else
+        the stage's own default, else the global ARG's value (Docker's precedence)."""
+        name, sep, default = declaration.partition("=")
+        if name in self.build_args:
+            return name, self.build_args[name]
+        if sep:
+            return name, (shlex.split(default) or [""])[0]
+        return name, self.args.get(name, "")
 
     def chain(self) -> list[Stage]:
         """The stages the final one builds on, first to last."""
@@ -103,8 +117,11 @@ def _parse_mount(spec: str) -> Mount:
     return Mount(type=kind, target=fields["target"], source=fields.get("source", ""), rw="rw" in flags)
 
 
-def parse(path: pathlib.Path) -> Dockerfile:
+def parse(path: pathlib.Path, build_args: dict[str, str] | None = None) -> Dockerfile:
+    """Read ``path``; ``build_args`` are ``--build-arg`` overrides (NAME -> value)."""
+    overrides = dict(build_args or {})
     args: dict[str, str] = {}
+    declared: set[str] = set()
     stages: list[Stage] = []
     for line in _logical_lines(path.read_text()):
         keyword, _, rest = line.partition(" ")
@@ -112,9 +129,13 @@ def parse(path: pathlib.Path) -> Dockerfile:
         rest = rest.strip()
         if keyword not in SUPPORTED:
             raise ValueError(f"{path}: the local builder does not support {keyword} ({line[:60]}...)")
+        if keyword == "ARG":
+            declared.add(rest.partition("=")[0])
         if keyword == "ARG" and not stages:
             name, sep, default = rest.partition("=")
             args[name] = (shlex.split(default) or [""])[0] if sep else ""
+            if name in overrides:
+                args[name] = overrides[name]
             continue
         if keyword == "FROM":
             words = rest.split()
@@ -134,7 +155,10 @@ def parse(path: pathlib.Path) -> Dockerfile:
         stages[-1].instructions.append(Instruction(keyword, rest, tuple(mounts)))
     if not stages:
         raise ValueError(f"{path}: no FROM")
-    return Dockerfile(path=path, args=args, stages=stages)
+    unknown = sorted(set(overrides) - declared)
+    if unknown:
+        raise ValueError(f"{path}: build argument(s) {', '.join(unknown)} not declared by any ARG")
+    return Dockerfile(path=path, args=args, stages=stages, build_args=overrides)
 
 
 def env_pairs(value: str) -> list[tuple[str, str]]:
