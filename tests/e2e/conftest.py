@@ -76,6 +76,17 @@ def real_node(cluster: Cluster) -> RealNode:
     )
 
 
+@pytest.fixture(scope="session")
+def gpu_image(real_node: RealNode) -> str:
+    """The GPU-capable workloads image (CUDA PyTorch and XGBoost, several GB), imported on first
+    use only: the built-in PyTorch networks run in it, on the CPU here."""
+    try:
+        realnode.import_images(["workloads-gpu"])
+    except Exception as exc:
+        pytest.fail(f"the GPU-capable workloads image could not be built or imported: {exc}", pytrace=False)
+    return real_node.workload_image.replace("mlops-workloads:", "mlops-workloads-gpu:")
+
+
 def _node_ready(cluster: Cluster, name: str) -> bool:
     node = cluster.get("node", name)
     conditions = (node or {}).get("status", {}).get("conditions", [])

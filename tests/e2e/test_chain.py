@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import urllib.request
 from typing import Any
 
@@ -15,7 +14,7 @@ import realnode
 import yaml
 
 from conftest import Cluster
-from e2e import pods
+from e2e import install, pods
 from e2e.conftest import RealNode
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,56 +30,6 @@ def _quickstart(kind: str) -> dict[str, Any]:
     raise AssertionError(f"no {kind} in {QUICKSTART}")
 
 
-def _helm_install(cluster: Cluster, node: RealNode, namespace: str) -> None:
-    selector = json.dumps(realnode.REAL_NODE_SELECTOR)
-    tolerations = json.dumps([realnode.REAL_NODE_TOLERATION])
-    version = node.operator_image.rsplit(":", 1)[1]
-    proc = subprocess.run(
-        [
-            str(cluster.bin_dir / "helm"),
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "upgrade",
-            "--install",
-            f"mlops-{namespace}",
-            str(ROOT / "charts" / "mlops-operator"),
-            "--namespace",
-            namespace,
-            "--skip-crds",
-            "--wait",
-            "--timeout",
-            "240s",
-            "--set",
-            "watch.scope=release",
-            "--set",
-            "rbac.aggregateToDefaultRoles=false",
-            "--set",
-            f"image.tag={version}",
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            f"workloads.image.tag={version}",
-            "--set",
-            "workloads.image.pullPolicy=Never",
-            "--set-json",
-            f"nodeSelector={selector}",
-            "--set-json",
-            f"tolerations={tolerations}",
-            "--set-json",
-            f"workloads.nodeSelector={selector}",
-            "--set-json",
-            f"workloads.tolerations={tolerations}",
-            "--set",
-            "resources.requests.cpu=50m",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
 def _phase(cluster: Cluster, kind: str, name: str, namespace: str, want: str) -> dict[str, Any] | None:
     obj = cluster.get(kind, name, namespace) or {}
     status = obj.get("status") or {}
@@ -94,7 +43,7 @@ def test_dataset_training_sweep_and_serving_run_for_real(
 ) -> None:
     ns = e2e_namespace
     realnode.ensure_data_claim(ns)
-    _helm_install(cluster, real_node, ns)
+    install.helm_install(cluster, real_node, ns)
 
     def operator_log() -> str:
         return cluster.kubectl(
