@@ -110,3 +110,12 @@ def get_text(url: str) -> str | None:
             return str(resp.read().decode())
     except (urllib.error.URLError, OSError):
         return None
+
+
+def phase(cluster: Cluster, kind: str, name: str, namespace: str, want: str) -> dict[str, Any] | None:
+    """The object once its status.phase is ``want``; a Failed one (unless wanted) fails the test."""
+    obj = cluster.get(kind, name, namespace) or {}
+    status = obj.get("status") or {}
+    if status.get("phase") == "Failed" and want != "Failed":
+        raise AssertionError(f"{kind}/{name} failed: {status.get('reason')}: {status.get('message')}")
+    return obj if status.get("phase") == want else None

@@ -30,14 +30,6 @@ def _quickstart(kind: str) -> dict[str, Any]:
     raise AssertionError(f"no {kind} in {QUICKSTART}")
 
 
-def _phase(cluster: Cluster, kind: str, name: str, namespace: str, want: str) -> dict[str, Any] | None:
-    obj = cluster.get(kind, name, namespace) or {}
-    status = obj.get("status") or {}
-    if status.get("phase") == "Failed":
-        raise AssertionError(f"{kind}/{name} failed: {status.get('reason')}: {status.get('message')}")
-    return obj if status.get("phase") == want else None
-
-
 def test_dataset_training_sweep_and_serving_run_for_real(
     cluster: Cluster, real_node: RealNode, e2e_namespace: str
 ) -> None:
@@ -79,7 +71,7 @@ def test_dataset_training_sweep_and_serving_run_for_real(
     ds = pods.wait(
         cluster,
         ns,
-        lambda: _phase(cluster, "dataset", "iris", ns, "Ready"),
+        lambda: pods.phase(cluster, "dataset", "iris", ns, "Ready"),
         timeout=300,
         what="the Dataset prepared on the volume",
         logs=operator_log,
@@ -92,7 +84,7 @@ def test_dataset_training_sweep_and_serving_run_for_real(
     tj = pods.wait(
         cluster,
         ns,
-        lambda: _phase(cluster, "trainingjob", training["metadata"]["name"], ns, "Succeeded"),
+        lambda: pods.phase(cluster, "trainingjob", training["metadata"]["name"], ns, "Succeeded"),
         timeout=300,
         what="the TrainingJob trained for real",
         logs=operator_log,
@@ -108,7 +100,7 @@ def test_dataset_training_sweep_and_serving_run_for_real(
     hps = pods.wait(
         cluster,
         ns,
-        lambda: _phase(cluster, "hyperparametersweep", "iris-c", ns, "Succeeded"),
+        lambda: pods.phase(cluster, "hyperparametersweep", "iris-c", ns, "Succeeded"),
         timeout=400,
         what="the sweep's two real trials",
         logs=operator_log,
@@ -130,7 +122,7 @@ def test_dataset_training_sweep_and_serving_run_for_real(
     md = pods.wait(
         cluster,
         ns,
-        lambda: _phase(cluster, "modeldeployment", serving["metadata"]["name"], ns, "Ready"),
+        lambda: pods.phase(cluster, "modeldeployment", serving["metadata"]["name"], ns, "Ready"),
         timeout=300,
         what="the model served",
         logs=operator_log,

@@ -38,10 +38,8 @@ def _status(cluster: Cluster, kind: str, name: str, ns: str) -> dict[str, Any]:
 
 
 def _phase(cluster: Cluster, kind: str, name: str, ns: str, want: str) -> dict[str, Any] | None:
-    status = _status(cluster, kind, name, ns)
-    if status.get("phase") == "Failed" and want != "Failed":
-        raise AssertionError(f"{kind}/{name} failed: {status.get('reason')}: {status.get('message')}")
-    return status if status.get("phase") == want else None
+    obj = pods.phase(cluster, kind, name, ns, want)
+    return dict(obj.get("status") or {}) if obj is not None else None
 
 
 def _prepared(cluster: Cluster, ns: str, operator_log: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlops_operator.api import common, estimators, workload
 from mlops_operator.api import trainingjob as api
+from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import workload as rworkload
 
@@ -23,7 +24,8 @@ CONTAINER = "train"
 DEFAULT_COMMAND: tuple[str, ...] = ("python", "-m", "mlops_workloads.train")
 KUEUE_PREFIX = "kueue.x-k8s.io/"
 MASTER_PORT = 29500
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# An Indexed Job's pods carry their index as an annotation and a label of this name.
+COMPLETION_INDEX_ANNOTATION = rjobs.COMPLETION_INDEX_ANNOTATION
 DATASET_FILES = {
     "train": "train.parquet",
     "validation": "validation.parquet",
@@ -209,21 +211,25 @@ def distributed_env(tj: api.TrainingJob, master_addr: str | None) -> list[dict[s
     ]
 
 
+def _child_metadata(tj: api.TrainingJob, name: str) -> dict[str, Any]:
+    o = owner(tj)
+    return {
+        "name": name,
+        "namespace": o.namespace,
+        "labels": o.labels(COMPONENT),
+        "ownerReferences": [o.reference()],
+    }
+
+
 def service(tj: api.TrainingJob) -> dict[str, Any]:
     """The Service the workers meet at: its ClusterIP forwards to rank 0's pod (the Job labels
     each pod with its completion index). An IP, not a DNS name, so it works in clusters without
     cluster DNS too; not-ready addresses are published because the workers connect while they
     start, before any is Ready."""
-    o = owner(tj)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": service_name(tj),
-            "namespace": o.namespace,
-            "labels": o.labels(COMPONENT),
-            "ownerReferences": [o.reference()],
-        },
+        "metadata": _child_metadata(tj, service_name(tj)),
         "spec": {
             "type": "ClusterIP",
             "publishNotReadyAddresses": True,
@@ -242,16 +248,10 @@ def cluster_ip(service: dict[str, Any] | None) -> str | None:
 
 
 def configmap(tj: api.TrainingJob, config: api.TrainConfig) -> dict[str, Any]:
-    o = owner(tj)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": config_name(tj),
-            "namespace": o.namespace,
-            "labels": o.labels(COMPONENT),
-            "ownerReferences": [o.reference()],
-        },
+        "metadata": _child_metadata(tj, config_name(tj)),
         "data": {workload.CONFIG_KEY: json.dumps(config.to_api(), sort_keys=True, indent=1)},
     }
 
