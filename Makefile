@@ -39,8 +39,9 @@ bin: ## Build (or reuse) the pinned control-plane binaries, cached under ~/.cach
 # ---------------------------------------------------------------------------------------------
 NODE ?= kwok
 .PHONY: cluster-up
-cluster-up: ## Start the local control plane with kwok CPU/GPU nodes (NODE=real adds a real kubelet node); prints KUBECONFIG=<path> last.
+cluster-up: venv ## Start the local control plane with kwok CPU/GPU nodes (NODE=real adds a real kubelet node) and the S3 endpoint, seed its bucket; prints KUBECONFIG=<path> last.
 	@$(PYTHON) tests/cluster/localcluster.py up --node $(NODE)
+	@$(PY) tests/cluster/seed_s3.py
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane (keeps its data; `make cluster-wipe` drops it).

@@ -267,3 +267,16 @@ def operator_process(cluster: Cluster, isolated_namespace: str) -> Iterator[Oper
     handle = OperatorProcess(cluster=cluster, namespace=isolated_namespace)
     yield handle
     handle.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres(cluster: Cluster) -> dict[str, str]:
+    """The local cluster's real PostgreSQL (tests/cluster/postgres.py: Debian's server, database
+    ``mlops``, table ``examples.breast_cancer``), started with the cluster; its ``info()``, whose
+    ``hostUrl`` (password included) reaches it from this process."""
+    import postgres as local_postgres
+
+    try:
+        return local_postgres.up()
+    except Exception as exc:
+        pytest.fail(f"the test PostgreSQL could not start: {exc}", pytrace=False)

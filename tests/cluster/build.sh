@@ -2,7 +2,7 @@
 # Builds the test cluster's binaries from the pinned Go modules beside this script and caches
 # them outside the repo, keyed by the pins: a rebuild happens only when a go.mod/go.sum changes.
 #
-#   tests/cluster/build.sh            control plane + kwok + helm (what the kwok tier needs)
+#   tests/cluster/build.sh            control plane + kwok + helm + versitygw (the kwok tier)
 #   tests/cluster/build.sh node       also kubelet and kube-proxy (the real-node tier)
 #
 # Prints the binary directory on its last line.
@@ -56,6 +56,13 @@ helm_ldflags() {
     "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
 }
 
+versitygw_ldflags() {
+  # As versitygw's own Makefile: `versitygw --version` names the pinned release.
+  local v
+  v=$(awk '$1 == "github.com/versity/versitygw" {print $2; exit}' "$here/versitygw/go.mod")
+  echo "-s -w -X main.Version=$v -X main.Build=$v -X main.BuildTime=1970-01-01T00:00:00Z"
+}
+
 build() { # build <module dir> <output names...> -- <packages...>
   local dir=$1; shift
   local outs=() pkgs=() missing=0
@@ -66,7 +73,11 @@ build() { # build <module dir> <output names...> -- <packages...>
   echo "build.sh: building ${outs[*]} (cache: $bin)" >&2
   local start=$SECONDS
   local flags
-  if [ "$dir" = helm ]; then flags=$(helm_ldflags); else flags=$(ldflags "$k8s_version"); fi
+  case $dir in
+    helm) flags=$(helm_ldflags) ;;
+    versitygw) flags=$(versitygw_ldflags) ;;
+    *) flags=$(ldflags "$k8s_version") ;;
+  esac
   (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$bin/" "${pkgs[@]}")
   echo "build.sh: built ${outs[*]} in $((SECONDS - start))s" >&2
 }
@@ -83,4 +94,5 @@ if [ ! -x "$bin/etcd" ]; then
 fi
 build kwok kwok -- sigs.k8s.io/kwok/cmd/kwok
 build helm helm -- helm.sh/helm/v3/cmd/helm
+build versitygw versitygw -- github.com/versity/versitygw/cmd/versitygw
 echo "$bin"

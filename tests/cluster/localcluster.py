@@ -4,7 +4,16 @@ etcd, kube-apiserver (TLS, RBAC, service-account tokens, ServiceAccount admissio
 kube-controller-manager, kube-scheduler and kwok, all built from pinned Go modules by
 ``tests/cluster/build.sh``. kwok simulates the nodes: CPU nodes and GPU nodes that advertise
 ``nvidia.com/gpu``, plus one "hold" node whose pods stay Running so tests can write their
-outcome. Standard library only, so ``make cluster-up`` needs no virtualenv.
+outcome. Standard library only: this file runs without the virtualenv (``make cluster-up``
+then seeds the S3 bucket with the venv's ``seed_s3.py``).
+
+Beside it, a real S3 endpoint: versitygw (same pinned-module build) serving the POSIX directory
+``STATE/s3`` on ``0.0.0.0:PORT_BASE+900``, so the host reaches it on 127.0.0.1 and real-node
+pods on the bridge address 10.244.1.1. Its root credentials are generated once and kept in
+``STATE/s3-credentials.json`` (mode 0600); ``s3_info()`` (also written to ``STATE/s3.json``,
+mode 0600) tells clients where and how to connect, and the Secret ``default/mlops-s3`` carries
+them as ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``. The bucket ``mlops-examples`` is a
+top-level directory of ``STATE/s3`` (the posix backend's buckets); ``seed_s3.py`` fills it.
 
     python tests/cluster/localcluster.py up      # idempotent; last line: KUBECONFIG=<path>
     python tests/cluster/localcluster.py down
@@ -20,9 +29,11 @@ import dataclasses
 import json
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import ssl
+import string
 import subprocess
 import sys
 import time
@@ -39,6 +50,16 @@ KUBECONFIG = STATE / "admin.kubeconfig"
 PORT_BASE = int(os.environ.get("MLOPS_CLUSTER_PORT_BASE", "26000"))
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
+# The real node's bridge address (realnode_config.NODE_IP), where pods reach host services.
+POD_HOST_IP = "10.244.1.1"
+
+S3_DIR = STATE / "s3"  # versitygw's posix root: each top-level directory is a bucket
+S3_CREDENTIALS = STATE / "s3-credentials.json"
+S3_INFO = STATE / "s3.json"
+S3_BUCKET = "mlops-examples"
+S3_REGION = "us-east-1"
+S3_SECRET = "mlops-s3"  # in namespace default
+S3_HEALTH_PATH = "/_health"  # "_" cannot start a bucket name, so this shadows no bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +70,11 @@ class Ports:
     controller_manager: int = PORT_BASE + 257
     scheduler: int = PORT_BASE + 259
     kwok: int = PORT_BASE + 247
+    s3: int = PORT_BASE + 900
 
 
 PORTS = Ports()
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "versitygw")
 
 # Simulated nodes: name -> (labels, taints, capacity).
 CPU_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "200Gi"}
@@ -235,12 +257,19 @@ def _pid(name: str) -> int | None:
     return pid
 
 
-def _start(name: str, argv: list[str]) -> None:
+def _start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Start ``argv`` unless ``name`` runs; ``env`` adds variables (secrets go there, not in argv,
+    so they never show in ``ps``)."""
     if _pid(name):
         return
     logfile = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        argv,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **env} if env else None,
     )
     (STATE / f"{name}.pid").write_text(str(proc.pid))
     log(f"started {name} (pid {proc.pid})")
@@ -312,6 +341,129 @@ def node_manifest(name: str) -> dict[str, object]:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# S3: versitygw over STATE/s3
+# --------------------------------------------------------------------------------------------
+
+
+def _write_private(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, mode 0600 from the first byte (it holds secrets)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.chmod(0o600)  # O_CREAT keeps the mode of a leftover file
+    tmp.replace(path)
+
+
+def new_s3_credentials() -> dict[str, str]:
+    """A fresh root access key (20 characters, AWS's shape) and secret key (40 characters)."""
+    upper = string.ascii_uppercase + string.digits
+    mixed = string.ascii_letters + string.digits
+    return {
+        "access_key": "MLOPS" + "".join(secrets.choice(upper) for _ in range(15)),
+        "secret_key": "".join(secrets.choice(mixed) for _ in range(40)),
+    }
+
+
+def _s3_credentials(create: bool) -> tuple[dict[str, str], bool]:
+    """The versitygw root credentials kept in ``S3_CREDENTIALS``, and whether this call made them.
+    Made once (the first writer wins when two ``up()`` race); never printed."""
+    made = False
+    if not S3_CREDENTIALS.exists():
+        if not create:
+            raise RuntimeError(
+                f"no S3 credentials at {S3_CREDENTIALS}: start the cluster first "
+                "(make cluster-up, or localcluster.up())"
+            )
+        STATE.mkdir(parents=True, exist_ok=True)
+        tmp = STATE / f".{S3_CREDENTIALS.name}.{os.getpid()}.new"
+        _write_private(tmp, json.dumps(new_s3_credentials(), indent=2) + "\n")
+        try:
+            os.link(tmp, S3_CREDENTIALS)
+            made = True
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        data = json.loads(S3_CREDENTIALS.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"{S3_CREDENTIALS} is not readable JSON ({type(exc).__name__})") from None
+    missing = [k for k in ("access_key", "secret_key") if not isinstance(data.get(k), str) or not data[k]]
+    if missing:
+        raise RuntimeError(f"{S3_CREDENTIALS} lacks {', '.join(missing)}; delete it and run up() again")
+    return {"access_key": data["access_key"], "secret_key": data["secret_key"]}, made
+
+
+def s3_info() -> dict[str, str]:
+    """Where and how to reach the cluster's S3 endpoint (also in ``STATE/s3.json`` after ``up()``).
+
+    ``endpoint`` is for the host, ``pod_endpoint`` for pods on the real node (the bridge address),
+    ``secret`` names the Secret in namespace default that holds the same credentials."""
+    creds, _ = _s3_credentials(create=False)
+    return {
+        "endpoint": f"http://127.0.0.1:{PORTS.s3}",
+        "pod_endpoint": f"http://{POD_HOST_IP}:{PORTS.s3}",
+        "access_key": creds["access_key"],
+        "secret_key": creds["secret_key"],
+        "region": S3_REGION,
+        "bucket": S3_BUCKET,
+        "secret": S3_SECRET,
+    }
+
+
+def s3_secret_manifest(creds: dict[str, str]) -> dict[str, object]:
+    """The Secret ``default/mlops-s3``: the root credentials under the AWS SDKs' variable names."""
+
+    def b64(value: str) -> str:
+        return base64.b64encode(value.encode()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": S3_SECRET,
+            "namespace": "default",
+            "labels": {"app.kubernetes.io/managed-by": "localcluster"},
+        },
+        "type": "Opaque",
+        "data": {
+            "AWS_ACCESS_KEY_ID": b64(creds["access_key"]),
+            "AWS_SECRET_ACCESS_KEY": b64(creds["secret_key"]),
+        },
+    }
+
+
+def versitygw_argv(bins: pathlib.Path) -> list[str]:
+    """versitygw's command line; the credentials go in its environment, never here."""
+    return [
+        str(bins / "versitygw"),
+        "--port",
+        f"0.0.0.0:{PORTS.s3}",
+        "--health",
+        S3_HEALTH_PATH,
+        "--region",
+        S3_REGION,
+        "--quiet",
+        "posix",
+        str(S3_DIR),
+    ]
+
+
+def _start_s3(bins: pathlib.Path) -> dict[str, str]:
+    creds, made = _s3_credentials(create=True)
+    if made and _pid("versitygw"):
+        _stop("versitygw")  # it serves credentials that no longer exist anywhere
+    (S3_DIR / S3_BUCKET).mkdir(parents=True, exist_ok=True)  # a top-level directory is a bucket
+    _start(
+        "versitygw",
+        versitygw_argv(bins),
+        env={"ROOT_ACCESS_KEY_ID": creds["access_key"], "ROOT_SECRET_ACCESS_KEY": creds["secret_key"]},
+    )
+    return creds
+
+
 def up(timeout_s: float = 120.0) -> pathlib.Path:
     """Start whatever is not running; return the admin kubeconfig. Idempotent."""
     if shutil.which("openssl") is None:
@@ -351,6 +503,7 @@ def up(timeout_s: float = 120.0) -> pathlib.Path:
         ],
     )
     _wait_http(f"http://127.0.0.1:{PORTS.etcd_client}/health", 30, "etcd")
+    s3_creds = _start_s3(bins)  # independent of the control plane: starts while the apiserver does
 
     _start(
         "kube-apiserver",
@@ -449,7 +602,25 @@ def up(timeout_s: float = 120.0) -> pathlib.Path:
             _kubectl(bins, "create", "-f", "-", input_=json.dumps(node_manifest(name)))
     _wait_nodes_ready(bins, deadline_s=max(10.0, timeout_s - (time.monotonic() - started)))
     _wait_default_serviceaccount(bins, 60)
-    log(f"cluster ready in {time.monotonic() - started:.1f}s; binaries in {bins}")
+    import postgres  # the SQL sources' PostgreSQL and its Secret (beside this file, stdlib too)
+
+    postgres.ensure(bins)
+    _wait_http(f"http://127.0.0.1:{PORTS.s3}{S3_HEALTH_PATH}", 30, "versitygw (S3)")
+    _kubectl(
+        bins,
+        "apply",
+        "--server-side",  # no last-applied annotation repeating the credentials
+        "--force-conflicts",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        input_=json.dumps(s3_secret_manifest(s3_creds)),
+    )
+    _write_private(S3_INFO, json.dumps(s3_info(), indent=2) + "\n")
+    log(
+        f"cluster ready in {time.monotonic() - started:.1f}s; binaries in {bins}; "
+        f"S3 at http://127.0.0.1:{PORTS.s3} (credentials in {S3_INFO})"
+    )
     return KUBECONFIG
 
 
@@ -493,25 +664,33 @@ def _wait_default_serviceaccount(bins: pathlib.Path, deadline_s: float) -> None:
             time.sleep(0.3)
 
 
+def _stop(name: str) -> None:
+    pid = _pid(name)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        log(f"stopped {name}")
+    (STATE / f"{name}.pid").unlink(missing_ok=True)
+
+
 def down(wipe: bool = False) -> None:
+    import postgres
+
+    postgres.down(wipe=wipe)
     for name in reversed(COMPONENTS):
-        pid = _pid(name)
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                os.killpg(pid, signal.SIGKILL)
-            log(f"stopped {name}")
-        (STATE / f"{name}.pid").unlink(missing_ok=True)
+        _stop(name)
     if wipe and STATE.exists():
         shutil.rmtree(STATE / "etcd", ignore_errors=True)
-        log("wiped etcd data")
+        shutil.rmtree(S3_DIR, ignore_errors=True)  # the credentials stay; seed_s3.py refills it
+        log("wiped etcd and S3 data")
 
 
 def status() -> dict[str, bool]:
@@ -562,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         if realnode.NODE_DIR.exists():
             for name, ok in realnode.status().items():
                 print(f"{name}: {'running' if ok else 'stopped'}")
+        print(f"S3=http://127.0.0.1:{PORTS.s3} (bucket {S3_BUCKET}; credentials in {S3_INFO})")
         print(f"KUBECONFIG={KUBECONFIG}")
     return 0
 

@@ -36,6 +36,27 @@ def test_every_binary_the_tests_look_up_is_installed_by_make_test() -> None:
     assert needed <= _installed_binaries()
 
 
+def _installed_files() -> dict[str, list[str]]:
+    """install-deps.sh's ``provides_files`` table: package -> globs of programs outside PATH."""
+    table = re.search(r"declare -A provides_files=\((.*?)\n\)", DEPS.read_text(), re.S)
+    assert table, "tests/install-deps.sh has no provides_files=( ... ) table"
+    return {p: globs.split() for p, globs in re.findall(r'\[([\w.+-]+)\]="([^"]*)"', table.group(1))}
+
+
+def test_every_postgresql_program_the_cluster_runs_is_installed_by_make_test() -> None:
+    """tests/cluster/postgres.py runs Debian's server programs by name from
+    /usr/lib/postgresql/<version>/bin (``pg_tool("initdb")``): each is in the package's globs."""
+    used = set(
+        re.findall(r'pg_tool\("([\w.+-]+)"\)', (ROOT / "tests" / "cluster" / "postgres.py").read_text())
+    )
+    assert {"initdb", "pg_ctl", "postgres", "psql"} <= used  # the scan itself works
+    installed = {pattern.rsplit("/", 1)[1] for pattern in _installed_files()["postgresql"]}
+    assert all(
+        pattern.startswith("/usr/lib/postgresql/*/bin/") for pattern in _installed_files()["postgresql"]
+    )
+    assert used <= installed
+
+
 def test_make_test_runs_the_install_script_before_the_tests() -> None:
     out = subprocess.run(
         ["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
