@@ -30,7 +30,7 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"sources": [{}]}, "exactly one of sklearn, synthetic, file, configMap or http"),
+        ({"sources": [{}]}, "exactly one of sklearn, synthetic, file, configMap, http or sql"),
         (
             {"sources": [{"sklearn": {"name": "iris"}, "http": {"url": "https://x.example/d.csv"}}]},
             "exactly one of",
@@ -39,7 +39,8 @@ def test_defaults() -> None:
         ({"sources": [{"sklearn": {"name": "mnist"}}]}, "'iris', 'wine'"),
         ({"split": {"train": 0.7, "validation": 0.2, "test": 0.2}}, "spec.split: train + validation + test"),
         ({"split": {"train": 0}}, "greater than 0"),
-        ({"storage": "s3://bucket/x"}, "String should match pattern"),
+        ({"storage": "gs://bucket/x"}, "String should match pattern"),
+        ({"storage": "s3://Bad_Bucket/x"}, "String should match pattern"),
         ({"sources": [{"http": {"url": "ftp://x/y.csv"}}]}, "String should match pattern"),
         ({"sources": [{"http": {"url": "https://x/y.csv", "sha256": "abc"}}]}, "String should match pattern"),
         ({"sources": [{"file": {"uri": "/data/x.csv"}}]}, "String should match pattern"),
@@ -142,7 +143,7 @@ def test_crd_schema_rules() -> None:
     source = spec_schema["properties"]["sources"]["items"]
     assert rules(source) == [
         "(has(self.sklearn) ? 1 : 0) + (has(self.synthetic) ? 1 : 0) + (has(self.file) ? 1 : 0) + "
-        "(has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0) == 1"
+        "(has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.sql) ? 1 : 0) == 1"
     ]
     assert spec_schema["properties"]["sources"]["maxItems"] == 16
     split = spec_schema["properties"]["split"]

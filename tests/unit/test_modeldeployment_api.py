@@ -46,7 +46,7 @@ def test_exactly_one_model_source(model: dict[str, Any]) -> None:
         ({"stage": "prod"}, "staging"),
         ({"autoscaling": {"metric": "cpu"}}, "concurrency"),
         ({"maxBatchRows": 0}, "greater than or equal to 1"),
-        ({"model": {"storageUri": "s3://bucket/x"}}, "pattern"),
+        ({"model": {"storageUri": "gs://bucket/x"}}, "pattern"),
         ({"unknown": 1}, "Extra inputs"),
     ],
 )

@@ -96,7 +96,10 @@ COMPLETE = {
 def test_child_names_follow_the_spec_hash() -> None:
     ds = dataset()
     name = rds_build.child_name(ds)
-    assert name == f"churn-prepare-{rowner.spec_hash(ds.spec.to_api())[:8]}"
+    # refresh and retention decide nothing about the data: they are left out of the hash, and so
+    # is scale while it holds its defaults (a spec from before it existed keeps its Job's name).
+    hashed = {k: v for k, v in ds.spec.to_api().items() if k not in ("refresh", "retention", "scale")}
+    assert name == f"churn-prepare-{rowner.spec_hash(hashed)[:8]}"
     assert rds_build.child_name(dataset()) == name  # stable
     changed = dataset({**SPEC, "split": {"seed": 1}})
     assert rds_build.child_name(changed) != name
@@ -136,7 +139,7 @@ def test_job_golden() -> None:
             "name": name,
             "namespace": "ml",
             "labels": labels,
-            "annotations": {"mlops.dev/spec-hash": rowner.spec_hash(ds.spec.to_api())},
+            "annotations": {"mlops.dev/spec-hash": rds_build.spec_hash(ds)},
             "ownerReferences": [
                 {"apiVersion": "mlops.dev/v1alpha1", "kind": "Dataset", "name": "churn", "uid": UID,
                  "controller": True, "blockOwnerDeletion": True}
@@ -434,7 +437,13 @@ def test_new_digest_posts_an_event() -> None:
         settings=SETTINGS,
         now=NOW,
     )
-    assert ("Normal", "DigestChanged", "new version 999999999999 replaces 3f1c0ffee000") in plan.events
+    # The same spec read again gave new data: a new version (a spec change says DigestChanged).
+    assert (
+        "Normal",
+        "NewVersion",
+        "re-reading the sources made version 999999999999 (990 rows), replacing 3f1c0ffee000; "
+        "2 version(s) kept",
+    ) in plan.events
 
 
 def test_steady_state_has_no_events_and_stable_conditions() -> None:

@@ -60,7 +60,9 @@ def test_storage_uris_round_trip(uri: str, local: str) -> None:
     assert common.StorageLocation.parse(loc.join("v1", "model").uri()).local_path() == f"{local}/v1/model"
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/x", "pvc://", "file://relative", "pvc://Bad_Claim/x", ""])
+@pytest.mark.parametrize(
+    "uri", ["gs://bucket/x", "s3://", "pvc://", "file://relative", "pvc://Bad_Claim/x", ""]
+)
 def test_bad_storage_uris_are_refused(uri: str) -> None:
     with pytest.raises(ValueError, match="storage URI"):
         common.StorageLocation.parse(uri)

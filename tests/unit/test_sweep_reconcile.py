@@ -654,3 +654,27 @@ def test_status_round_trips_through_the_model() -> None:
     c.finish("s-trial-0", 0.995)
     c.reconcile()
     assert sweep.HyperparameterSweep.from_body(c.body).status == c.status
+
+
+def test_later_trials_train_on_the_first_trials_dataset_version_and_keep_the_output_connection() -> None:
+    """A Dataset refreshed mid-sweep must not have trials compared on different data: once a trial
+    pinned a version, the trials created afterwards name it in datasetRef.version."""
+    s3 = {"endpoint": "http://10.244.1.1:26900", "secretRef": {"name": "mlops-s3"}}
+    spec = body(parallelism=1, maxTrials=3)["spec"]
+    spec["trialTemplate"]["output"] = {"storageUri": "s3://mlops-examples/sweeps/s", "s3": s3}
+    c = Cluster(body(**spec))
+    c.reconcile()
+    [first] = c.unfinished()
+    assert "version" not in c.children[first]["spec"]["datasetRef"]
+    output = c.children[first]["spec"]["output"]
+    assert output["storageUri"] == f"s3://mlops-examples/sweeps/s/{first}" and output["s3"]["secretRef"] == {
+        "name": "mlops-s3"
+    }
+    c.finish(first, 0.9)
+    c.children[first]["status"]["datasetDigest"] = "ab" * 32
+    c.reconcile()
+    [second] = c.unfinished()
+    assert c.children[second]["spec"]["datasetRef"] == {
+        "name": spec["trialTemplate"]["datasetRef"]["name"],
+        "version": "ab" * 32,
+    }

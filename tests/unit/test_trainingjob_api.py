@@ -94,6 +94,7 @@ def test_crd_renders_with_columns_short_name_and_rules() -> None:
         "Estimator",
         "Objective",
         "Duration",
+        "Data",
         "Reason",
         "Model",
         "Trainer",

@@ -256,10 +256,10 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
 
 
 def _data_files(raw: trainingjob.TrainConfig) -> DataFiles:
-    from mlops_operator.api import common
+    from mlops_workloads.train import staging
 
     if raw.data is not None:
-        base = pathlib.Path(raw.data.dir)
+        base = staging.dataset_dir(raw)  # the mount, or the s3:// version downloaded to data.dir
         paths = {
             "train": raw.data.train,
             "validation": raw.data.validation,
@@ -269,7 +269,7 @@ def _data_files(raw: trainingjob.TrainConfig) -> DataFiles:
         }
         target = raw.data.target
     else:  # an older operator: derive the paths from the version's URI
-        base = pathlib.Path(common.StorageLocation.parse(raw.dataset_uri).local_path(raw.pvc_root))
+        base = staging.dataset_dir(raw)
         paths = {
             "train": str(base / "train.parquet"),
             "validation": str(base / "validation.parquet"),
@@ -296,16 +296,20 @@ def config() -> TrainerConfig:
 
     Also makes an exception your code does not catch end as an ``ok: false`` result.
     """
-    from mlops_operator.api import common, trainingjob
+    from mlops_operator.api import trainingjob
     from mlops_workloads import runtime
+    from mlops_workloads.train import staging
 
     _install_excepthook()
     try:
         raw = runtime.load_config(trainingjob.TrainConfig)
     except runtime.WorkloadError as exc:
         fail(exc.reason, exc.message, permanent=True)
-    output_dir = raw.output_dir or common.StorageLocation.parse(raw.output_uri).local_path(raw.pvc_root)
-    data = _data_files(raw)
+    output_dir = staging.output_dir(raw)
+    try:
+        data = _data_files(raw)
+    except runtime.WorkloadError as exc:
+        fail(exc.reason, exc.message)
     digest = raw.dataset_digest
     found = str(_read_json(data.dir / "manifest.json").get("digest") or "")
     if digest and found and digest != found:
@@ -694,8 +698,21 @@ def report(
             f"the result is over {workload.RESULT_LIMIT} bytes: report fewer metrics or shorter names"
         )
     _complete_model_dir(folder, cfg, card)
+    _publish(cfg, folder)
     _write(result)
     return result
+
+
+def _publish(cfg: TrainerConfig, folder: pathlib.Path) -> None:
+    """Upload the output directory to an s3:// output, the model's card last."""
+    from mlops_workloads import runtime
+    from mlops_workloads.train import staging
+
+    marker = (folder.resolve() / CARD_FILE).relative_to(cfg.output_dir.resolve()).as_posix()
+    try:
+        staging.publish(cfg.raw, cfg.output_dir, marker=marker)
+    except runtime.WorkloadError as exc:
+        fail(exc.reason, exc.message)
 
 
 def _reason(text: str) -> str:

@@ -27,7 +27,17 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # json_schema_extra key of a model's value-validation anyOf: what CEL cannot check because it
 # reads a field of untyped items (the CRD generator renders it as the node's ``anyOf``).
 VALUE_ANY_OF = "x-mlops-value-any-of"
-STORAGE_URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|file:///.*)$"
+# S3 bucket names: 3-63 lowercase letters, digits, dots and hyphens (AWS's naming rules).
+S3_BUCKET_PATTERN = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+STORAGE_URI_PATTERN = (
+    r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?|file:///.*|s3://" + S3_BUCKET_PATTERN + r"(/.*)?)$"
+)
+S3_ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# The keys an S3 credentials Secret holds (the AWS SDKs' environment names, as KServe uses).
+S3_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+S3_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+S3_SESSION_TOKEN = "AWS_SESSION_TOKEN"
 
 
 class ApiModel(pydantic.BaseModel):
@@ -316,15 +326,66 @@ class Toleration(ApiModel):
 StorageUri = pydantic.constr(pattern=STORAGE_URI_PATTERN)
 
 
+class SecretRef(ApiModel):
+    """A Secret in the resource's namespace."""
+
+    name: str = pydantic.Field(
+        min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN, description="The Secret's name."
+    )
+
+
+class S3Connection(ApiModel):
+    """How pods reach the object store behind ``s3://`` URIs.
+
+    Credentials come from ``secretRef`` (keys ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
+    and optionally ``AWS_SESSION_TOKEN``), mounted into the workload pods only: the operator
+    never reads the Secret. Without ``secretRef`` the pods use the AWS SDK's default chain
+    (environment, web identity such as IRSA or EKS Pod Identity, instance profile).
+    """
+
+    endpoint: str | None = pydantic.Field(
+        default=None,
+        max_length=2048,
+        pattern=S3_ENDPOINT_PATTERN,
+        description="The S3 API's URL for S3-compatible stores (MinIO, versitygw, Ceph, GCS's XML API), "
+        "e.g. http://10.0.0.5:9000; empty means AWS S3. http:// endpoints send data unencrypted.",
+    )
+    region: str | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="The region to sign requests for (default: the SDK's, us-east-1 for most "
+        "S3-compatible stores).",
+    )
+    secret_ref: SecretRef | None = pydantic.Field(
+        default=None,
+        description="A Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optionally "
+        "AWS_SESSION_TOKEN); empty means the pod's own identity.",
+    )
+    virtual_addressing: bool = pydantic.Field(
+        default=False,
+        description="Address buckets as <bucket>.<endpoint> instead of <endpoint>/<bucket> "
+        "(path style, what most S3-compatible stores expect).",
+    )
+
+    def credentials_dir(self, secrets_root: str) -> str | None:
+        """Where the workload pods see the Secret's keys (None: the SDK's default chain)."""
+        if self.secret_ref is None:
+            return None
+        return f"{secrets_root.rstrip('/')}/s3/{self.secret_ref.name}"
+
+
 @dataclasses.dataclass(frozen=True)
 class StorageLocation:
-    """A parsed storage URI: ``pvc://<claim>/<path>`` or ``file:///<path>``.
+    """A parsed storage URI: ``pvc://<claim>/<path>``, ``file:///<path>`` or ``s3://<bucket>/<prefix>``.
 
     Pods mount a claim at ``<root>/pvc/<claim>``; ``file://`` paths are used as they are
     (a hostPath volume on a real node, or the local disk when a workload runs in a test).
+    ``s3://`` locations are never mounted: the workloads read and write them through
+    ``mlops_workloads.storage``. For s3, ``claim`` holds the bucket.
     """
 
-    scheme: Literal["pvc", "file"]
+    scheme: Literal["pvc", "file", "s3"]
     claim: str | None
     path: str
 
@@ -333,15 +394,28 @@ class StorageLocation:
     @classmethod
     def parse(cls, uri: str) -> StorageLocation:
         if not cls._RE.match(uri):
-            raise ValueError(f"storage URI {uri!r} is neither pvc://<claim>/<path> nor file:///<path>")
-        if uri.startswith("pvc://"):
-            rest = uri[len("pvc://") :]
-            claim, _, path = rest.partition("/")
-            return cls(scheme="pvc", claim=claim, path=path.strip("/"))
+            raise ValueError(
+                f"storage URI {uri!r} is none of pvc://<claim>/<path>, file:///<path>, s3://<bucket>/<prefix>"
+            )
+        for scheme in ("pvc", "s3"):
+            if uri.startswith(f"{scheme}://"):
+                claim, _, path = uri[len(scheme) + 3 :].partition("/")
+                return cls(scheme=scheme, claim=claim, path=path.strip("/"))
         return cls(scheme="file", claim=None, path="/" + uri[len("file:///") :].strip("/"))
 
+    @property
+    def remote(self) -> bool:
+        """Whether the data lives in an object store (not mounted, not a local path)."""
+        return self.scheme == "s3"
+
+    @property
+    def bucket(self) -> str | None:
+        return self.claim if self.scheme == "s3" else None
+
     def local_path(self, pvc_root: str = "/mnt/mlops") -> str:
-        """Where the data is inside a pod (or on the local disk for file://)."""
+        """Where the data is inside a pod (or on the local disk for file://); s3 has none."""
+        if self.scheme == "s3":
+            raise ValueError(f"{self.uri()} is in an object store: it has no local path")
         if self.scheme == "pvc":
             base = f"{pvc_root.rstrip('/')}/pvc/{self.claim}"
             return f"{base}/{self.path}" if self.path else base
@@ -357,8 +431,9 @@ class StorageLocation:
         return dataclasses.replace(self, path=path)
 
     def uri(self) -> str:
-        if self.scheme == "pvc":
-            return f"pvc://{self.claim}/{self.path}" if self.path else f"pvc://{self.claim}"
+        if self.scheme in ("pvc", "s3"):
+            base = f"{self.scheme}://{self.claim}"
+            return f"{base}/{self.path}" if self.path else base
         return "file://" + self.path
 
 

@@ -6,6 +6,11 @@ resources read. The spec is also the configuration of the prepare workload
 (:class:`PrepareConfig` wraps it), so the operator and the pod validate the very same
 model, and :meth:`DatasetSpec.preparation` says which parts of it the digest covers.
 
+``spec.refresh`` re-reads the sources on a cron schedule (or when the ``mlops.dev/refresh``
+annotation changes); ``status.versions`` keeps the last ``spec.retention.keepVersions``
+versions, and the prepare pod deletes older version directories, so a TrainingJob may pin any
+version the status lists.
+
 Cross-field rules are CEL (checked by the apiserver before the operator sees a spec);
 everything that depends on the data itself (do the declared columns exist? is a class too
 small to stratify?) can only be checked by the workload and comes back as a Failed reason.
@@ -13,8 +18,11 @@ small to stratify?) can only be checked by the workload and comes back as a Fail
 
 from __future__ import annotations
 
+import datetime
+import zoneinfo
 from typing import Any, ClassVar, Literal
 
+import croniter
 import pydantic
 
 from mlops_operator.api import common, dataset_sources
@@ -33,6 +41,17 @@ STATUS_MISSING_MAX = 20
 STATUS_CLASSES_MAX = 20
 STATUS_WARNINGS_MAX = 10
 WARNING_LENGTH_MAX = 300
+
+# Refresh and versions. Any new value of the annotation (``now``, a timestamp) asks for one
+# re-read of the sources; the value handled is kept in status.lastRefreshRequest.
+REFRESH_ANNOTATION = "mlops.dev/refresh"
+REFRESH_REQUEST_MAX = 256
+VERSIONS_MAX = 50
+# Five cron fields (minute hour day-of-month month day-of-week) or a macro, as CronJob takes them.
+CRON_MACROS = ("yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly")
+CRON_PATTERN = r"^(@(" + "|".join(CRON_MACROS) + r")|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$"
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 
 
 _rules = dataset_sources.rules
@@ -268,6 +287,122 @@ class Split(common.ApiModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Refresh and retention
+# ---------------------------------------------------------------------------------------------
+
+
+class Refresh(common.ApiModel):
+    """When the sources are read again. A changed digest makes a new version; an unchanged one
+    only moves status.lastChecked. ``kubectl annotate dataset <name> mlops.dev/refresh=now``
+    (any new value) asks for one re-read at once."""
+
+    schedule: str = pydantic.Field(
+        max_length=128,
+        pattern=CRON_PATTERN,
+        description="A cron schedule of five fields (minute hour day-of-month month day-of-week), "
+        'e.g. "0 * * * *", or @hourly, @daily, @weekly, @monthly, @yearly. The first time after the '
+        "last read (status.lastChecked) starts the next read; times that pass while a preparation "
+        "runs are skipped, not caught up (as CronJob's concurrencyPolicy: Forbid).",
+    )
+    time_zone: str | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        pattern=TIME_ZONE_PATTERN,
+        description="The IANA time zone the schedule is read in, e.g. Europe/Berlin (as CronJob's "
+        "spec.timeZone); default UTC.",
+    )
+
+    @pydantic.field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if not value.startswith("@") and len(fields) != 5:
+            raise ValueError(
+                f"spec.refresh.schedule {value!r} must have five fields (minute hour day-of-month month "
+                "day-of-week) or be a macro such as @daily"
+            )
+        if value.startswith("@") and value[1:] not in CRON_MACROS:
+            raise ValueError(f"spec.refresh.schedule {value!r}: macros are @{', @'.join(CRON_MACROS)}")
+        if not croniter.croniter.is_valid(value):
+            raise ValueError(f"spec.refresh.schedule {value!r} is not a valid cron expression")
+        return value
+
+    @pydantic.field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"spec.refresh.timeZone {value!r} is not an IANA time zone (e.g. Europe/Berlin)"
+            ) from exc
+        return value
+
+    def next_after(self, moment: datetime.datetime) -> datetime.datetime:
+        """The first scheduled time strictly after ``moment`` (aware, UTC)."""
+        zone: datetime.tzinfo = zoneinfo.ZoneInfo(self.time_zone) if self.time_zone else datetime.UTC
+        local = moment.astimezone(zone)
+        nxt = croniter.croniter(self.schedule, local).get_next(datetime.datetime)
+        return nxt.astimezone(datetime.UTC)
+
+
+class Retention(common.ApiModel):
+    """How many versions stay listed in status.versions and stored under spec.storage."""
+
+    keep_versions: int = pydantic.Field(
+        default=5,
+        ge=1,
+        le=VERSIONS_MAX,
+        description="Versions kept, newest first, the current one included. When a preparation makes "
+        "a new version, the prepare pod deletes the older version directories beyond this many "
+        "(only complete <storage>/<digest>/ directories whose manifest names this Dataset, never "
+        "anything else under spec.storage). Lowering it trims status.versions at once and storage "
+        "at the next preparation.",
+    )
+
+
+class Scale(common.ApiModel):
+    """When the prepare pod streams the data instead of loading it whole, and how.
+
+    Small data is prepared in memory. File sources (CSV or Parquet files, or directories of
+    them) holding more rows than ``inMemoryRows`` are streamed in batches instead, so the pod
+    needs memory for one batch, the sample and a 16-byte hash per row rather than for the
+    whole table. The streamed result is the in-memory one (same cleaning, same exact split,
+    same counts) except that the preprocessor, the drift baseline's bins and the leakage
+    checks are fitted on a sample of ``sampleRows`` rows. When the sample holds every row, the
+    two paths give the same version (same digest); when it does not, ``sampleRows`` is part
+    of the digest. ``inMemoryRows`` and ``batchRows`` only decide how the work is done, never
+    what it gives, so they are not.
+    """
+
+    in_memory_rows: int = pydantic.Field(
+        default=1_000_000,
+        ge=1,
+        description="Prepare in memory up to this many input rows; stream above it. Parquet row counts "
+        "come from the file footers, a CSV file's from its line count. Only file sources stream (a "
+        "directory of files always does); other sources are always read whole.",
+    )
+    sample_rows: int = pydantic.Field(
+        default=200_000,
+        ge=1000,
+        le=10_000_000,
+        description="When streaming: the rows of the train split on which the preprocessor (imputers, "
+        "scalers, the encoders' categories), the drift baseline's bins and the leakage checks are "
+        "fitted, a uniform sample chosen by the split seed. Counts, missing values, class balance, "
+        "duplicates, means and the split itself stay exact.",
+    )
+    batch_rows: int = pydantic.Field(
+        default=131_072,
+        ge=1024,
+        le=4_194_304,
+        description="When streaming: rows per batch read from the files. Larger batches are faster "
+        "and use more memory; the result does not depend on it.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Spec and status
 # ---------------------------------------------------------------------------------------------
 
@@ -312,11 +447,22 @@ class DatasetSpec(common.ApiModel):
     )
     features: Features = pydantic.Field(default_factory=Features, description="Scaling, encoding, selection.")
     split: Split = pydantic.Field(default_factory=Split, description="Train/validation/test split.")
+    scale: Scale = pydantic.Field(
+        default_factory=Scale,
+        description="Data larger than the pod's memory: when to stream the sources and on how large a "
+        "sample the preprocessor is fitted.",
+    )
     storage: str = pydantic.Field(
         pattern=common.STORAGE_URI_PATTERN,
         max_length=2048,
-        description="Where versions are written: pvc://<claim>/<path> or file:///<path>. Each version is "
-        "the directory <storage>/<digest>/.",
+        description="Where versions are written: pvc://<claim>/<path>, file:///<path> or "
+        "s3://<bucket>/<prefix>. Each version is the directory <storage>/<digest>/.",
+    )
+    s3: common.S3Connection | None = pydantic.Field(
+        default=None,
+        description="How the pods reach s3:// sources and storage: endpoint, region and a credentials "
+        "Secret (empty: AWS S3 with the pod's own identity). TrainingJobs reading this Dataset's "
+        "versions use it too.",
     )
     resources: common.Resources = pydantic.Field(
         default_factory=common.Resources, description="CPU and memory of the prepare pod."
@@ -342,6 +488,14 @@ class DatasetSpec(common.ApiModel):
         max_length=32,
         description="Tolerations of the prepare pod (merged with the GPU toleration).",
     )
+    refresh: Refresh | None = pydantic.Field(
+        default=None,
+        description="Read the sources again on a cron schedule; without it the sources are read once "
+        "per spec (and whenever the mlops.dev/refresh annotation gets a new value).",
+    )
+    retention: Retention = pydantic.Field(
+        default_factory=Retention, description="How many versions are kept in status and storage."
+    )
 
     def known_task(self) -> dataset_sources.Task | None:
         """The task when the spec alone decides it: declared, or every source's own (sklearn, synthetic)."""
@@ -360,7 +514,11 @@ class DatasetSpec(common.ApiModel):
         return self
 
     def preparation(self) -> dict[str, Any]:
-        """The part of the spec the digest covers: what decides the prepared data, not where it goes."""
+        """The part of the spec the digest covers: what decides the prepared data, not where it goes.
+
+        ``scale`` is not in it: a streamed version whose preprocessor was fitted on a sample adds
+        ``scale.sampleRows`` itself (see :class:`Scale`), so in-memory digests never change.
+        """
         wire = self.to_api()
         return {
             key: wire[key] for key in ("sources", "schema", "cleaning", "features", "split") if key in wire
@@ -404,6 +562,28 @@ class ClassShare(common.ApiModel):
     name: str = pydantic.Field(max_length=256, description="The class label (as text).")
     count: int = pydantic.Field(ge=0, description="Rows.")
     fraction: float = pydantic.Field(ge=0, le=1, description="Share of the kept rows.")
+
+
+class DatasetVersion(common.ApiModel):
+    """One kept version: its digest, where it is, how many rows it has and when it was made."""
+
+    digest: str = pydantic.Field(max_length=128, description="Content hash (sha256, hex).")
+    digest_short: str | None = pydantic.Field(
+        default=None, max_length=16, description="The first 12 characters of the digest."
+    )
+    storage_uri: str | None = pydantic.Field(
+        default=None, max_length=4096, description="The version's directory."
+    )
+    rows: RowCounts | None = pydantic.Field(default=None, description="Row counts.")
+    created: str | None = pydantic.Field(
+        default=None, description="When a preparation last produced this version (RFC 3339)."
+    )
+    job: str | None = pydantic.Field(
+        default=None, max_length=63, description="The prepare Job that produced it."
+    )
+    spec_hash: str | None = pydantic.Field(
+        default=None, max_length=32, description="Hash of the Dataset spec it was prepared for."
+    )
 
 
 class DatasetStatus(common.StatusBase):
@@ -458,6 +638,32 @@ class DatasetStatus(common.StatusBase):
         default=None, max_length=128, description="Why the phase is what it is."
     )
     message: str | None = pydantic.Field(default=None, max_length=4096, description="What to do about it.")
+    versions: list[DatasetVersion] = pydantic.Field(
+        default_factory=list,
+        max_length=VERSIONS_MAX,
+        description="The kept versions, newest first (at most spec.retention.keepVersions); the first "
+        "is the one served (digest, storageUri). TrainingJobs may pin any of them "
+        "(datasetRef.version).",
+    )
+    last_checked: str | None = pydantic.Field(
+        default=None,
+        description="When the sources were last read (the end of the latest preparation), whatever "
+        "the outcome.",
+    )
+    next_check: str | None = pydantic.Field(
+        default=None, description="When spec.refresh.schedule reads the sources next (RFC 3339)."
+    )
+    last_refresh_request: str | None = pydantic.Field(
+        default=None,
+        max_length=REFRESH_REQUEST_MAX,
+        description=f"The value of the {REFRESH_ANNOTATION} annotation last acted on.",
+    )
+    refresh_round: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="How many times the sources were read again for the current spec (a new value names "
+        "a new prepare Job); 0 for the first preparation.",
+    )
 
 
 class Dataset(common.Resource):
@@ -474,6 +680,13 @@ class Dataset(common.Resource):
             common.PrinterColumn(name="Digest", json_path=".status.digestShort"),
             common.PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
             common.PrinterColumn(name="Storage", json_path=".status.storageUri", priority=1),
+            common.PrinterColumn(
+                name="Checked",
+                json_path=".status.lastChecked",
+                type="date",
+                description="When the sources were last read.",
+                priority=1,
+            ),
         ),
         description="A data set collected from one or more sources, validated against a schema, cleaned, "
         "split into train/validation/test and stored as a version named by its digest.",
@@ -489,10 +702,22 @@ class PrepareConfig(common.ApiModel):
     dataset: str = pydantic.Field(min_length=1, max_length=253, description="The Dataset's name.")
     namespace: str = pydantic.Field(default="default", max_length=63, description="The Dataset's namespace.")
     spec: DatasetSpec = pydantic.Field(description="The Dataset's spec.")
+    retain: list[pydantic.constr(max_length=128)] = pydantic.Field(  # type: ignore[valid-type]
+        default_factory=list,
+        max_length=VERSIONS_MAX,
+        description="The digests status.versions lists, newest first. After writing its version the "
+        "workload deletes the other complete version directories under spec.storage, except these "
+        "(all of them when its digest is among them, else the first keepVersions - 1); empty: "
+        "nothing is deleted.",
+    )
     pvc_root: str = pydantic.Field(
         default="/mnt/mlops", description="Where claims are mounted: <root>/pvc/<claim>."
     )
     config_map_root: str = pydantic.Field(
         default="/etc/mlops/sources",
         description="Where ConfigMap sources are mounted: <root>/<source index>/<key>.",
+    )
+    secrets_root: str = pydantic.Field(
+        default="/var/run/secrets/mlops.dev",
+        description="Where Secrets are mounted: <root>/sources/<source index>/<key> for SQL sources.",
     )

@@ -1,4 +1,4 @@
-"""Where a Dataset's rows come from: the five source kinds and the "exactly one" rule.
+"""Where a Dataset's rows come from: the six source kinds and the "exactly one" rule.
 
 Split from ``dataset`` (the kind) to keep modules small; the prepare workload reads these
 models through ``PrepareConfig`` and each kind's loader lives in
@@ -28,6 +28,11 @@ CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 HTTP_URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
 SHA256_PATTERN = r"^[a-fA-F0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# The Source fields, one per kind (python names; configMap on the wire).
+SOURCE_KINDS = ("sklearn", "synthetic", "file", "config_map", "http", "sql")
+EXACTLY_ONE_MESSAGE = (
+    "each entry of spec.sources must set exactly one of sklearn, synthetic, file, configMap, http or sql"
+)
 
 
 def rules(*items: dict[str, str]) -> dict[str, Any]:
@@ -123,7 +128,9 @@ class FileSource(common.ApiModel):
     uri: str = pydantic.Field(
         pattern=common.STORAGE_URI_PATTERN,
         max_length=2048,
-        description="pvc://<claim>/<path/to/file> or file:///<path/to/file>.",
+        description="pvc://<claim>/<path>, file:///<path> or s3://<bucket>/<key>: one file, or a "
+        "directory/prefix whose files (of the format, sorted by name; hidden and _-prefixed ones "
+        "skipped) are read as one table. s3:// uses the Dataset's spec.s3.",
     )
     format: FileFormat | None = pydantic.Field(
         default=None,
@@ -164,6 +171,70 @@ class HttpSource(common.ApiModel):
     )
 
 
+class SecretKeySelector(common.ApiModel):
+    """One key of a Secret in the Dataset's namespace."""
+
+    name: str = pydantic.Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the Secret."
+    )
+    key: str = pydantic.Field(
+        default="url",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIGMAP_KEY_PATTERN,
+        description="The key whose value is used.",
+    )
+
+
+class SqlSource(common.ApiModel):
+    """The rows one SQL query returns, read with SQLAlchemy by the prepare pod.
+
+    The connection URL lives in a Secret that is mounted into the prepare pod only: the
+    operator never reads it, and no message, log or status shows its password.
+    """
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=rules(
+            {
+                "rule": "self.query.matches(r'\\S')",
+                "message": "sql.query must not be blank",
+                "fieldPath": ".query",
+            }
+        )
+    )
+
+    connection_secret_ref: SecretKeySelector = pydantic.Field(
+        description="The Secret key holding an SQLAlchemy URL, e.g. "
+        "postgresql+psycopg://user:password@db.example:5432/sales (plain postgresql:// uses psycopg too) "
+        "or sqlite:////data/sales.db. The prepare image has the PostgreSQL (psycopg 3) and SQLite "
+        "drivers. A missing Secret or key fails the Dataset with reason SourceUnreadable."
+    )
+    query: str = pydantic.Field(
+        min_length=1,
+        max_length=65536,
+        description="The query whose result is the source's table, e.g. SELECT * FROM sales.orders. It "
+        "runs in a read-only transaction (on PostgreSQL and SQLite); its column names are the table's, "
+        "and SQL types map to column types: integers to int, floating point and numeric/decimal to float, "
+        "boolean to bool, dates and timestamps to datetime (kept, not encoded), text to text (inferred as "
+        "category, string or numbers like CSV text). A query the database refuses fails the Dataset with "
+        "reason QueryFailed and the database's own message.",
+    )
+    timeout_seconds: int = pydantic.Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description="Give up connecting, or running the query and reading its rows, after this long "
+        "(reasons ConnectionFailed and QueryTimeout).",
+    )
+
+    @pydantic.field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("sql.query must not be blank")
+        return value
+
+
 class Source(common.ApiModel):
     """Where rows come from: exactly one of the fields below."""
 
@@ -171,9 +242,9 @@ class Source(common.ApiModel):
         json_schema_extra=rules(
             {
                 "rule": "(has(self.sklearn) ? 1 : 0) + (has(self.synthetic) ? 1 : 0)"
-                " + (has(self.file) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0) == 1",
-                "message": "each entry of spec.sources must set exactly one of sklearn, synthetic, file, "
-                "configMap or http",
+                " + (has(self.file) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0)"
+                " + (has(self.sql) ? 1 : 0) == 1",
+                "message": EXACTLY_ONE_MESSAGE,
             }
         )
     )
@@ -187,6 +258,9 @@ class Source(common.ApiModel):
         default=None, description="Inline CSV in a ConfigMap."
     )
     http: HttpSource | None = pydantic.Field(default=None, description="A file downloaded over HTTP(S).")
+    sql: SqlSource | None = pydantic.Field(
+        default=None, description="The result of a SQL query (PostgreSQL, SQLite) read with SQLAlchemy."
+    )
 
     def known_task(self) -> Task | None:
         """The task this source alone decides (bundled and synthetic data), None when the rows decide."""
@@ -197,19 +271,14 @@ class Source(common.ApiModel):
         return None
 
     def kind(self) -> str:
-        for name in ("sklearn", "synthetic", "file", "config_map", "http"):
+        for name in SOURCE_KINDS:
             if getattr(self, name) is not None:
                 return name
-        raise ValueError("a source sets none of sklearn, synthetic, file, configMap, http")
+        raise ValueError("a source sets none of sklearn, synthetic, file, configMap, http, sql")
 
     @pydantic.model_validator(mode="after")
     def _exactly_one(self) -> Source:
-        count = sum(
-            getattr(self, n) is not None for n in ("sklearn", "synthetic", "file", "config_map", "http")
-        )
+        count = sum(getattr(self, n) is not None for n in SOURCE_KINDS)
         if count != 1:
-            raise ValueError(
-                "each entry of spec.sources must set exactly one of sklearn, synthetic, file, "
-                "configMap or http"
-            )
+            raise ValueError(EXACTLY_ONE_MESSAGE)
         return self

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
-from mlops_operator.api import common
+from mlops_operator.api import common, workload
 
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 EXACTLY_ONE_MODEL = (
@@ -59,8 +59,13 @@ class ModelSource(common.ApiModel):
         default=None,
         max_length=2048,
         pattern=common.STORAGE_URI_PATTERN,
-        description="A model directory (pvc://<claim>/<path> or file:///<path>) holding model.skops, "
-        "schema.json, baseline.json and model_card.json.",
+        description="A model directory (pvc://<claim>/<path>, file:///<path> or s3://<bucket>/<prefix>) "
+        "holding model.skops (or model.onnx), schema.json, baseline.json and model_card.json.",
+    )
+    s3: common.S3Connection | None = pydantic.Field(
+        default=None,
+        description="How the serving pods reach an s3:// model (downloaded at start); defaults to the "
+        "TrainingJob's (its output's or its Dataset's).",
     )
 
     @pydantic.model_validator(mode="after")
@@ -409,3 +414,10 @@ class ServeConfig(common.ApiModel):
         description="After SIGTERM: report not-ready, keep serving this long, then exit.",
     )
     pvc_root: str = pydantic.Field(default="/mnt/mlops", description="Where pvc:// claims are mounted.")
+    s3: common.S3Connection | None = pydantic.Field(default=None, description="How to reach an s3:// model.")
+    secrets_root: str = pydantic.Field(
+        default=workload.SECRETS_DIR, description="Where Secrets are mounted: <root>/s3/<secret>/<key>."
+    )
+    staging_dir: str = pydantic.Field(
+        default=workload.STAGING_DIR, description="Where an s3:// model is downloaded to."
+    )

@@ -492,6 +492,9 @@ class BestTrial(common.Displayed):
         default=None, max_length=32, description="objectiveValue to 4 significant digits (printer columns)."
     )
     model_uri: str | None = pydantic.Field(default=None, description="Where its model directory is.")
+    model_s3: common.S3Connection | None = pydantic.Field(
+        default=None, description="How pods reach an s3:// modelUri (the trial's status.modelS3)."
+    )
     rung: int | None = pydantic.Field(default=None, ge=0, description="Its rung, with a budget.")
 
 

@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 
-from mlops_operator.api import common, estimators
+from mlops_operator.api import common, estimators, workload
 
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"]
 Direction = Literal["maximize", "minimize"]
@@ -33,6 +33,7 @@ Phase = Literal["Pending", "WaitingForData", "Queued", "Suspended", "Running", "
 FINISHED_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+DATASET_VERSION_PATTERN = r"^[0-9a-f]{12,64}$"
 IMMUTABLE_WHILE_RUNNING: tuple[str, ...] = (
     "datasetRef",
     "model",
@@ -68,6 +69,15 @@ class DatasetRef(common.ApiModel):
 
     name: str = pydantic.Field(
         min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the Dataset."
+    )
+    version: str | None = pydantic.Field(
+        default=None,
+        min_length=12,
+        max_length=64,
+        pattern=DATASET_VERSION_PATTERN,
+        description="A version the Dataset keeps (status.versions): its digest or a unique prefix of at "
+        "least 12 hex characters (digestShort). Default: the Dataset's current version when the run "
+        "starts. Either way the run keeps the version it started on (status.datasetDigest).",
     )
 
 
@@ -201,8 +211,12 @@ class Output(common.ApiModel):
         default=None,
         max_length=2048,
         pattern=common.STORAGE_URI_PATTERN,
-        description="Model directory (pvc://<claim>/<path> or file:///<path>). Defaults to "
-        "models/<namespace>/<name> on the Dataset's volume.",
+        description="Model directory (pvc://<claim>/<path>, file:///<path> or s3://<bucket>/<prefix>). "
+        "Defaults to models/<namespace>/<name> on the Dataset's volume or bucket.",
+    )
+    s3: common.S3Connection | None = pydantic.Field(
+        default=None,
+        description="How the pods reach an s3:// storageUri; defaults to the Dataset's spec.s3.",
     )
 
 
@@ -470,7 +484,7 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
         default=None,
         max_length=128,
         description="Why the run is where it is: e.g. Unschedulable, OOMKilled, DeadlineExceeded, "
-        "BackoffLimitExceeded, ImagePullBackOff, InvalidSpec, DatasetNotReady.",
+        "BackoffLimitExceeded, ImagePullBackOff, InvalidSpec, DatasetNotReady, DatasetVersionNotFound.",
     )
     message: str | None = pydantic.Field(default=None, max_length=1024, description="Details for people.")
     job_name: str | None = pydantic.Field(
@@ -511,6 +525,11 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
         default=None, max_length=32, description="objectiveValue to 4 significant digits (printer columns)."
     )
     model_uri: str | None = pydantic.Field(default=None, max_length=2048, description="The model directory.")
+    model_s3: common.S3Connection | None = pydantic.Field(
+        default=None,
+        description="How pods reach an s3:// modelUri (endpoint, region, Secret name; never a credential): "
+        "what ModelDeployments serving this run use.",
+    )
     model_size_bytes: int | None = pydantic.Field(
         default=None,
         ge=0,
@@ -518,6 +537,9 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
     )
     dataset_digest: str | None = pydantic.Field(
         default=None, max_length=128, description="Digest of the Dataset version the run uses."
+    )
+    dataset_digest_short: str | None = pydantic.Field(
+        default=None, max_length=16, description="Its first 12 hex characters (printer columns)."
     )
     device: str | None = pydantic.Field(
         default=None,
@@ -593,6 +615,11 @@ class TrainingJob(common.Resource):
                 name="Duration",
                 json_path=".status.duration",
                 description="From start to completion (5s, 3m12s).",
+            ),
+            common.PrinterColumn(
+                name="Data",
+                json_path=".status.datasetDigestShort",
+                description="The Dataset version (digest) the run trains on.",
             ),
             common.PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
             common.PrinterColumn(name="Model", json_path=".status.modelUri", priority=1),
@@ -680,4 +707,13 @@ class TrainConfig(common.ApiModel):
         default=None, description="Local paths of the prepared Dataset version's files in the pod."
     )
     pvc_root: str = pydantic.Field(default="/mnt/mlops", description="Where pvc:// claims are mounted.")
+    dataset_s3: common.S3Connection | None = pydantic.Field(
+        default=None, description="How to reach an s3:// dataset_uri (the Dataset's spec.s3)."
+    )
+    output_s3: common.S3Connection | None = pydantic.Field(
+        default=None, description="How to reach an s3:// output_uri."
+    )
+    secrets_root: str = pydantic.Field(
+        default=workload.SECRETS_DIR, description="Where Secrets are mounted: <root>/s3/<secret>/<key>."
+    )
     seed: int = pydantic.Field(default=0, ge=0, description="Seed for random_state and CV folds.")

@@ -27,6 +27,12 @@ CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 TMP_DIR = "/tmp"
 """The only writable scratch directory (an emptyDir: the root filesystem is read-only)."""
 
+SECRETS_DIR = "/var/run/secrets/mlops.dev"
+"""Where Secrets are mounted into workload pods: ``s3/<secret>/`` (S3 credentials), ``sources/<i>/``."""
+
+STAGING_DIR = "/tmp/mlops-staging"
+"""Where s3:// inputs are downloaded and outputs are written before their upload (inside TMP_DIR)."""
+
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 RESULT_LIMIT = 4096
 """The kubelet keeps at most 4 KiB of a termination message."""
@@ -44,6 +50,7 @@ PREPARE_PERMANENT_REASONS = frozenset(
         "NoFeatures",
         "InvalidConfig",
         "MissingConfig",
+        "QueryFailed",
     }
 )
 """Failure reasons of the prepare workload that exit with ``PERMANENT_EXIT_CODE`` (data errors)."""

@@ -2,7 +2,10 @@
 
 Pure builders: everything comes in as arguments (the Dataset, the settings), and plain dicts
 come out, ready for server-side apply. The spec hash is part of both names
-(``<name>-prepare-<hash8>``), since a Job's pod template cannot change after creation.
+(``<name>-prepare-<hash8>``), since a Job's pod template cannot change after creation; a
+refresh (a re-read of the same spec's sources) adds its round (``<name>-prepare-<hash8>-<n>``).
+The hash leaves out ``refresh`` and ``retention``: when and how long to keep versions decide
+nothing about the data, so editing them never re-prepares.
 """
 
 from __future__ import annotations
@@ -26,13 +29,28 @@ SOURCES_DIR = "/etc/mlops/sources"
 # ---------------------------------------------------------------------------------------------
 
 
+# Spec fields that never reach the data: a change to them needs no new prepare Job.
+UNHASHED_FIELDS = ("refresh", "retention")
+
+
+# Fields added after the first release, left out of the hash while they hold their defaults,
+# so that an upgrade does not rename every Job (and re-prepare every Dataset).
+HASHED_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {"scale": api.Scale().to_api()}
+
+
 def spec_hash(ds: api.Dataset) -> str:
-    return rowner.spec_hash(ds.spec.to_api())
+    wire = {
+        k: v
+        for k, v in ds.spec.to_api().items()
+        if k not in UNHASHED_FIELDS and not (k in HASHED_UNLESS_DEFAULT and v == HASHED_UNLESS_DEFAULT[k])
+    }
+    return rowner.spec_hash(wire)
 
 
-def child_name(ds: api.Dataset) -> str:
-    """``<name>-prepare-<hash8>``: the Job and its ConfigMap (different kinds, one name)."""
-    return rowner.Owner.of(ds).child_name(f"{COMPONENT}-{spec_hash(ds)[:8]}")
+def child_name(ds: api.Dataset, round_: int = 0) -> str:
+    """``<name>-prepare-<hash8>`` (refresh rounds: ``-<round>`` added): the Job and its ConfigMap
+    (different kinds, one name), cut to 63 characters (the Job's name is also a label value)."""
+    return rowner.Owner.of(ds).child_name(f"{COMPONENT}-{spec_hash(ds)[:8]}", round_ or None)
 
 
 def selector(ds: api.Dataset) -> str:
@@ -45,11 +63,15 @@ def selector(ds: api.Dataset) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_config(ds: api.Dataset, *, settings: rworkload.WorkloadSettings) -> api.PrepareConfig:
+def prepare_config(
+    ds: api.Dataset, *, settings: rworkload.WorkloadSettings, retain: list[str] | None = None
+) -> api.PrepareConfig:
+    """The workload's config; ``retain``: the digests the status lists (the retention rule)."""
     return api.PrepareConfig(
         dataset=ds.metadata.name,
         namespace=ds.metadata.namespace,
         spec=ds.spec,
+        retain=list(retain or [])[: api.VERSIONS_MAX],
         pvc_root=settings.pvc_root,
         config_map_root=SOURCES_DIR,
     )
@@ -66,12 +88,18 @@ def _metadata(ds: api.Dataset, name: str) -> dict[str, Any]:
     }
 
 
-def build_configmap(ds: api.Dataset, *, settings: rworkload.WorkloadSettings) -> dict[str, Any]:
-    config = prepare_config(ds, settings=settings)
+def build_configmap(
+    ds: api.Dataset,
+    *,
+    settings: rworkload.WorkloadSettings,
+    round_: int = 0,
+    retain: list[str] | None = None,
+) -> dict[str, Any]:
+    config = prepare_config(ds, settings=settings, retain=retain)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(ds, child_name(ds)),
+        "metadata": _metadata(ds, child_name(ds, round_)),
         "data": {workload.CONFIG_KEY: config.model_dump_json(by_alias=True, exclude_none=True)},
     }
 
@@ -79,12 +107,16 @@ def build_configmap(ds: api.Dataset, *, settings: rworkload.WorkloadSettings) ->
 def _volumes(
     ds: api.Dataset, *, settings: rworkload.WorkloadSettings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts besides the config and /tmp: storage (read-write), sources (read-only)."""
+    """Volumes and mounts besides the config and /tmp: storage (read-write), sources (read-only),
+    the S3 credentials Secret (s3:// storage and sources are reached over the network)."""
     storage = common.StorageLocation.parse(ds.spec.storage)
-    volume, mount = rworkload.storage_volume(storage, settings, name="storage")
-    volumes: list[dict[str, Any]] = [volume]
-    mounts: list[dict[str, Any]] = [mount]
-    mounted = {workload.CONFIG_DIR, workload.TMP_DIR, mount["mountPath"]}
+    volumes, mounts = rworkload.s3_secret_mounts([ds.spec.s3] if uses_s3(ds) else [])
+    mounted = {workload.CONFIG_DIR, workload.TMP_DIR}
+    if not storage.remote:
+        volume, mount = rworkload.storage_volume(storage, settings, name="storage")
+        volumes.append(volume)
+        mounts.append(mount)
+        mounted.add(mount["mountPath"])
     for index, source in enumerate(ds.spec.sources):
         name = f"source-{index}"
         if source.config_map is not None:
@@ -102,8 +134,26 @@ def _volumes(
                 }
             )
             mounts.append({"name": name, "mountPath": f"{SOURCES_DIR}/{index}", "readOnly": True})
+        elif source.sql is not None:
+            # The connection URL (with its password) reaches the pod as a file; the operator never
+            # reads the Secret. optional, as above: a missing Secret fails with SourceUnreadable.
+            ref = source.sql.connection_secret_ref
+            secrets_root = str(api.PrepareConfig.model_fields["secrets_root"].default).rstrip("/")
+            volumes.append(
+                {
+                    "name": name,
+                    "secret": {
+                        "secretName": ref.name,
+                        "items": [{"key": ref.key, "path": ref.key}],
+                        "optional": True,
+                    },
+                }
+            )
+            mounts.append({"name": name, "mountPath": f"{secrets_root}/sources/{index}", "readOnly": True})
         elif source.file is not None:
             location = common.StorageLocation.parse(source.file.uri)
+            if location.remote:
+                continue
             if location.scheme == "pvc":
                 volume, mount = rworkload.storage_volume(location, settings, name=name)
             else:
@@ -118,7 +168,13 @@ def _volumes(
     return volumes, mounts
 
 
-def build_job(ds: api.Dataset, *, settings: rworkload.WorkloadSettings) -> dict[str, Any]:
+def uses_s3(ds: api.Dataset) -> bool:
+    """Whether the storage or a file source is an s3:// URI."""
+    uris = [ds.spec.storage, *(s.file.uri for s in ds.spec.sources if s.file is not None)]
+    return any(common.StorageLocation.parse(u).remote for u in uris)
+
+
+def build_job(ds: api.Dataset, *, settings: rworkload.WorkloadSettings, round_: int = 0) -> dict[str, Any]:
     """The prepare Job: restricted, deadline and retries from the spec, data errors not retried."""
     spec = ds.spec
     volumes, mounts = _volumes(ds, settings=settings)
@@ -128,7 +184,7 @@ def build_job(ds: api.Dataset, *, settings: rworkload.WorkloadSettings) -> dict[
         node_selector=spec.node_selector,
         tolerations=[t.to_api() for t in spec.tolerations or []],
     )
-    name = child_name(ds)  # the Job and its ConfigMap
+    name = child_name(ds, round_)  # the Job and its ConfigMap
     return rworkload.job(
         rowner.Owner.of(ds),
         settings,

@@ -34,6 +34,16 @@ class Resolved:
     reason: str = ""
     message: str = ""
     failed: bool = False
+    s3: common.S3Connection | None = None  # how the pods reach an s3:// uri
+
+
+def _s3(raw: Any) -> common.S3Connection | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    try:
+        return common.S3Connection.model_validate(raw)
+    except ValueError:
+        return None
 
 
 @dataclasses.dataclass
@@ -68,6 +78,15 @@ def source_refs(source: api.ModelSource) -> list[tuple[str, str]]:
 
 
 def resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, Any] | None]) -> Resolved:
+    """The model directory ``source`` names (None while it has none) and how to reach it:
+    ``source.s3``, else what the TrainingJob or best trial recorded."""
+    found = _resolve(source, sources)
+    if source.s3 is not None and found.uri is not None:
+        return dataclasses.replace(found, s3=source.s3)
+    return found
+
+
+def _resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, Any] | None]) -> Resolved:
     if source.storage_uri:
         return Resolved(uri=source.storage_uri)
     if source.training_job_ref:
@@ -86,7 +105,7 @@ def resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, An
             )
         if phase != "Succeeded" or not status.get("modelUri"):
             return Resolved(None, "WaitingForModel", f"TrainingJob {name} is {phase or 'Pending'}")
-        return Resolved(uri=str(status["modelUri"]))
+        return Resolved(uri=str(status["modelUri"]), s3=_s3(status.get("modelS3")))
     name = str(source.sweep_ref)
     body = sources.get(("HyperparameterSweep", name))
     if body is None:
@@ -104,7 +123,7 @@ def resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, An
             f"HyperparameterSweep {name} is {status.get('phase') or 'Pending'}; its best model is "
             "served once it succeeds",
         )
-    return Resolved(uri=str(best["modelUri"]))
+    return Resolved(uri=str(best["modelUri"]), s3=_s3(best.get("modelS3")))
 
 
 def _ready(deployment: dict[str, Any] | None) -> int:
@@ -249,6 +268,7 @@ def plan(
 
     # Canary: resolve, judge, split.
     canary_uri: str | None = None
+    canary_s3: common.S3Connection | None = None
     canary_status: api.CanaryStatus | None = None
     if spec.canary is not None and spec.stage != "archived":
         canary_hash = rowner.spec_hash(spec.canary.model.to_api())
@@ -264,7 +284,7 @@ def plan(
             canary_status.state = "Pending"
             canary_status.message = resolved.message
         elif canary_status.state != "RolledBack":
-            canary_uri = resolved.uri
+            canary_uri, canary_s3 = resolved.uri, resolved.s3
             since = now.timestamp() - spec.canary.rollback.window_seconds
             stats_stable = mmetrics.track_stats(_windowed(observed, "stable", since=since))
             stats_canary = mmetrics.track_stats(_windowed(observed, "canary", since=since))
@@ -295,12 +315,24 @@ def plan(
         stable_pods, canary_pods = build.split_replicas(total, percent, canary=canary_uri is not None)
     apply.append(build.service(md))
     apply.append(
-        build.deployment(md, track="stable", model_uri=stable_uri, replicas=stable_pods, settings=settings)
+        build.deployment(
+            md,
+            track="stable",
+            model_uri=stable_uri,
+            model_s3=stable.s3 or spec.model.s3,
+            replicas=stable_pods,
+            settings=settings,
+        )
     )
     if canary_uri is not None:
         apply.append(
             build.deployment(
-                md, track="canary", model_uri=canary_uri, replicas=canary_pods, settings=settings
+                md,
+                track="canary",
+                model_uri=canary_uri,
+                model_s3=canary_s3,
+                replicas=canary_pods,
+                settings=settings,
             )
         )
     elif observed.deployments.get("canary") is not None:

@@ -26,6 +26,7 @@ LABEL_TRACK = "mlops.dev/track"
 LABEL_STAGE = "mlops.dev/stage"
 TRACKS = ("stable", "canary")
 PRESTOP_SLEEP_SECONDS = 5
+REMOTE_MODEL_TMP = "4Gi"  # /tmp of a pod that downloads an s3:// model (the model lives there)
 
 
 def owner(md: api.ModelDeployment) -> rowner.Owner:
@@ -75,10 +76,16 @@ def split_replicas(total: int, percent: int, *, canary: bool) -> tuple[int, int]
 
 
 def serve_config(
-    md: api.ModelDeployment, *, model_uri: str, settings: rworkload.WorkloadSettings
+    md: api.ModelDeployment,
+    *,
+    model_uri: str,
+    settings: rworkload.WorkloadSettings,
+    model_s3: common.S3Connection | None = None,
 ) -> api.ServeConfig:
+    remote = common.StorageLocation.parse(model_uri).remote
     return api.ServeConfig(
         model_dir=model_uri,
+        s3=model_s3 if remote else None,
         model_name=md.metadata.name,
         model_version=rowner.spec_hash(model_uri)[:12],
         port=PORT,
@@ -98,13 +105,22 @@ def deployment(
     model_uri: str,
     replicas: int | None,
     settings: rworkload.WorkloadSettings,
+    model_s3: common.S3Connection | None = None,
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment of one track; ``replicas=None`` leaves the count to an HPA."""
+    """The apps/v1 Deployment of one track; ``replicas=None`` leaves the count to an HPA.
+
+    A pvc:// or file:// model is mounted read-only; an s3:// one is downloaded by each pod at
+    start into its /tmp (larger then), with the credentials Secret mounted."""
     name = deployment_name(md, track)
-    config = serve_config(md, model_uri=model_uri, settings=settings)
+    config = serve_config(md, model_uri=model_uri, settings=settings, model_s3=model_s3)
     location = common.StorageLocation.parse(model_uri)
-    volume, mount = rworkload.storage_volume(location, settings, name="model")
-    mount = {**mount, "readOnly": True}
+    if location.remote:
+        volumes, mounts = rworkload.s3_secret_mounts([config.s3])
+        tmp_size = REMOTE_MODEL_TMP
+    else:
+        volume, mount = rworkload.storage_volume(location, settings, name="model")
+        volumes, mounts = [volume], [{**mount, "readOnly": True}]
+        tmp_size = "256Mi"
     pod_labels = {
         **selector(md),
         **owner(md).labels(COMPONENT),
@@ -148,7 +164,7 @@ def deployment(
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "resources": resources.to_requirements(gpu_resource=settings.gpu_resource),
         "securityContext": rworkload.restricted_security_context(settings.run_as_user),
-        "volumeMounts": [mount, {"name": "tmp", "mountPath": workload.TMP_DIR}],
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": workload.TMP_DIR}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     container["env"] = [e for e in container["env"] if e is not None]
@@ -156,7 +172,7 @@ def deployment(
     pod_spec = rworkload.pod_spec(
         settings,
         containers=[container],
-        volumes=[volume, {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        volumes=[*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}}],
         node_selector=node_selector,
         tolerations=tolerations,
     )

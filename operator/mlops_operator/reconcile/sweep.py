@@ -50,6 +50,16 @@ class Plan(rplan.Plan[sweep.HyperparameterSweepStatus]):
 # --------------------------------------------------------------------------------------------
 
 
+def _s3(raw: dict[str, Any] | None) -> common.S3Connection | None:
+    """A trial's ``status.modelS3`` as read back (None when absent or not what we wrote)."""
+    if not raw:
+        return None
+    try:
+        return common.S3Connection.model_validate(raw)
+    except ValueError:
+        return None
+
+
 def _short(value: Any) -> Any:
     if isinstance(value, str) and len(value) > MAX_PARAM_CHARS:
         return value[: MAX_PARAM_CHARS - 3] + "..."
@@ -83,6 +93,7 @@ def best_trial(
             params=params,
             objective_value=t.value,
             model_uri=o.model_uri,
+            model_s3=_s3(o.model_s3),
             rung=t.rung if budget_parameter else None,
         )
     return best
@@ -231,9 +242,14 @@ def plan(
         room = spec.max_trials - created
         wanted = max(0, min(slots, room))
         suggestions = algorithm.suggest(history, wanted) if wanted else []
+        pinned = sweep_build.pinned_dataset(observed)
         for offset, suggestion in enumerate(suggestions):
             manifest = sweep_build.trial_manifest(
-                resource, index=created + offset, suggestion=suggestion, algorithm=algorithm
+                resource,
+                index=created + offset,
+                suggestion=suggestion,
+                algorithm=algorithm,
+                dataset_version=pinned,
             )
             create.append(manifest)
         exhausted = wanted > 0 and not suggestions

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,8 @@ class ObservedTrial:
     trial: trials.Trial
     name: str
     model_uri: str | None = None
+    model_s3: dict[str, Any] | None = None  # the trial's status.modelS3 (how to reach an s3:// model)
+    dataset_digest: str = ""  # the Dataset version it trained on (status.datasetDigest)
     reason: str = ""
     message: str = ""
     deleting: bool = False
@@ -135,6 +138,8 @@ def observe(children: Sequence[Mapping[str, Any]], *, metric: str) -> list[Obser
                 trial=trial,
                 name=str(meta.get("name", "")),
                 model_uri=status.get("modelUri"),
+                model_s3=status.get("modelS3") if isinstance(status.get("modelS3"), dict) else None,
+                dataset_digest=str(status.get("datasetDigest") or ""),
                 reason=reason,
                 message=message,
                 deleting=bool(meta.get("deletionTimestamp")),
@@ -150,9 +155,15 @@ def observe(children: Sequence[Mapping[str, Any]], *, metric: str) -> list[Obser
 
 
 def trial_spec(
-    resource: sweep.HyperparameterSweep, params: Mapping[str, Any], name: str
+    resource: sweep.HyperparameterSweep,
+    params: Mapping[str, Any],
+    name: str,
+    *,
+    dataset_version: str | None = None,
 ) -> trainingjob.TrainingJobSpec:
-    """The trial's TrainingJob spec: the template with the trial's parameters and the sweep's objective."""
+    """The trial's TrainingJob spec: the template with the trial's parameters and the sweep's
+    objective, pinned to ``dataset_version`` (the earlier trials' Dataset digest) so that a Dataset
+    refreshed mid-sweep never has trials compared on different data."""
     template = resource.spec.trial_template
     objective = resource.spec.objective
     metrics = template.effective_metrics()
@@ -173,8 +184,19 @@ def trial_spec(
         update["model"] = template.model.model_copy(update={"params": {**template.model.params, **params}})
     if template.output is not None and template.output.storage_uri:
         location = common.StorageLocation.parse(template.output.storage_uri).join(name)
-        update["output"] = trainingjob.Output(storage_uri=location.uri())
+        update["output"] = template.output.model_copy(update={"storage_uri": location.uri()})
+    if dataset_version and template.dataset_ref.version is None:
+        update["dataset_ref"] = template.dataset_ref.model_copy(update={"version": dataset_version})
     return template.model_copy(update=update, deep=True)
+
+
+def pinned_dataset(observed: Sequence[ObservedTrial]) -> str | None:
+    """The Dataset digest of the sweep's first trial that pinned one (by index): what later
+    trials train on."""
+    for o in sorted(observed, key=lambda o: o.trial.index):
+        if re.match(trainingjob.DATASET_VERSION_PATTERN, o.dataset_digest or ""):
+            return o.dataset_digest
+    return None
 
 
 def trial_manifest(
@@ -183,6 +205,7 @@ def trial_manifest(
     index: int,
     suggestion: trials.Suggestion,
     algorithm: search.Search,
+    dataset_version: str | None = None,
 ) -> dict[str, Any]:
     owner = rowner.Owner.of(resource)
     name = owner.child_name("trial", index)
@@ -200,7 +223,7 @@ def trial_manifest(
         annotations[ANNOTATION_GENERATION] = str(suggestion.generation)
     if suggestion.budget is not None:
         annotations[ANNOTATION_BUDGET] = json.dumps(suggestion.budget)
-    spec = trial_spec(resource, algorithm.trial_params(suggestion), name)
+    spec = trial_spec(resource, algorithm.trial_params(suggestion), name, dataset_version=dataset_version)
     return {
         "apiVersion": common.API_VERSION,
         "kind": "TrainingJob",
@@ -284,9 +307,14 @@ def promotion_manifest(resource: sweep.HyperparameterSweep, best: sweep.BestTria
     }
 
 
-def promoted_model(resource: sweep.HyperparameterSweep, best: sweep.BestTrial) -> dict[str, str]:
+def promoted_model(resource: sweep.HyperparameterSweep, best: sweep.BestTrial) -> dict[str, Any]:
     """The ``spec.model`` that serves ``best``: its model directory, or the sweep without one."""
-    return {"storageUri": best.model_uri} if best.model_uri else {"sweepRef": resource.metadata.name}
+    if not best.model_uri:
+        return {"sweepRef": resource.metadata.name}
+    model: dict[str, Any] = {"storageUri": best.model_uri}
+    if best.model_s3 is not None:
+        model["s3"] = best.model_s3.to_api()
+    return model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,11 @@ carries out the returned ``Plan``. The rules, in order:
    completion the Job and ConfigMap are deleted (the TrainingJob and its results stay).
    Editing the spec of a finished job (a new ``run_hash``) starts a new run.
 3. Without a Job, the run waits for the Dataset to be Ready (``WaitingForData``), pins its
-   version (digest and directory, so a re-prepared Dataset does not change a run), and
-   creates the ConfigMap and the Job (suspended when ``runPolicy.suspend`` or Kueue asks).
+   version (digest and directory, so a re-prepared or refreshed Dataset does not change a
+   run), and creates the ConfigMap and the Job (suspended when ``runPolicy.suspend`` or Kueue
+   asks). ``datasetRef.version`` pins one of the versions the Dataset keeps
+   (``status.versions``) instead of its current one; a version it does not keep fails the run
+   with ``DatasetVersionNotFound`` once the Dataset is Ready and not re-reading its sources.
 4. With a Job, its outcome (``common.job_outcome``) becomes the phase; ``suspend`` is kept in
    step with the spec, except that a Kueue-managed Job is never un-suspended by us.
 5. Phases of one run move forward only: Pending / WaitingForData → Running → Succeeded or
@@ -33,6 +36,8 @@ import datetime
 import json
 import re
 from typing import Any
+
+import pydantic
 
 from mlops_operator.api import common, workload
 from mlops_operator.api import trainingjob as api
@@ -82,6 +87,7 @@ class DatasetState:
     digest: str = ""
     uri: str = ""
     task: str | None = None
+    permanent: bool = False  # waiting cannot help: the run fails with the reason
 
 
 METRICS_MAX = 16  # status.metrics maxProperties
@@ -90,11 +96,64 @@ SCHEDULING_TIMEOUT = datetime.timedelta(seconds=60)
 workers start together or not at all, since the others would wait for it in the rendezvous."""
 
 
-def dataset_state(name: str, dataset: dict[str, Any] | None) -> DatasetState:
-    """Whether the Dataset is Ready, read from its status as a plain dict (any Dataset version)."""
+def _bare(digest: str) -> str:
+    return digest.removeprefix("sha256:").lower()
+
+
+def short_digest(digest: str | None) -> str | None:
+    """The first 12 hex characters of a digest (what ``kubectl get`` shows), None without one."""
+    return (_bare(digest)[:12] or None) if digest else None
+
+
+def _task(status: dict[str, Any]) -> str | None:
+    task = status.get("task")
+    return task if task in {"classification", "regression"} else None
+
+
+def pinned_version(name: str, status: dict[str, Any], version: str) -> DatasetState:
+    """The Dataset version ``datasetRef.version`` names: a digest or a unique prefix of one, among
+    the versions the Dataset keeps (its current one included)."""
+    kept: dict[str, str] = {}
+    for entry in status.get("versions") or []:
+        if isinstance(entry, dict) and entry.get("digest") and entry.get("storageUri"):
+            kept.setdefault(str(entry["digest"]), str(entry["storageUri"]))
+    if status.get("digest") and status.get("storageUri"):
+        kept.setdefault(str(status["digest"]), str(status["storageUri"]))
+    wanted = _bare(version)
+    matches = [d for d in kept if _bare(d).startswith(wanted)]
+    if len(matches) == 1:
+        digest = matches[0]
+        return DatasetState(
+            True,
+            "DatasetReady",
+            f"Dataset {name!r} keeps version {_bare(digest)[:12]}",
+            digest=digest,
+            uri=kept[digest],
+            task=_task(status),
+        )
+    listed = ", ".join(_bare(d)[:12] for d in kept) or "none yet"
+    if matches:
+        return DatasetState(
+            False,
+            "DatasetVersionAmbiguous",
+            f"datasetRef.version {version!r} matches {len(matches)} versions of Dataset {name!r} "
+            f"({', '.join(_bare(d)[:12] for d in matches)}); give more of the digest",
+            permanent=True,
+        )
+    settled = status.get("phase") == "Ready" and status.get("reason") != "Refreshing"
+    wait = "" if settled else "; waiting for its preparation to finish"
+    message = f"Dataset {name!r} keeps no version {version!r} (datasetRef.version); it keeps: {listed}{wait}"
+    return DatasetState(False, "DatasetVersionNotFound", message[:1024], permanent=settled)
+
+
+def dataset_state(name: str, dataset: dict[str, Any] | None, version: str | None = None) -> DatasetState:
+    """Whether the Dataset is Ready, read from its status as a plain dict (any Dataset version);
+    with ``version``, whether it keeps that version (whatever it is doing now)."""
     if dataset is None:
         return DatasetState(False, "DatasetNotFound", f"Dataset {name!r} does not exist (yet)")
     status = dataset.get("status") or {}
+    if version:
+        return pinned_version(name, status, version)
     phase = status.get("phase")
     ready_cond = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
@@ -117,6 +176,27 @@ def dataset_state(name: str, dataset: dict[str, Any] | None) -> DatasetState:
     return DatasetState(
         False, "DatasetNotReady", f"waiting for Dataset {name!r} to be Ready (it is {phase or 'new'})"
     )
+
+
+def dataset_s3(dataset: dict[str, Any] | None) -> common.S3Connection | None:
+    """The Dataset's ``spec.s3`` (how pods reach its s3:// versions); None when it has none."""
+    raw = ((dataset or {}).get("spec") or {}).get("s3")
+    if not raw:
+        return None
+    try:
+        return common.S3Connection.model_validate(raw)
+    except pydantic.ValidationError:
+        return None  # admission validated it; an older schema's leftovers are not ours to fix
+
+
+def _config_output_s3(configmap: dict[str, Any] | None) -> common.S3Connection | None:
+    """The run's ``outputS3`` from its ConfigMap (a status written before status.modelS3 existed)."""
+    data = ((configmap or {}).get("data") or {}).get(workload.CONFIG_KEY)
+    try:
+        raw = json.loads(data).get("outputS3") if data else None
+        return common.S3Connection.model_validate(raw) if raw else None
+    except (ValueError, AttributeError):
+        return None
 
 
 def _failed_at(job: dict[str, Any]) -> str | None:
@@ -245,7 +325,12 @@ def plan(
     """The whole reconcile decision for one TrainingJob."""
     result = _plan(tj, observed=observed, now=now, settings=settings)
     status = forward_only(tj.status, result.status)
-    status = status.model_copy(update={"observed_generation": tj.metadata.generation})
+    status = status.model_copy(
+        update={
+            "observed_generation": tj.metadata.generation,
+            "dataset_digest_short": short_digest(status.dataset_digest),
+        }
+    )
     result.status = _with_conditions(status, now=now, generation=tj.metadata.generation)
     result.events = transition_events(tj.status, result.status) + result.events
     return result
@@ -345,8 +430,20 @@ def _start(
     h: str,
 ) -> Plan:
     pinned = _pinned_dataset(tj, observed) if tj.status.spec_hash == h else None
+    ref = tj.spec.dataset_ref
     if pinned is None:
-        ds = dataset_state(tj.spec.dataset_ref.name, observed.dataset)
+        ds = dataset_state(ref.name, observed.dataset, ref.version)
+        if not ds.ready and ds.permanent:
+            return Plan(
+                status=_fresh(
+                    tj,
+                    phase="Failed",
+                    reason=ds.reason,
+                    message=ds.message,
+                    spec_hash=h,
+                    completion_time=common.rfc3339(now),
+                )
+            )
         if not ds.ready:
             return Plan(status=_fresh(tj, phase="WaitingForData", reason=ds.reason, message=ds.message))
         task = build.task_of(tj.spec, ds.task)
@@ -380,9 +477,14 @@ def _start(
             dataset_uri=uri,
         )
         return Plan(status=waiting, apply=[build.service(tj)])
-    ds_task = dataset_state(tj.spec.dataset_ref.name, observed.dataset).task
+    ds_task = dataset_state(ref.name, observed.dataset, ref.version).task
     config = build.train_config(
-        tj, dataset_uri=uri, dataset_digest=digest, settings=settings, dataset_task=ds_task
+        tj,
+        dataset_uri=uri,
+        dataset_digest=digest,
+        settings=settings,
+        dataset_task=ds_task,
+        dataset_s3=dataset_s3(observed.dataset),
     )
     suspend = _desired_suspend(tj, None)
     phase = "Pending"
@@ -404,6 +506,7 @@ def _start(
         spec_hash=h,
         dataset_digest=digest or None,
         dataset_uri=uri,
+        model_s3=config.output_s3,
         attempts=0,
     )
     out = Plan(status=status)
@@ -417,8 +520,8 @@ def _start(
         rplan.EventNote(
             "Normal",
             "JobCreated",
-            f"created Job {build.job_name(tj)} on Dataset {tj.spec.dataset_ref.name} "
-            f"version {digest[:12] or uri}",
+            f"created Job {build.job_name(tj)} on Dataset {ref.name} "
+            f"version {short_digest(digest) or uri}" + (" (datasetRef.version)" if ref.version else ""),
         )
     )
     return out
@@ -434,6 +537,7 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
         "spec_hash": pinned_hash,
         "dataset_uri": pinned[0] if pinned else old.dataset_uri,
         "dataset_digest": (pinned[1] if pinned else old.dataset_digest) or None,
+        "model_s3": old.model_s3 or _config_output_s3(observed.configmap),
         "attempts": outcome.attempts,
         "start_time": outcome.start_time or old.start_time,
         "pod_start_time": outcome.pod_started or old.pod_start_time,

@@ -9,6 +9,7 @@ run, never an in-place edit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 from typing import Any
@@ -62,12 +63,12 @@ def run_hash(spec: api.TrainingJobSpec) -> str:
 
 
 def default_output(tj: api.TrainingJob, dataset_uri: str) -> str:
-    """``models/<namespace>/<name>`` at the root of the Dataset's claim (pvc://), or next to the
-    Dataset's storage directory (file://: ``<dataset storage>/../models/...``)."""
+    """``models/<namespace>/<name>`` at the root of the Dataset's claim (pvc://) or bucket (s3://),
+    or next to the Dataset's storage directory (file://: ``<dataset storage>/../models/...``)."""
     loc = common.StorageLocation.parse(dataset_uri)
     ns, name = tj.metadata.namespace, tj.metadata.name
-    if loc.scheme == "pvc":
-        return common.StorageLocation(scheme="pvc", claim=loc.claim, path="").join("models", ns, name).uri()
+    if loc.scheme in ("pvc", "s3"):
+        return dataclasses.replace(loc, path="").join("models", ns, name).uri()
     parts = [p for p in loc.path.split("/") if p]
     root = "/" + "/".join(parts[:-2]) if len(parts) > 2 else "/"
     return common.StorageLocation(scheme="file", claim=None, path=root).join("models", ns, name).uri()
@@ -77,6 +78,20 @@ def output_uri(tj: api.TrainingJob, dataset_uri: str) -> str:
     if tj.spec.output is not None and tj.spec.output.storage_uri:
         return tj.spec.output.storage_uri
     return default_output(tj, dataset_uri)
+
+
+def output_s3(tj: api.TrainingJob, dataset_s3: common.S3Connection | None) -> common.S3Connection | None:
+    """How the pods reach an s3:// output: the spec's ``output.s3``, else the Dataset's."""
+    if tj.spec.output is not None and tj.spec.output.s3 is not None:
+        return tj.spec.output.s3
+    return dataset_s3
+
+
+def in_pod(uri: str, *, pvc_root: str, staging: str) -> str:
+    """Where a location is in the pod: its mount, or ``staging`` for s3:// (the workload
+    downloads inputs there and uploads outputs from there)."""
+    loc = common.StorageLocation.parse(uri)
+    return staging if loc.remote else loc.local_path(pvc_root)
 
 
 def task_of(spec: api.TrainingJobSpec, dataset_task: str | None) -> str:
@@ -107,8 +122,9 @@ def command(spec: api.TrainingJobSpec) -> list[str]:
 
 
 def data_paths(dataset_uri: str, pvc_root: str) -> api.DataPaths:
-    """Where the prepared version's files are inside the pod (the dataset volume's mount)."""
-    root = common.StorageLocation.parse(dataset_uri).local_path(pvc_root)
+    """Where the prepared version's files are inside the pod (the dataset volume's mount, or the
+    staging directory an s3:// version is downloaded to)."""
+    root = in_pod(dataset_uri, pvc_root=pvc_root, staging=f"{workload.STAGING_DIR}/data")
     files = {role: posixpath.join(root, name) for role, name in DATASET_FILES.items()}
     return api.DataPaths.model_validate({"dir": root, **files})
 
@@ -120,6 +136,7 @@ def train_config(
     dataset_digest: str,
     settings: rworkload.WorkloadSettings,
     dataset_task: str | None = None,
+    dataset_s3: common.S3Connection | None = None,
 ) -> api.TrainConfig:
     """What the training container is told: the same document for the built-in trainer and a
     team's own code (``spec.trainer``), whose params pass through unchecked."""
@@ -142,9 +159,11 @@ def train_config(
         "dataset_uri": dataset_uri,
         "dataset_digest": dataset_digest,
         "output_uri": out,
-        "output_dir": common.StorageLocation.parse(out).local_path(settings.pvc_root),
+        "output_dir": in_pod(out, pvc_root=settings.pvc_root, staging=f"{workload.STAGING_DIR}/model"),
         "data": data_paths(dataset_uri, settings.pvc_root),
         "pvc_root": settings.pvc_root,
+        "dataset_s3": dataset_s3 if common.StorageLocation.parse(dataset_uri).remote else None,
+        "output_s3": output_s3(tj, dataset_s3) if common.StorageLocation.parse(out).remote else None,
     }
     if spec.trainer is not None:
         return api.TrainConfig(
@@ -259,12 +278,14 @@ def configmap(tj: api.TrainingJob, config: api.TrainConfig) -> dict[str, Any]:
 def _volumes(
     config: api.TrainConfig, settings: rworkload.WorkloadSettings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts besides the config and /tmp: the output and dataset storage (deduplicated)."""
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
+    """Volumes and mounts besides the config and /tmp: the output and dataset storage (deduplicated),
+    the S3 credentials of s3:// ones."""
+    volumes, mounts = rworkload.s3_secret_mounts([config.output_s3, config.dataset_s3])
     seen: dict[str, str] = {}
     for role, uri in (("output", config.output_uri), ("dataset", config.dataset_uri)):
         loc = common.StorageLocation.parse(uri)
+        if loc.remote:
+            continue
         volume, mount = rworkload.storage_volume(loc, settings, name=role)
         key = json.dumps({k: v for k, v in volume.items() if k != "name"}, sort_keys=True)
         if key in seen or mount["mountPath"] in seen.values():

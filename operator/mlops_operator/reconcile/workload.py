@@ -80,6 +80,31 @@ def storage_volume(
     return volume, mount
 
 
+def s3_secret_mounts(
+    connections: Iterable[common.S3Connection | None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read-only Secret volumes for the S3 credentials ``connections`` name, one per Secret.
+
+    Mounted at ``<SECRETS_DIR>/s3/<secret>`` (``S3Connection.credentials_dir``), ``optional`` so
+    that a missing Secret lets the pod start and fail with a clear reason instead of hanging in
+    ContainerCreating. The operator itself never reads them.
+    """
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for conn in connections:
+        if conn is None or conn.secret_ref is None or conn.secret_ref.name in seen:
+            continue
+        secret = conn.secret_ref.name
+        seen.add(secret)
+        name = f"s3-{len(seen) - 1}"
+        volumes.append({"name": name, "secret": {"secretName": secret, "optional": True}})
+        mounts.append(
+            {"name": name, "mountPath": conn.credentials_dir(contract.SECRETS_DIR), "readOnly": True}
+        )
+    return volumes, mounts
+
+
 def gpu_scheduling(settings: WorkloadSettings) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """Node selector and toleration added to pods that ask for GPUs."""
     return (

@@ -21,7 +21,6 @@ estimator; a fold has no validation split, so it trains for ``epochs`` epochs.
 from __future__ import annotations
 
 import logging
-import pathlib
 import sys
 import time
 import warnings
@@ -30,10 +29,10 @@ from typing import Any
 import torch
 import torch.distributed
 
-from mlops_operator.api import common, trainingjob
+from mlops_operator.api import trainingjob
 from mlops_workloads import runtime
 from mlops_workloads.nn import distributed, mlp, onnx_io
-from mlops_workloads.train import artifacts
+from mlops_workloads.train import artifacts, staging
 from mlops_workloads.train import device as device_mod
 from mlops_workloads.train import estimator as est_mod
 from mlops_workloads.train import run as train_run
@@ -182,8 +181,7 @@ def train(
         },
         hardware={"worldSize": world.size},
     )
-    output = common.StorageLocation.parse(config.output_uri)
-    size = artifacts.write_onnx_model_dir(
-        pathlib.Path(output.local_path(config.pvc_root)), model=onnx_model, card=card, dataset=dataset
-    )
+    out = staging.output_dir(config)
+    size = artifacts.write_onnx_model_dir(out, model=onnx_model, card=card, dataset=dataset)
+    staging.publish(config, out)
     return {**common_keys, **train_run.final_result(config, outcome, device=device, size=size)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import pathlib
 import urllib.error
 import urllib.parse
@@ -19,14 +20,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 from sklearn import datasets as sk_datasets
 
-from mlops_operator.api import common
 from mlops_operator.api import dataset as api
 from mlops_operator.api import dataset_sources as api_sources
-from mlops_workloads import runtime
+from mlops_workloads import runtime, storage
+from mlops_workloads.prepare import sql
 
 CHUNK = 1 << 20
+LOG = logging.getLogger("mlops_workloads.prepare")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,9 @@ def label(index: int, source: api.Source) -> str:
         detail = f"{source.config_map.name}/{source.config_map.key}"
     elif source.http is not None:
         detail = source.http.url
+    elif source.sql is not None:
+        query = " ".join(source.sql.query.split())
+        detail = f"{source.sql.connection_secret_ref.name}: {query[:60]}{'...' if len(query) > 60 else ''}"
     return f"sources[{index}] ({'configMap' if kind == 'config_map' else kind} {detail})"
 
 
@@ -89,9 +96,7 @@ def _load_one(
     if source.synthetic is not None:
         return _synthetic(source.synthetic, where=where), source.synthetic.task
     if source.file is not None:
-        location = common.StorageLocation.parse(source.file.uri)
-        path = pathlib.Path(location.local_path(config.pvc_root))
-        return read_table(path, fmt=source.file.format or infer_format(str(path)), where=where), None
+        return read_file_source(source.file, config=config, where=where), None
     if source.config_map is not None:
         path = pathlib.Path(config.config_map_root) / str(index) / source.config_map.key
         if not path.is_file():
@@ -105,6 +110,8 @@ def _load_one(
         path = download(source.http, scratch=scratch, index=index, where=where)
         fmt = source.http.format or infer_format(urllib.parse.urlparse(source.http.url).path)
         return read_table(path, fmt=fmt, where=where), None
+    if source.sql is not None:
+        return sql.read(source.sql, index=index, where=where, config=config), None
     raise runtime.WorkloadError("InvalidConfig", f"{where} sets no source kind")
 
 
@@ -159,8 +166,75 @@ def _synthetic(source: api_sources.SyntheticSource, *, where: str) -> pd.DataFra
     return frame
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+CSV_SUFFIXES = (".csv",)
+
+
+def read_file_source(
+    source: api_sources.FileSource, *, config: api.PrepareConfig, where: str
+) -> pd.DataFrame:
+    """A file source: one file, or every file of its format under a directory or S3 prefix
+    (sorted by name, concatenated; they must have the same columns)."""
+    store = storage.open_store(
+        source.uri, connection=config.spec.s3, pvc_root=config.pvc_root, secrets_root=config.secrets_root
+    )
+    if not store.remote:
+        local = store.local_path()
+        if local.is_file() or not local.is_dir():
+            return read_table(local, fmt=source.format or infer_format(str(local)), where=where)
+    if store.remote and store.is_file():
+        return _read_remote(store.fs, store.path, fmt=source.format or infer_format(store.path), where=where)
+    suffixes = {"parquet": PARQUET_SUFFIXES, "csv": CSV_SUFFIXES}.get(
+        source.format or "", PARQUET_SUFFIXES + CSV_SUFFIXES
+    )
+    files = store.files(suffixes=suffixes)
+    if not files:
+        raise runtime.WorkloadError(
+            "SourceUnreadable",
+            f"{where}: no {source.format or 'CSV or Parquet'} files at or under {source.uri}; check the URI"
+            + (" and the bucket" if store.remote else " and that the volume holds them"),
+        )
+    frames: list[pd.DataFrame] = []
+    for path in files:
+        fmt = source.format or infer_format(path)
+        frame = (
+            _read_remote(store.fs, path, fmt=fmt, where=where)
+            if store.remote
+            else read_table(pathlib.Path(path), fmt=fmt, where=where)
+        )
+        if frames and list(frame.columns) != list(frames[0].columns):
+            raise runtime.WorkloadError(
+                "SchemaMismatch",
+                f"{where}: {path} has columns {list(frame.columns)[:20]}, {files[0]} has "
+                f"{list(frames[0].columns)[:20]}; the files under one prefix must have the same columns",
+            )
+        frames.append(frame)
+    LOG.info("%s: read %d files under %s", where, len(files), source.uri)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _read_remote(fs: Any, path: str, *, fmt: api_sources.FileFormat, where: str) -> pd.DataFrame:
+    """One object of an object store, read through its pyarrow filesystem."""
+    try:
+        with fs.open_input_file(path) as handle:
+            if fmt == "parquet":
+                frame = pq.read_table(handle).to_pandas()
+            else:
+                frame = pa_csv.read_csv(handle).to_pandas()
+    except FileNotFoundError as exc:
+        raise runtime.WorkloadError(
+            "SourceUnreadable", f"{where}: no object s3://{path}; check the URI and the bucket"
+        ) from exc
+    except Exception as exc:  # pyarrow raises many types for a broken file or a refused request
+        raise runtime.WorkloadError(
+            "SourceUnreadable",
+            f"{where}: cannot read s3://{path} as {fmt}: {type(exc).__name__}: {exc}"[:900],
+        ) from exc
+    return _checked_columns(frame, where=where)
+
+
 def infer_format(path: str) -> api_sources.FileFormat:
-    return "parquet" if path.lower().endswith((".parquet", ".pq", ".parq")) else "csv"
+    return "parquet" if path.lower().endswith(PARQUET_SUFFIXES) else "csv"
 
 
 def read_table(path: pathlib.Path, *, fmt: api_sources.FileFormat, where: str) -> pd.DataFrame:
@@ -176,6 +250,10 @@ def read_table(path: pathlib.Path, *, fmt: api_sources.FileFormat, where: str) -
         raise runtime.WorkloadError(
             "SourceUnreadable", f"{where}: cannot read {path} as {fmt}: {type(exc).__name__}: {exc}"[:900]
         ) from exc
+    return _checked_columns(frame, where=where)
+
+
+def _checked_columns(frame: pd.DataFrame, *, where: str) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(set(frame.columns)) != len(frame.columns):
         dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import pathlib
 import signal
 import sys
 import tempfile
@@ -74,6 +75,14 @@ def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.Ser
 
 
 def model_path(config: md_api.ServeConfig) -> str:
+    """The model directory on this pod's disk: a mount, a local path, or an s3:// model
+    downloaded into the staging directory (complete, its card present, or refused)."""
+    if config.model_dir.startswith("s3://"):
+        from mlops_workloads import storage
+
+        store = storage.open_store(config.model_dir, connection=config.s3, secrets_root=config.secrets_root)
+        local = pathlib.Path(config.staging_dir) / "model"
+        return str(storage.fetch(store, scratch=local, marker="model_card.json"))
     if config.model_dir.startswith(("pvc://", "file://")):
         return common.StorageLocation.parse(config.model_dir).local_path(config.pvc_root)
     return config.model_dir

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import platform
 import time
 import warnings
@@ -19,7 +18,7 @@ from typing import Any
 
 from mlops_operator.api import common, estimators, trainingjob
 from mlops_workloads import runtime
-from mlops_workloads.train import artifacts, evaluate
+from mlops_workloads.train import artifacts, evaluate, staging
 from mlops_workloads.train import card as card_mod
 from mlops_workloads.train import device as device_mod
 from mlops_workloads.train import estimator as est_mod
@@ -194,10 +193,9 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
     device = _device_used(config, model, library=library, why=gpu_why, notes=notes)
     label_encoding = [_native(c) for c in encoding] if encoding else None
     card = model_card(config, model, outcome, classes=classes, device=device, label_encoding=label_encoding)
-    output = common.StorageLocation.parse(config.output_uri)
-    size = artifacts.write_model_dir(
-        pathlib.Path(output.local_path(config.pvc_root)), pipeline=fitted, card=card, dataset=dataset
-    )
+    out = staging.output_dir(config)
+    size = artifacts.write_model_dir(out, pipeline=fitted, card=card, dataset=dataset)
+    staging.publish(config, out)
     return final_result(config, outcome, device=device, size=size)
 
 
@@ -331,7 +329,7 @@ def final_result(
 
 def load_checked(config: trainingjob.TrainConfig) -> artifacts.PreparedDataset:
     """The Dataset version the config names, checked against the task and the pinned digest."""
-    data_dir = pathlib.Path(common.StorageLocation.parse(config.dataset_uri).local_path(config.pvc_root))
+    data_dir = staging.dataset_dir(config)
     dataset = artifacts.load_dataset(data_dir)
     if dataset.task and dataset.task != config.task:
         raise runtime.WorkloadError(
