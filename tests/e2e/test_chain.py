@@ -92,6 +92,7 @@ def test_dataset_training_sweep_and_serving_run_for_real(
     assert tj["status"]["datasetDigest"] == digest
     assert tj["status"]["objectiveValue"] > 0.8, tj["status"]
     assert tj["status"]["modelUri"].startswith("pvc://mlops-data/")
+    assert tj["status"]["modelUri"].endswith(f"/{tj['status']['modelVersion']}"), tj["status"]
     [job_pod] = cluster.list(
         "pod", ns, selector=f"batch.kubernetes.io/job-name={training['metadata']['name']}-train"
     )

@@ -63,6 +63,13 @@ def operator_ns(cluster: Cluster, real_node: RealNode, gpu_image: str, e2e_names
     return e2e_namespace
 
 
+def _model_dir(ns: str, status: dict[str, Any]) -> pathlib.Path:
+    """The published model version a TrainingJob's status names (pvc://<claim>/models/<ns>/<name>/<v>)."""
+    claim, _, path = status["modelUri"].removeprefix("pvc://").partition("/")
+    assert claim == realnode.DATA_CLAIM and status["modelVersion"] == path.rsplit("/", 1)[1], status
+    return realnode.volume_path(ns) / path
+
+
 def _log(cluster: Cluster, ns: str, selector: str = "app.kubernetes.io/name=mlops-operator") -> Any:
     return lambda: cluster.kubectl("logs", "-n", ns, "-l", selector, "--tail=60", check=False).stdout
 
@@ -93,7 +100,7 @@ def test_pytorch_on_two_workers_and_a_killed_worker(cluster: Cluster, operator_n
         "0",
         "1",
     ]
-    model_dir = realnode.volume_path(ns) / "models" / ns / name
+    model_dir = _model_dir(ns, status)
     card = json.loads((model_dir / "model_card.json").read_text())
     assert card["worldSize"] == 2 and (model_dir / "model.onnx").exists(), card
 
@@ -129,7 +136,7 @@ def test_pytorch_on_two_workers_and_a_killed_worker(cluster: Cluster, operator_n
         logs=operator_log,
     )
     assert failed["reason"], failed
-    assert not (realnode.volume_path(ns) / "models" / ns / "killed" / "model.onnx").exists()
+    assert not list((realnode.volume_path(ns) / "models" / ns).glob("killed/**/model.onnx"))
 
 
 def test_own_code_trained_tuned_and_served(cluster: Cluster, operator_ns: str) -> None:
@@ -157,7 +164,7 @@ def test_own_code_trained_tuned_and_served(cluster: Cluster, operator_ns: str) -
         and status["epochs"] == training["spec"]["trainer"]["params"]["epochs"]
     )
     assert status["imageId"], status
-    card = json.loads((realnode.volume_path(ns) / "models" / ns / name / "model_card.json").read_text())
+    card = json.loads((_model_dir(ns, status) / "model_card.json").read_text())
     assert card["command"] == training["spec"]["trainer"]["command"], card
 
     sweep = _example("sweeps/own-code-tpe.yaml", "HyperparameterSweep")

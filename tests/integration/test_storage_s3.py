@@ -30,6 +30,7 @@ from mlops_workloads.prepare import pipeline
 from mlops_workloads.serve import __main__ as serve_main
 from mlops_workloads.serve import bundle as bundle_mod
 from mlops_workloads.train import run as train_run
+from mlops_workloads.train import staging
 
 pytestmark = pytest.mark.integration
 SECRET = "mlops-s3"
@@ -177,10 +178,18 @@ def test_prepare_train_and_serve_through_s3_only(
         }
     )
     result = train_run.train(config)
-    assert result["modelUri"] == f"{prefix}/models/t/bc"
+    # Published as an immutable version: <output>/<version>, the card last.
+    model_version = result["modelVersion"]
+    assert len(model_version) == 16 and result["modelUri"] == f"{prefix}/models/t/bc/{model_version}"
     assert result["metrics"]["validation"]["accuracy"] > 0.9
     model_store = storage.open_store(result["modelUri"], connection=connection, secrets_root=secrets_root)
     assert model_store.is_file("model_card.json") and model_store.is_file("model.skops")
+    card = json.loads(model_store.read_bytes("model_card.json"))
+    assert card["version"] == model_version and card["modelUri"] == result["modelUri"]
+    # The same staged model published again is found by its card and not written over.
+    again = staging.publish(config, tmp_path / "staging" / "model")
+    assert again == staging.Published(version=model_version, uri=result["modelUri"], existed=True)
+    assert json.loads(model_store.read_bytes("model_card.json")) == card
 
     serve = md_api.ServeConfig(
         model_dir=result["modelUri"],

@@ -262,7 +262,8 @@ def test_success_with_a_result_message(cluster: Cluster, namespace: str, operato
     wait_status(cluster, namespace, name, lambda s: s.get("phase") == "Running", "Running")
     result = {
         "ok": True,
-        "modelUri": f"file:///tmp/mlops-it/datasets/models/{namespace}/{name}",
+        "modelUri": f"file:///tmp/mlops-it/datasets/models/{namespace}/{name}/0123456789abcdef",
+        "modelVersion": "0123456789abcdef",
         "datasetDigest": DIGEST,
         "metrics": {"validation": {"accuracy": 0.96, "f1": 0.95}, "test": {"accuracy": 0.93, "f1": 0.92}},
         "objectiveValue": 0.9565217391304348,
@@ -272,6 +273,7 @@ def test_success_with_a_result_message(cluster: Cluster, namespace: str, operato
     finish_pod(cluster, namespace, pod, exit_code=0, reason="Completed", message=json.dumps(result))
     status = wait_status(cluster, namespace, name, lambda s: s.get("phase") == "Succeeded", "Succeeded")
     assert status["objectiveValue"] == 0.9565217391304348 and status["objectiveMetric"] == "accuracy"
+    assert status["modelVersion"] == "0123456789abcdef" and status["modelUri"].endswith("/0123456789abcdef")
     assert status["metrics"]["f1"] == {"validation": 0.95, "test": 0.92}
     assert status["modelUri"] == result["modelUri"] and status["modelSizeBytes"] == 4321
     assert status["attempts"] == 1

@@ -139,3 +139,19 @@ def make_prepared(
 def load_preprocessor(path: pathlib.Path) -> Any:
     file = path / "preprocessor.skops"
     return sio.load(file, trusted=sio.get_untrusted_types(file=str(file)))
+
+
+def staged(config: Any, staging: pathlib.Path) -> Any:
+    """``config`` (a TrainConfig) writing its model into ``staging`` rather than the pod's
+    ``/tmp/mlops-staging/model``, so tests never share a staging directory."""
+    return config.model_copy(update={"output_dir": str(staging)})
+
+
+def model_dir(result: dict[str, Any]) -> pathlib.Path:
+    """The published model version a file:// run's result names (``<output>/<version>``)."""
+    uri = str(result["modelUri"])
+    assert uri.startswith("file://"), uri
+    path = pathlib.Path(uri.removeprefix("file://"))
+    assert path.name == result["modelVersion"] and len(result["modelVersion"]) == 16, result
+    assert (path / "model_card.json").is_file()
+    return path

@@ -69,9 +69,10 @@ def _config(data_dir: pathlib.Path, out: pathlib.Path, *, workers: int) -> train
     )
     assert trainingjob.validate_spec(tj.spec) == []
     digest = json.loads((data_dir / "manifest.json").read_text())["digest"]
-    return build.train_config(
+    config = build.train_config(
         tj, dataset_uri=f"file://{data_dir}", dataset_digest=digest, settings=rworkload.WorkloadSettings()
     )
+    return _train_data.staged(config, out.with_name(f"{out.name}.staging"))
 
 
 def _start_ranks(tmp_path: pathlib.Path, config: trainingjob.TrainConfig) -> list[subprocess.Popen[str]]:
@@ -134,12 +135,14 @@ def test_two_workers_train_one_model_with_gloo(tmp_path: pathlib.Path) -> None:
     assert main["worldSize"] == other["worldSize"] == 2
     assert main["framework"] == "pytorch" and main["device"] == "cpu"
     assert main["metrics"]["validation"]["accuracy"] >= 0.9
-    assert main["modelUri"] == f"file://{out}"
+    assert main["modelUri"] == f"file://{out}/{main['modelVersion']}"
     # Every rank took the same early-stopping decision.
     assert (main["epochs"], main["bestEpoch"]) == (other["epochs"], other["bestEpoch"])
     # The other rank reports a small result and writes nothing.
     assert other["rank"] == 1 and "modelUri" not in other and "metrics" not in other
     assert (tmp_path / "writes.log").read_text().split() == ["0"]
+    assert [p.name for p in out.iterdir()] == [main["modelVersion"]]  # rank 0 alone published
+    out = _train_data.model_dir(main)
     assert {p.name for p in out.iterdir()} == {
         "model.onnx",
         "preprocessor.skops",
@@ -172,6 +175,7 @@ def test_a_lost_worker_fails_the_run_retryably_and_writes_nothing(tmp_path: path
     assert result["ok"] is False and result["reason"] == "DistributedFailed", result
     assert procs[0].returncode == 1  # retried by the Job's backoffLimit, not a permanent failure
     assert not (tmp_path / "model").exists() and not (tmp_path / "writes.log").exists()
+    assert not (tmp_path / "model.staging" / "model_card.json").exists()
 
 
 def test_world_from_the_environment() -> None:

@@ -54,9 +54,10 @@ def config_for(
     )
     assert trainingjob.validate_spec(tj.spec) == []
     digest = json.loads((data_dir / "manifest.json").read_text())["digest"]
-    return build.train_config(
+    config = build.train_config(
         tj, dataset_uri=f"file://{data_dir}", dataset_digest=digest, settings=rworkload.WorkloadSettings()
     )
+    return _train_data.staged(config, out.with_name(f"{out.name}.staging"))
 
 
 # -- the estimators ------------------------------------------------------------------------------
@@ -195,13 +196,13 @@ def test_regression_run_is_served_from_onnx(tmp_path: pathlib.Path) -> None:
     result = run.train(cfg)
     assert result["framework"] == "pytorch" and set(result["metrics"]["test"]) == {"rmse", "mae", "r2"}
     assert result["metrics"]["validation"]["r2"] > 0.2
-    served = bundle_mod.load(tmp_path / "m")
+    served = bundle_mod.load(_train_data.model_dir(result))
     dataset = artifacts.load_dataset(data_dir)
     x_test, y_test = dataset.xy("test")
     pred = served.pipeline.predict(x_test)
     rmse = float(np.sqrt(np.mean((pred - y_test.to_numpy()) ** 2)))
     assert rmse == pytest.approx(result["metrics"]["test"]["rmse"], rel=1e-6)
-    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    card = json.loads((_train_data.model_dir(result) / "model_card.json").read_text())
     assert card["classes"] is None and card["onnx"]["output"] == "prediction"
 
 
@@ -210,7 +211,7 @@ def test_string_labels_and_categories_round_trip(tmp_path: pathlib.Path) -> None
     cfg = config_for(data_dir, tmp_path / "m", "TorchMLPClassifier", {"epochs": 60}, metrics=["accuracy"])
     result = run.train(cfg)
     assert result["metrics"]["test"]["accuracy"] > 0.8
-    served = bundle_mod.load(tmp_path / "m")
+    served = bundle_mod.load(_train_data.model_dir(result))
     assert served.classes == ("setosa", "versicolor", "virginica")
     test = artifacts.load_dataset(data_dir).xy("test")
     accuracy = float(np.mean(served.pipeline.predict(test[0]) == test[1].to_numpy()))

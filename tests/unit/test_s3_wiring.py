@@ -157,7 +157,11 @@ def test_an_own_output_connection_wins_and_both_secrets_are_mounted() -> None:
 
 def test_a_pvc_output_from_an_s3_dataset_mounts_the_claim() -> None:
     job, config = _started(_tj({"output": {"storageUri": "pvc://models/bc"}}), READY_S3)
-    assert "outputS3" not in config and config["outputDir"] == "/mnt/mlops/pvc/models/bc"
+    # The trainer writes into the staging directory; the claim is mounted for the publish.
+    assert "outputS3" not in config and config["outputDir"] == "/tmp/mlops-staging/model"
+    assert {"name": "output", "mountPath": "/mnt/mlops/pvc/models"} in [
+        {k: m[k] for k in ("name", "mountPath")} for m in _pod(job)["containers"][0]["volumeMounts"]
+    ]
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "models" for v in _pod(job)["volumes"])
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from typing import Any
 
+import _train_data
 import numpy as np
 import pytest
 import requests
@@ -51,9 +52,10 @@ def _config(
         }
     )
     assert trainingjob.validate_spec(tj.spec) == []
-    return build.train_config(
+    config = build.train_config(
         tj, dataset_uri=storage_uri, dataset_digest=digest, settings=rworkload.WorkloadSettings()
     )
+    return _train_data.staged(config, out.with_name(f"{out.name}.staging"))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "config": config,
         "prepared": prepared,
         "result": result,
-        "out": tmp / "model",
+        "out": _train_data.model_dir(result),
         "x_test": x_test,
         "y_test": y_test,
         "proba": model.predict_proba(transformed),
@@ -114,7 +116,8 @@ def test_result_and_validation_accuracy(trained: dict[str, Any]) -> None:
     assert result["objectiveMetric"] == "accuracy" and result["objectiveValue"] == accuracy
     assert set(result["metrics"]["test"]) == {"accuracy", "f1", "roc_auc", "log_loss"}
     expected_keys = {
-        "modelUri", "datasetDigest", "estimator", "metrics", "objectiveMetric", "objectiveValue",
+        "modelUri", "modelVersion", "datasetDigest", "estimator", "metrics", "objectiveMetric",
+        "objectiveValue",
         "fitSeconds", "durationSeconds", "modelSizeBytes", "rows", "device", "deviceRequested",
         "warnings", "worldSize", "epochs", "bestEpoch", "framework",
     }  # fmt: skip
@@ -258,17 +261,18 @@ def test_rerun_in_the_same_directory_keeps_one_format(
 ) -> None:
     import shutil
 
-    out = tmp_path / "model"
-    shutil.copytree(trained["out"], out)
+    # The staging directory still holds the network's files (a second run in one process).
+    staging = tmp_path / "model.staging"
+    shutil.copytree(trained["out"], staging)
     prepared = trained["prepared"]
     sk = _config(
         "LogisticRegression",
         {"max_iter": 300},
         storage_uri=prepared["storageUri"],
         digest=prepared["digest"],
-        out=out,
+        out=tmp_path / "model",
     )
-    run.train(sk)
+    out = _train_data.model_dir(run.train(sk))
     assert {p.name for p in out.iterdir()} == {
         "model.skops",
         "schema.json",

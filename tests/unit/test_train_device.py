@@ -53,7 +53,8 @@ def config(
         }
     )
     uri = f"file://{data_dir}" if data_dir else "file:///nowhere"
-    return build.train_config(tj, dataset_uri=uri, dataset_digest="", settings=rworkload.WorkloadSettings())
+    config = build.train_config(tj, dataset_uri=uri, dataset_digest="", settings=rworkload.WorkloadSettings())
+    return _train_data.staged(config, out.with_name(f"{out.name}.staging"))
 
 
 # -- the pieces ----------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_xgboost_gpu_job_with_fallback_records_cpu(iris: pathlib.Path, tmp_path:
     )
     assert result["device"] == "cpu" and result["deviceRequested"] == "cuda"
     assert any("GPUUnavailable" in w for w in result["warnings"])
-    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    card = json.loads((_train_data.model_dir(result) / "model_card.json").read_text())
     assert card["hardware"]["device"] == "cpu" and card["hardware"]["deviceRequested"] == "cuda"
 
 
@@ -177,5 +178,5 @@ def test_torch_gpu_job_without_a_gpu(iris: pathlib.Path, tmp_path: pathlib.Path)
     result = run.train(config(iris, tmp_path / "m", "TorchMLPClassifier", params, gpu=1, fallback=True))
     assert result["device"] == "cpu" and result["deviceRequested"] == "cuda"
     assert any("GPUUnavailable" in w for w in result["warnings"])
-    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    card = json.loads((_train_data.model_dir(result) / "model_card.json").read_text())
     assert card["hardware"]["device"] == "cpu" and card["params"]["device"] == "cpu"

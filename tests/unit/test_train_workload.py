@@ -87,9 +87,10 @@ def config_for(
             "spec": tj.spec.model_copy(update={"output": trainingjob.Output(storage_uri=f"file://{out}")})
         }
     )
-    return build.train_config(
+    config = build.train_config(
         tj, dataset_uri=f"file://{data_dir}", dataset_digest=digest, settings=rworkload.WorkloadSettings()
     )
+    return _train_data.staged(config, out.with_name(f"{out.name}.staging"))
 
 
 def independent(estimator: str, params: dict[str, Any], data_dir: pathlib.Path) -> tuple[Any, Any]:
@@ -176,7 +177,8 @@ def test_train_matches_independent_sklearn(
     assert len(runtime.compact({"ok": True, **result}).encode()) <= workload.RESULT_LIMIT
 
     # The saved model directory is self-contained and the Pipeline predicts like the model above.
-    out = tmp_path / "model"
+    out = _train_data.model_dir(result)
+    assert out.parent == tmp_path / "model" and [p.name for p in out.parent.iterdir()] == [out.name]
     assert {p.name for p in out.iterdir()} == {
         "model.skops",
         "model_card.json",
@@ -242,7 +244,7 @@ def test_categorical_features_and_string_labels_round_trip(tmp_path: pathlib.Pat
         {"n_estimators": 5, "class_weight": {"setosa": 2.0, "versicolor": 1.0, "virginica": 1.0}},
     )
     result = run.train(config_for(tj, data_dir, tmp_path / "m"))
-    saved = artifacts.load_skops(tmp_path / "m" / "model.skops")
+    saved = artifacts.load_skops(_train_data.model_dir(result) / "model.skops")
     import pandas as pd
 
     test = pd.read_parquet(data_dir / "test.parquet")
@@ -257,9 +259,9 @@ def test_xgboost_with_string_labels_is_label_encoded(tmp_path: pathlib.Path) -> 
     data_dir = _train_data.make_prepared(tmp_path / "d", "iris", string_labels=True)
     tj = make_tj("XGBClassifier", {"n_estimators": 5}, metrics=["accuracy"])
     result = run.train(config_for(tj, data_dir, tmp_path / "m"))
-    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    card = json.loads((_train_data.model_dir(result) / "model_card.json").read_text())
     assert card["labelEncoding"] == ["setosa", "versicolor", "virginica"]
-    saved = artifacts.load_skops(tmp_path / "m" / "model.skops")
+    saved = artifacts.load_skops(_train_data.model_dir(result) / "model.skops")
     import pandas as pd
 
     test = pd.read_parquet(data_dir / "test.parquet")
@@ -333,7 +335,8 @@ def test_module_entrypoint_writes_the_termination_message(
     assert len(message.encode()) <= 4096
     result = rjobs.parse_result(message)
     assert result is not None and result["ok"] is True
-    assert result["modelUri"] == f"file://{tmp_path / 'm'}"
+    assert result["modelUri"] == f"file://{tmp_path / 'm'}/{result['modelVersion']}"
+    assert (tmp_path / "m" / result["modelVersion"] / "model_card.json").is_file()
     assert set(result["metrics"]["test"]) == {"rmse", "mae", "r2"}
 
     # A failure is reported the same way, with the workload's reason.

@@ -28,6 +28,7 @@ from mlops_operator.api import trainingjob, workload
 from mlops_workloads import trainer
 from mlops_workloads.prepare import pipeline
 from mlops_workloads.serve import bundle
+from mlops_workloads.train import staging
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "trainingjobs" / "own-code" / "train.py"
@@ -57,8 +58,10 @@ def _config(
         "dataset_name": "rows",
         "dataset_uri": f"file://{data_dir}",
         "dataset_digest": DIGEST,
-        "output_uri": f"file://{tmp / 'model'}",
-        "output_dir": str(tmp / "model"),
+        "output_uri": f"file://{tmp / 'models'}",  # where versions are published
+        "code_version": "git:1a2b3c",
+        "resources": {"cpu": "2", "memory": "1Gi"},
+        "output_dir": str(tmp / "model"),  # the staging directory the code writes into
     }
     if with_paths:
         fields["data"] = trainingjob.DataPaths(
@@ -86,7 +89,8 @@ def run_env(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.
     data.mkdir()
     (data / "schema.json").write_text(json.dumps({"target": "y", "task": "classification", "features": []}))
     (data / "baseline.json").write_text(json.dumps({"a": {"type": "numeric"}}))
-    (data / "manifest.json").write_text(json.dumps({"digest": DIGEST}))
+    manifest = {"digest": DIGEST, "spec": {"sources": [{"sklearn": {"name": "iris"}}]}}
+    (data / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "model").mkdir()
     _write_config(tmp_path / "config.json", _config(tmp_path, data_dir=data))
     monkeypatch.setenv(workload.CONFIG_FILE_ENV, str(tmp_path / "config.json"))
@@ -158,7 +162,7 @@ def test_config_reads_the_file_the_operator_mounts(run_env: pathlib.Path) -> Non
     assert cfg.data.train == run_env / "data" / "train.parquet"
     assert cfg.data.preprocessor.name == "preprocessor.skops" and cfg.data.target == "y"
     assert cfg.data.baseline == run_env / "data" / "baseline.json"
-    assert cfg.output_dir == run_env / "model" and cfg.output_uri == f"file://{run_env / 'model'}"
+    assert cfg.output_dir == run_env / "model" and cfg.output_uri == f"file://{run_env / 'models'}"
     assert (cfg.task, cfg.objective_metric, cfg.objective_direction) == (
         "classification",
         "accuracy",
@@ -179,8 +183,19 @@ def test_config_derives_paths_and_ranks_when_the_config_lacks_them(
     cfg = trainer.config()
     assert cfg.data.validation == run_env / "data" / "validation.parquet"
     assert cfg.data.target == "y"  # from schema.json
-    assert cfg.output_dir == run_env / "model"  # from outputUri
+    assert cfg.output_dir == pathlib.Path(staging.STAGING_MODEL_DIR)  # never the output itself
     assert (cfg.rank, cfg.world_size, cfg.is_chief) == (2, 4, False)
+
+
+@pytest.mark.parametrize("output_dir", ["models", "models/sub", "."])
+def test_config_never_writes_into_the_output_itself(
+    run_env: pathlib.Path, monkeypatch: pytest.MonkeyPatch, output_dir: str
+) -> None:
+    # An older operator named the output's mount as output_dir: the code gets the staging dir.
+    config = _config(run_env, data_dir=run_env / "data", output_dir=str(run_env / output_dir))
+    monkeypatch.delenv(workload.CONFIG_FILE_ENV)
+    monkeypatch.setenv(workload.CONFIG_ENV, config.model_dump_json(by_alias=True))
+    assert trainer.config().output_dir == pathlib.Path(staging.STAGING_MODEL_DIR)
 
 
 def test_config_without_a_config_fails_permanently(
@@ -204,14 +219,25 @@ def test_config_refuses_a_dataset_version_other_than_the_pinned_one(run_env: pat
 
 
 def test_report_writes_the_result_card_schema_and_baseline(run_env: pathlib.Path) -> None:
-    out = run_env / "model"
+    (run_env / "model" / "weights.bin").write_bytes(b"my model")
     for epoch in (1, 2, 3):
         mw.log_epoch(epoch, loss=1.0 / epoch, accuracy=0.8 + epoch / 100)
     result = mw.report({"accuracy": 0.91, "f1": 0.9}, note="hello")  # flat: validation
     assert result == _result(run_env)
     assert result["ok"] is True and result["metrics"] == {"validation": {"accuracy": 0.91, "f1": 0.9}}
     assert (result["objectiveMetric"], result["objectiveValue"]) == ("accuracy", 0.91)
+    # Published as a version of the output: <output_uri>/<version>, the staging dir's files.
+    version = result["modelVersion"]
+    out = run_env / "models" / version
+    assert len(version) == 16 and [p.name for p in (run_env / "models").iterdir()] == [version]
     assert result["modelUri"] == f"file://{out}" and result["datasetDigest"] == DIGEST
+    assert {p.name for p in out.iterdir()} == {
+        "weights.bin",
+        "schema.json",
+        "baseline.json",
+        "history.jsonl",
+        "model_card.json",
+    }
     assert (result["epochs"], result["rank"], result["worldSize"], result["device"]) == (3, 0, 1, "cpu")
     assert result["note"] == "hello" and result["durationSeconds"] > 0
     assert any("no model.skops" in w for w in result["warnings"])
@@ -221,7 +247,14 @@ def test_report_writes_the_result_card_schema_and_baseline(run_env: pathlib.Path
         "name": "rows",
         "uri": f"file://{run_env / 'data'}",
         "digest": DIGEST,
+        "preparation": {"sources": [{"sklearn": {"name": "iris"}}]},  # manifest.json's spec
     }
+    assert card["version"] == version and card["modelUri"] == result["modelUri"]
+    assert card["codeVersion"] == "git:1a2b3c" and card["device"] == "cpu"
+    assert card["resources"]["requested"] == {"cpu": "2", "memory": "1Gi", "gpu": 0}
+    assert card["resources"]["used"]["peakRssBytes"] > 10 * 2**20
+    assert card["resources"]["used"]["cpuSeconds"] > 0
+    assert card["history"] == f"{result['modelUri']}/history.jsonl"
     assert card["objective"] == {"metric": "accuracy", "direction": "maximize", "value": 0.91}
     assert card["worldSize"] == 1 and card["epochs"] == 3 and card["createdAt"].endswith("Z")
     assert json.loads((out / "schema.json").read_text())["target"] == "y"
@@ -234,13 +267,17 @@ def test_report_keeps_what_the_code_wrote_and_reports_a_subdirectory(run_env: pa
     sub = run_env / "model" / "final"
     sub.mkdir()
     (sub / "model_card.json").write_text('{"mine": true}')
+    (sub / "weights.bin").write_bytes(b"final weights")
     result = mw.report(
         {"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.4}, "train": {"accuracy": 0.9}},
         model_dir=sub,
         epochs=7,
         device="cuda:0 (NVIDIA H200)",
     )
-    assert result["modelUri"] == f"file://{run_env / 'model'}/final"
+    assert result["modelUri"] == f"file://{run_env / 'models'}/{result['modelVersion']}/final"
+    published = run_env / "models" / result["modelVersion"] / "final"
+    assert json.loads((published / "model_card.json").read_text()) == {"mine": True}
+    assert (published / "weights.bin").read_bytes() == b"final weights"
     assert result["metrics"] == {"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.4}}  # no train
     assert (result["epochs"], result["device"]) == (7, "cuda:0 (NVIDIA H200)")
     assert json.loads((sub / "model_card.json").read_text()) == {"mine": True}
@@ -469,10 +506,11 @@ def test_the_example_trainer_end_to_end(tmp_path: pathlib.Path) -> None:
     assert result["ok"] is True and result["epochs"] == 20 and result["device"] == "cpu"
     assert result["metrics"]["validation"]["accuracy"] >= 0.9
     assert result["objectiveValue"] == result["metrics"]["validation"]["accuracy"]
-    assert result["datasetDigest"] == prepared["digest"] and result["modelUri"] == config.output_uri
+    assert result["datasetDigest"] == prepared["digest"]
+    assert result["modelUri"] == f"{config.output_uri}/{result['modelVersion']}"
     assert result["warnings"] == [] and result["estimator"] == "MLPClassifier"
 
-    out = pathlib.Path(config.output_dir)
+    out = pathlib.Path(result["modelUri"].removeprefix("file://"))
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 21))
     assert {"loss", "accuracy", "f1_macro"} <= set(history[-1]["metrics"])
@@ -489,7 +527,7 @@ def test_the_example_trainer_end_to_end(tmp_path: pathlib.Path) -> None:
 
 def test_the_example_trainer_regresses_too(tmp_path: pathlib.Path) -> None:
     prepared = _prepare(tmp_path, "diabetes")
-    done, config = _run_example(
+    done, _ = _run_example(
         tmp_path,
         prepared,
         task="regression",
@@ -502,7 +540,7 @@ def test_the_example_trainer_regresses_too(tmp_path: pathlib.Path) -> None:
     result = _result(tmp_path)
     assert result["ok"] is True and result["epochs"] == 5 and result["objectiveMetric"] == "rmse"
     assert set(result["metrics"]["test"]) == {"rmse", "mae", "r2"}
-    model = bundle.load(pathlib.Path(config.output_dir))
+    model = bundle.load(pathlib.Path(result["modelUri"].removeprefix("file://")))
     assert model.task == "regression" and model.classes is None
 
 
@@ -511,11 +549,11 @@ def test_the_readme_example_runs(tmp_path: pathlib.Path) -> None:
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "example.py").write_text(code, encoding="utf-8")
     prepared = _prepare(tmp_path, "breast_cancer")
-    done, config = _run_example(tmp_path, prepared, script=tmp_path / "example.py", params={"epochs": 5})
+    done, _ = _run_example(tmp_path, prepared, script=tmp_path / "example.py", params={"epochs": 5})
     assert done.returncode == 0, done.stderr
     result = _result(tmp_path)
     assert result["ok"] is True and result["epochs"] == 5 and result["warnings"] == []  # servable
-    assert bundle.load(pathlib.Path(config.output_dir)).task == "classification"
+    assert bundle.load(pathlib.Path(result["modelUri"].removeprefix("file://"))).task == "classification"
 
 
 def test_the_example_trainer_fails_on_an_objective_it_does_not_report(tmp_path: pathlib.Path) -> None:

@@ -253,7 +253,8 @@ def test_success_maps_the_result_into_status() -> None:
     }
     result = {
         "ok": True,
-        "modelUri": "pvc://data/models/team/iris-rf",
+        "modelUri": "pvc://data/models/team/iris-rf/0123456789abcdef",
+        "modelVersion": "0123456789abcdef",
         "datasetDigest": "sha256:abc123def456",
         "metrics": {"validation": {"f1": 0.9, "accuracy": 0.93}, "test": {"f1": 0.88, "accuracy": 0.9}},
         "objectiveValue": 0.9,
@@ -273,7 +274,8 @@ def test_success_maps_the_result_into_status() -> None:
     assert s.phase == "Succeeded" and s.reason == "Completed"
     assert s.metrics is not None and s.metrics["f1"].validation == 0.9 and s.metrics["accuracy"].test == 0.9
     assert s.objective_metric == "f1" and s.objective_value == 0.9
-    assert s.model_uri == "pvc://data/models/team/iris-rf" and s.model_size_bytes == 2048
+    assert s.model_uri == "pvc://data/models/team/iris-rf/0123456789abcdef" and s.model_size_bytes == 2048
+    assert s.model_version == "0123456789abcdef" and s.to_api()["modelVersion"] == "0123456789abcdef"
     assert s.duration_seconds == 90.0 and s.attempts == 1 and s.fit_seconds == 1.25
     assert s.is_true("Succeeded") and not s.is_true("Running")
     assert plan.events[0][:2] == ("Normal", "Succeeded") and "f1=0.9" in plan.events[0][2]

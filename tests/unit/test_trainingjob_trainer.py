@@ -109,7 +109,8 @@ def test_trainer_gets_its_params_unchecked_as_config_and_env() -> None:
         "preprocessor": f"{root}/preprocessor.skops",
         "schema": f"{root}/schema.json",
     }
-    assert config["outputDir"] == "/mnt/mlops/pvc/data/models/team/bc"
+    assert config["outputDir"] == "/tmp/mlops-staging/model"  # published to outputUri by report()
+    assert config["outputUri"] == "pvc://data/models/team/bc"
     job = child(plan, "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == TRAINER["image"] and container["command"] == TRAINER["command"]

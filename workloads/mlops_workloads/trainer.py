@@ -28,7 +28,11 @@ In (``config()``)
     (write the model here; ``output_uri`` is its storage URI), ``task``,
     ``objective_metric``/``objective_direction``, ``seed``, ``dataset_digest``, and where
     this process stands in a distributed run: ``rank``, ``world_size``, ``local_rank``,
-    ``is_chief`` (rank 0). ``cfg.raw`` is the full ``TrainConfig``.
+    ``is_chief`` (rank 0). ``cfg.raw`` is the full ``TrainConfig``. ``output_dir`` is a
+    local staging directory, whatever the storage: ``report()`` publishes it as a new,
+    immutable version ``<output_uri>/<version>/`` (the version: a SHA-256 of the files you
+    wrote), so a run never writes over another run's model. Keep nothing there that must
+    outlive the pod (a retried pod starts with an empty one).
     Every param is also in the environment as ``MLOPS_PARAM_<NAME>`` (``param_env_name``:
     each character other than ASCII letters and digits turned into ``_``, then upper case;
     the value is compact JSON unless it is a plain string: ``param_env_value``). With several workers the pods
@@ -39,14 +43,19 @@ Out (``report()``, ``fail()``)
     ONE compact JSON object of at most 4 KiB in the termination-message file
     (``$MLOPS_RESULT_PATH``, else /dev/termination-log; also printed to stdout):
     ``ok``, ``metrics`` (``{"validation": {name: number}, "test": {...}}``),
-    ``objectiveMetric``, ``objectiveValue`` (the objective on validation), ``modelUri``,
-    ``datasetDigest``, ``device`` (the device the code used: ``cpu``, ``cuda:0 (NVIDIA
+    ``objectiveMetric``, ``objectiveValue`` (the objective on validation), ``modelUri``
+    (``<output_uri>/<modelVersion>``, plus the sub-directory ``model_dir`` named),
+    ``modelVersion``, ``datasetDigest``, ``device`` (the device the code used: ``cpu``, ``cuda:0 (NVIDIA
     H200)``), ``worldSize``, ``rank``, ``epochs``, ``durationSeconds``, ``modelSizeBytes``
     (of model.skops, when there is one), ``warnings``, and the keywords you pass as
     ``**extra``; or ``ok: false`` with ``reason`` (one CamelCase word) and ``error``.
     ``report()`` also completes the model directory: a ``model_card.json`` (unless your code
     wrote one) and the Dataset version's ``schema.json`` and ``baseline.json`` (which
-    serving needs for input checks and drift). A ModelDeployment can serve the directory
+    serving needs for input checks and drift), then publishes ``output_dir`` as the version
+    (the card last; an identical version published before is kept as it is). The card
+    records the lineage: ``version``, ``image``, ``codeVersion``, ``dataset`` (with the
+    Dataset version's ``preparation``), ``params``, ``metrics``, ``device``,
+    ``durationSeconds``, ``resources`` (requested and used). A ModelDeployment can serve the directory
     when it holds ``model.skops``: ONE scikit-learn ``Pipeline`` over the raw feature
     columns, made of types this project's own models are made of (``skops_types.json``).
 
@@ -62,10 +71,11 @@ Exit codes
     ``TrainerError``, or the exception's own ``reason``) before Python exits with 1.
 
 Distributed runs
-    Every rank may call ``report()``: rank 0 validates, completes the model directory and
-    writes the full result; other ranks write only ``{"ok": true, "rank": ..., ...}`` and
-    touch no files. Processes other than the first of their pod (``LOCAL_RANK`` > 0) print
-    their result but leave the pod's termination message to the first.
+    Every rank may call ``report()``: rank 0 validates, completes the model directory,
+    publishes it as the version and writes the full result; other ranks write only
+    ``{"ok": true, "rank": ..., ...}`` and touch no files. Processes other than the first of
+    their pod (``LOCAL_RANK`` > 0) print their result but leave the pod's termination message
+    to the first.
 """
 
 from __future__ import annotations
@@ -105,12 +115,13 @@ MAX_HISTORY = 10_000
 """Lines ``log_epoch`` keeps in history.jsonl."""
 MAX_WARNINGS = 8
 MAX_ERROR = 1024
-HISTORY_FILE = "history.jsonl"
+HISTORY_FILE = card_mod.HISTORY_FILE
 CARD_FILE = card_mod.CARD_FILE
 MODEL_FILE = "model.skops"
 COPIED_FROM_DATASET: tuple[str, ...] = card_mod.DATASET_FILES
 RESERVED_KEYS = frozenset(
-    {"ok", "reason", "error", "metrics", "objectiveMetric", "objectiveValue", "modelUri", "datasetDigest"}
+    {"ok", "reason", "error", "metrics", "objectiveMetric", "objectiveValue", "modelUri", "modelVersion"}
+    | {"datasetDigest"}
     | {"device", "worldSize", "rank", "epochs", "durationSeconds", "modelSizeBytes", "warnings", "truncated"}
 )
 """The result's own keys, which ``report(**extra)`` may not set."""
@@ -538,16 +549,20 @@ def _objective(cfg: TrainerConfig, metrics: dict[str, dict[str, float]], notes: 
     )
 
 
-def _model_uri(cfg: TrainerConfig, model_dir: pathlib.Path) -> str:
+def _relative(cfg: TrainerConfig, model_dir: pathlib.Path) -> str:
+    """``model_dir`` relative to ``output_dir`` ("" for output_dir itself); outside it is refused."""
     out = cfg.output_dir.resolve()
     target = model_dir.resolve()
-    if target == out:
-        return cfg.output_uri
     if not target.is_relative_to(out):
         raise ReportError(
             f"model_dir {model_dir} is outside output_dir {cfg.output_dir}: only output_dir is kept"
         )
-    return cfg.output_uri.rstrip("/") + "/" + target.relative_to(out).as_posix()
+    relative = target.relative_to(out).as_posix()
+    return "" if relative == "." else relative
+
+
+def _join(uri: str, relative: str) -> str:
+    return f"{uri.rstrip('/')}/{relative}" if relative else uri
 
 
 def _servable(model_dir: pathlib.Path) -> list[str]:
@@ -563,13 +578,6 @@ def _servable(model_dir: pathlib.Path) -> list[str]:
     if refused:
         return [f"{MODEL_FILE} holds types serving refuses (UntrustedModel): {', '.join(refused)}"]
     return []
-
-
-def _complete_model_dir(model_dir: pathlib.Path, cfg: TrainerConfig, card: dict[str, Any]) -> None:
-    """Copy schema.json and baseline.json from the Dataset version, then the card (last), if missing."""
-    card_mod.copy_dataset_files(cfg.data.dir, model_dir, replace=False)
-    if not (model_dir / CARD_FILE).exists():
-        card_mod.write_card(model_dir / CARD_FILE, card)
 
 
 def _write(result: dict[str, Any], *, failure: bool = False) -> None:
@@ -641,31 +649,49 @@ def report(
     folder = pathlib.Path(model_dir) if model_dir is not None else cfg.output_dir
     if not folder.is_dir():
         raise ReportError(f"model_dir {folder} does not exist: save the model before report()")
-    model_uri = _model_uri(cfg, folder)
+    relative = _relative(cfg, folder)
     size = (folder / MODEL_FILE).stat().st_size if (folder / MODEL_FILE).is_file() else None
     notes.extend(_servable(folder))
+    # The Dataset's schema and baseline first (serving needs them; they are part of the version),
+    # then the version of everything in output_dir, which names the card and the URIs.
+    from mlops_workloads.train import staging
+
+    card_mod.copy_dataset_files(cfg.data.dir, folder, replace=False)
+    try:
+        version = card_mod.version_id(cfg.output_dir)
+    except ValueError as exc:
+        raise ReportError(f"{exc}: save the model into output_dir before report()") from exc
+    version_uri = staging.version_uri(cfg.output_uri, version)
+    model_uri = _join(version_uri, relative)
     result: dict[str, Any] = {
         **base,
         "metrics": {s: splits[s] for s in RESULT_SPLITS if s in splits},
         "objectiveMetric": cfg.objective_metric,
         "objectiveValue": objective,
         "modelUri": model_uri,
+        "modelVersion": version,
         "datasetDigest": cfg.dataset_digest,
         "epochs": epochs,
         "warnings": [n[:200] for n in notes][:MAX_WARNINGS],
     }
     if size is not None:
         result["modelSizeBytes"] = size
+    requested = cfg.raw.resources.to_api() if cfg.raw.resources is not None else None
     card = {
         "name": cfg.name,
         "namespace": cfg.namespace,
         "trainer": "custom",
         "estimator": "custom",
-        "image": cfg.image,
         "command": list(cfg.command),
         "task": cfg.task,
         "params": dict(cfg.params),
-        "dataset": {"name": cfg.dataset_name, "uri": cfg.dataset_uri, "digest": cfg.dataset_digest},
+        **card_mod.lineage(
+            image=cfg.image,
+            code_version=cfg.raw.code_version,
+            requested=requested,
+            dataset={"name": cfg.dataset_name, "uri": cfg.dataset_uri, "digest": cfg.dataset_digest},
+            manifest=_read_json(cfg.data.dir / "manifest.json"),
+        ),
         "target": cfg.data.target,
         "metrics": splits,
         "objective": {
@@ -676,12 +702,11 @@ def report(
         "device": result["device"],
         "worldSize": cfg.world_size,
         "epochs": epochs,
-        "history": f"{cfg.output_uri.rstrip('/')}/{HISTORY_FILE}"
-        if (cfg.output_dir / HISTORY_FILE).is_file()
-        else None,
+        "history": f"{version_uri}/{HISTORY_FILE}" if (cfg.output_dir / HISTORY_FILE).is_file() else None,
         "durationSeconds": duration,
         "libraries": card_mod.versions(LIBRARIES),
         "warnings": notes,
+        "version": version,
         "modelUri": model_uri,
         "modelSizeBytes": size,
         "createdAt": card_mod.created_at(),
@@ -697,20 +722,22 @@ def report(
         raise ReportError(
             f"the result is over {workload.RESULT_LIMIT} bytes: report fewer metrics or shorter names"
         )
-    _complete_model_dir(folder, cfg, card)
-    _publish(cfg, folder)
+    if not (folder / CARD_FILE).exists():  # your code may have written its own
+        card_mod.write_card(folder / CARD_FILE, card)
+    if _publish(cfg, folder, version=version):
+        print(f"model version {version} was published before: kept as it is", flush=True)
     _write(result)
     return result
 
 
-def _publish(cfg: TrainerConfig, folder: pathlib.Path) -> None:
-    """Upload the output directory to an s3:// output, the model's card last."""
+def _publish(cfg: TrainerConfig, folder: pathlib.Path, *, version: str) -> bool:
+    """Publish output_dir as ``<output_uri>/<version>``, the model's card last; True if it was there."""
     from mlops_workloads import runtime
     from mlops_workloads.train import staging
 
     marker = (folder.resolve() / CARD_FILE).relative_to(cfg.output_dir.resolve()).as_posix()
     try:
-        staging.publish(cfg.raw, cfg.output_dir, marker=marker)
+        return staging.publish(cfg.raw, cfg.output_dir, marker=marker, version=version).existed
     except runtime.WorkloadError as exc:
         fail(exc.reason, exc.message)
 

@@ -13,8 +13,10 @@ objective value, the model URI and the dataset digest it was trained on.
 image): the operator writes it as JSON into a ConfigMap mounted at ``MLOPS_CONFIG_FILE``; the
 workload answers with one JSON object (at most 4 KiB) on ``/dev/termination-log`` holding
 ``ok``, ``metrics`` (``{"validation": {...}, "test": {...}, "cv": {...}}``),
-``objectiveValue``, ``modelUri``, ``datasetDigest``, ``fitSeconds`` and ``modelSizeBytes``,
-or ``ok: false`` with ``reason`` and ``error``.
+``objectiveValue``, ``modelUri``, ``modelVersion``, ``datasetDigest``, ``fitSeconds`` and
+``modelSizeBytes``, or ``ok: false`` with ``reason`` and ``error``. The model is written to a
+local staging directory (``output_dir``) and published as the immutable version
+``<output_uri>/<modelVersion>`` (``mlops_workloads.train.staging``).
 """
 
 from __future__ import annotations
@@ -373,6 +375,14 @@ class TrainingJobSpec(common.ApiModel):
         description="Entrypoint override (default: python -m mlops_workloads.train).",
     )
     output: Output | None = pydantic.Field(default=None, description="Where the model directory is written.")
+    register_as: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=OBJECT_NAME_PATTERN,
+        description="A Model (same namespace) to record the trained model in as a new version once the "
+        "run succeeded. The version outlives this TrainingJob; changing this field never retrains.",
+    )
     run_policy: RunPolicy = pydantic.Field(
         default_factory=RunPolicy, description="Retries, deadline, TTL after finishing, suspension."
     )
@@ -524,7 +534,17 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
     objective_short: str | None = pydantic.Field(
         default=None, max_length=32, description="objectiveValue to 4 significant digits (printer columns)."
     )
-    model_uri: str | None = pydantic.Field(default=None, max_length=2048, description="The model directory.")
+    model_uri: str | None = pydantic.Field(
+        default=None,
+        max_length=2048,
+        description="The model version's directory (<output>/<modelVersion>): written once, never over.",
+    )
+    model_version: str | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        description="The model version the run published: the first 16 hex characters of a SHA-256 over "
+        "the model's files (the same model bytes, the same version).",
+    )
     model_s3: common.S3Connection | None = pydantic.Field(
         default=None,
         description="How pods reach an s3:// modelUri (endpoint, region, Secret name; never a credential): "
@@ -699,9 +719,23 @@ class TrainConfig(common.ApiModel):
     dataset_name: str = pydantic.Field(default="", description="The Dataset's name.")
     dataset_uri: str = pydantic.Field(description="The prepared Dataset version directory (storage URI).")
     dataset_digest: str = pydantic.Field(default="", description="Its digest.")
-    output_uri: str = pydantic.Field(description="The model directory to write (storage URI).")
+    output_uri: str = pydantic.Field(
+        description="Where model versions are published (storage URI): each run's model goes to "
+        "<output_uri>/<version>/, never over an older one."
+    )
     output_dir: str = pydantic.Field(
-        default="", description="output_uri as a local path in the pod: where a trainer writes its model."
+        default="",
+        description="The local staging directory in the pod where a trainer writes its model; the "
+        "workload publishes it as a version of output_uri when the run reports.",
+    )
+    code_version: str = pydantic.Field(
+        default="",
+        max_length=256,
+        description="The code's version: the TrainingJob's mlops.dev/code-version annotation (the model "
+        "card names the image when it is empty).",
+    )
+    resources: common.Resources | None = pydantic.Field(
+        default=None, description="The pods' spec.resources as given (recorded in the model card)."
     )
     data: DataPaths | None = pydantic.Field(
         default=None, description="Local paths of the prepared Dataset version's files in the pod."

@@ -685,6 +685,9 @@ def _succeeded(
     }
     if isinstance(result.get("datasetDigest"), str) and result["datasetDigest"]:
         update["dataset_digest"] = result["datasetDigest"]
+    version = result.get("modelVersion")
+    # A workload from before versioned outputs reports none: the status then names no version.
+    update["model_version"] = version[:64] if isinstance(version, str) and version else None
     return status.model_copy(update={**update, **measured})
 
 

@@ -27,6 +27,11 @@ KUEUE_PREFIX = "kueue.x-k8s.io/"
 MASTER_PORT = 29500
 # An Indexed Job's pods carry their index as an annotation and a label of this name.
 COMPLETION_INDEX_ANNOTATION = rjobs.COMPLETION_INDEX_ANNOTATION
+CODE_VERSION_ANNOTATION = "mlops.dev/code-version"
+"""A TrainingJob annotation naming its code's version (a git commit, a tag); the model card records it."""
+MODEL_STAGING_DIR = f"{workload.STAGING_DIR}/model"
+"""Where the trainer writes its model, whatever the output's scheme; the workload then publishes it
+as ``<output_uri>/<version>/`` (``mlops_workloads.train.staging``)."""
 DATASET_FILES = {
     "train": "train.parquet",
     "validation": "validation.parquet",
@@ -55,6 +60,7 @@ def kueue_queue(tj: api.TrainingJob) -> str | None:
 def run_hash(spec: api.TrainingJobSpec) -> str:
     """Identity of a run: the spec without the fields that may change while it runs."""
     data = spec.to_api()
+    data.pop("registerAs", None)  # where the model is recorded, not how it is trained
     policy = dict(data.get("runPolicy") or {})
     policy.pop("suspend", None)
     policy.pop("ttlSecondsAfterFinished", None)
@@ -88,8 +94,8 @@ def output_s3(tj: api.TrainingJob, dataset_s3: common.S3Connection | None) -> co
 
 
 def in_pod(uri: str, *, pvc_root: str, staging: str) -> str:
-    """Where a location is in the pod: its mount, or ``staging`` for s3:// (the workload
-    downloads inputs there and uploads outputs from there)."""
+    """Where an input location is in the pod: its mount, or ``staging`` for s3:// (the workload
+    downloads inputs there). Outputs are always staged (``MODEL_STAGING_DIR``)."""
     loc = common.StorageLocation.parse(uri)
     return staging if loc.remote else loc.local_path(pvc_root)
 
@@ -159,7 +165,11 @@ def train_config(
         "dataset_uri": dataset_uri,
         "dataset_digest": dataset_digest,
         "output_uri": out,
-        "output_dir": in_pod(out, pvc_root=settings.pvc_root, staging=f"{workload.STAGING_DIR}/model"),
+        # Always a local staging directory: the workload publishes it as a new version of
+        # output_uri, so a run never writes over a model another run (or a server) uses.
+        "output_dir": MODEL_STAGING_DIR,
+        "code_version": tj.metadata.annotations.get(CODE_VERSION_ANNOTATION, "")[:256],
+        "resources": spec.resources,
         "data": data_paths(dataset_uri, settings.pvc_root),
         "pvc_root": settings.pvc_root,
         "dataset_s3": dataset_s3 if common.StorageLocation.parse(dataset_uri).remote else None,

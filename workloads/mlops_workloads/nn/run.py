@@ -182,6 +182,11 @@ def train(
         hardware={"worldSize": world.size},
     )
     out = staging.output_dir(config)
-    size = artifacts.write_onnx_model_dir(out, model=onnx_model, card=card, dataset=dataset)
-    staging.publish(config, out)
-    return {**common_keys, **train_run.final_result(config, outcome, device=device, size=size)}
+    size = artifacts.write_onnx_model_dir(
+        out, model=onnx_model, card=card, dataset=dataset, output_uri=config.output_uri
+    )
+    published = staging.publish(config, out)  # rank 0 only: the other ranks returned above
+    return {
+        **common_keys,
+        **train_run.final_result(config, outcome, device=device, size=size, published=published),
+    }

@@ -14,6 +14,7 @@ import pathlib
 import tempfile
 from typing import Any
 
+from mlops_operator.api import common
 from mlops_workloads import runtime, skops_io
 from mlops_workloads.train import card as card_mod
 
@@ -121,23 +122,42 @@ def _make_dir(out: pathlib.Path) -> None:
 
 
 def _finish(
-    out: pathlib.Path, *, card: dict[str, Any], dataset: PreparedDataset, stale: tuple[str, ...], size: int
+    out: pathlib.Path,
+    *,
+    card: dict[str, Any],
+    dataset: PreparedDataset,
+    stale: tuple[str, ...],
+    size: int,
+    output_uri: str,
 ) -> None:
-    """Copy schema and baseline, drop the other format's files, then write the card (last)."""
+    """Copy schema and baseline, drop the other format's files, then write the card (last).
+
+    The card names the model's version (``card.version_id`` of the files written so far) and,
+    with ``output_uri``, the URI the version is published at (``<output_uri>/<version>``).
+    """
     card_mod.copy_dataset_files(dataset.path, out)
     for name in stale:  # a rerun into the same directory with the other kind of model
         (out / name).unlink(missing_ok=True)
-    card_mod.write_card(out / card_mod.CARD_FILE, {**card, "modelSizeBytes": size})
+    version = card_mod.version_id(out)
+    stamped: dict[str, Any] = {**card, "modelSizeBytes": size, "version": version}
+    if output_uri:
+        stamped["modelUri"] = common.StorageLocation.parse(output_uri).join(version).uri()
+    card_mod.write_card(out / card_mod.CARD_FILE, stamped)
 
 
 def write_model_dir(
-    out: pathlib.Path, *, pipeline: Any, card: dict[str, Any], dataset: PreparedDataset
+    out: pathlib.Path,
+    *,
+    pipeline: Any,
+    card: dict[str, Any],
+    dataset: PreparedDataset,
+    output_uri: str = "",
 ) -> int:
     """Write model.skops, schema.json, baseline.json and model_card.json; return model.skops's size.
 
-    Each file is replaced atomically and the model card goes last, so a reader never sees a
-    card that describes a model that is not there. The directory itself may be a mount
-    point (file:// outputs are hostPath mounts), so it is filled in place, never renamed.
+    ``out`` is the run's staging directory (``staging.output_dir``), published afterwards as
+    a version of ``output_uri``. Each file is replaced atomically and the model card goes last,
+    so a reader never sees a card that describes a model that is not there.
     """
     import skops.io as sio
 
@@ -151,12 +171,17 @@ def write_model_dir(
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
     size = (out / SKOPS_MODEL).stat().st_size
-    _finish(out, card=card, dataset=dataset, stale=ONNX_FILES, size=size)
+    _finish(out, card=card, dataset=dataset, stale=ONNX_FILES, size=size, output_uri=output_uri)
     return size
 
 
 def write_onnx_model_dir(
-    out: pathlib.Path, *, model: bytes, card: dict[str, Any], dataset: PreparedDataset
+    out: pathlib.Path,
+    *,
+    model: bytes,
+    card: dict[str, Any],
+    dataset: PreparedDataset,
+    output_uri: str = "",
 ) -> int:
     """Write model.onnx, preprocessor.skops, schema.json, baseline.json and model_card.json.
 
@@ -169,5 +194,12 @@ def write_onnx_model_dir(
     card_mod.write_atomic(out / ONNX_MODEL, model)
     files = {name: (out / name).stat().st_size for name in ONNX_FILES}
     size = sum(files.values())
-    _finish(out, card={**card, "files": files}, dataset=dataset, stale=SKOPS_FILES, size=size)
+    _finish(
+        out,
+        card={**card, "files": files},
+        dataset=dataset,
+        stale=SKOPS_FILES,
+        size=size,
+        output_uri=output_uri,
+    )
     return size

@@ -1,5 +1,14 @@
 """The model card and the files beside it in a model directory, as every training run writes them.
 
+The card is the model version's lineage: what made it (``image``, ``codeVersion``: the
+TrainingJob's ``mlops.dev/code-version`` annotation, else the image), from what (``dataset``:
+name, URI, digest and the Dataset version's ``preparation``, the spec its manifest recorded),
+with which ``params``, scoring what (``metrics`` per split), where (``device``), how long
+(``durationSeconds``) and with what (``resources``: requested as the spec gave them, used as
+this process measured them). The image's digest is not here: only the kubelet knows it, after
+the pod started; the operator records it (``status.imageId``) and the model registry keeps it
+with the version. ``version`` is the id of the model's bytes (``version_id``).
+
 Shared by the built-in runs (``train.run``, ``train.artifacts``, ``nn.run``) and the trainer
 contract for your own code (``mlops_workloads.trainer``). It imports only the standard library,
 so the trainer contract can import it and still cost milliseconds: keep it that way.
@@ -8,6 +17,7 @@ so the trainer contract can import it and still cost milliseconds: keep it that 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -15,12 +25,18 @@ import pathlib
 import platform
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 CARD_FILE = "model_card.json"
 DATASET_FILES: tuple[str, ...] = ("schema.json", "baseline.json")
 """The Dataset version's files a model directory carries (serving checks inputs and drift with them)."""
+HISTORY_FILE = "history.jsonl"
+VERSION_LENGTH = 16
+"""Hex characters of the SHA-256 that name a model version."""
+UNVERSIONED: frozenset[str] = frozenset({CARD_FILE, HISTORY_FILE})
+"""Files (by name, at any depth) the version id leaves out: they hold timestamps, not the model."""
 
 
 def versions(libraries: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -67,3 +83,63 @@ def write_card(path: pathlib.Path, card: Mapping[str, Any]) -> None:
 def created_at() -> str:
     """Now, in UTC, as the cards record it (``2024-05-01T12:00:00Z``)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def version_id(folder: pathlib.Path) -> str:
+    """The model version of a model directory: a SHA-256 over its files' names and bytes.
+
+    Every file counts (model.skops, or model.onnx and preprocessor.skops, the Dataset's
+    schema.json and baseline.json that serving uses, a team's own files) except the model card,
+    the epoch history (``UNVERSIONED``) and hidden files, so the same model gets the same id
+    whenever and wherever it was written. The first ``VERSION_LENGTH`` hex characters.
+    """
+    digest = hashlib.sha256()
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in UNVERSIONED
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise ValueError(f"{folder} holds no model files")
+    for path in files:
+        name = path.relative_to(folder).as_posix().encode()
+        digest.update(len(name).to_bytes(8, "big") + name + path.stat().st_size.to_bytes(8, "big"))
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def resources_used() -> dict[str, Any]:
+    """What this process used so far: peak resident memory and CPU time (its children's included)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "peakRssBytes": int(own.ru_maxrss) * 1024,  # Linux reports KiB
+        "cpuSeconds": round(time.process_time() + children.ru_utime + children.ru_stime, 3),
+    }
+
+
+def lineage(
+    *,
+    image: str,
+    code_version: str,
+    requested: Mapping[str, Any] | None,
+    dataset: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The card keys every run writes to say what made the model (merged over a card's own keys).
+
+    ``dataset`` is the card's ``{name, uri, digest}``; ``manifest`` the Dataset version's
+    manifest.json, whose ``spec`` becomes ``dataset.preparation``.
+    """
+    return {
+        "image": image or None,
+        "codeVersion": code_version or image or None,
+        "dataset": {**dataset, "preparation": manifest.get("spec")},
+        "resources": {"requested": dict(requested or {}), "used": resources_used()},
+    }

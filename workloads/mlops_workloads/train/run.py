@@ -194,9 +194,11 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
     label_encoding = [_native(c) for c in encoding] if encoding else None
     card = model_card(config, model, outcome, classes=classes, device=device, label_encoding=label_encoding)
     out = staging.output_dir(config)
-    size = artifacts.write_model_dir(out, pipeline=fitted, card=card, dataset=dataset)
-    staging.publish(config, out)
-    return final_result(config, outcome, device=device, size=size)
+    size = artifacts.write_model_dir(
+        out, pipeline=fitted, card=card, dataset=dataset, output_uri=config.output_uri
+    )
+    published = staging.publish(config, out)
+    return final_result(config, outcome, device=device, size=size, published=published)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +266,11 @@ def model_card(
     extra: dict[str, Any] | None = None,
     hardware: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card of a built-in estimator; ``extra`` and ``hardware`` add a framework's own keys."""
+    """The model card of a built-in estimator; ``extra`` and ``hardware`` add a framework's own keys.
+
+    ``version`` and the versioned ``modelUri`` are added when the model directory is written
+    (``artifacts.write_model_dir``); the lineage keys come from ``card.lineage``.
+    """
     dataset = outcome.dataset
     return {
         "name": config.name,
@@ -278,7 +284,7 @@ def model_card(
         "labelEncoding": label_encoding,
         "features": dataset.features,
         "target": dataset.target,
-        "dataset": {"name": config.dataset_name, "uri": config.dataset_uri, "digest": dataset.digest},
+        **lineage(config, dataset),
         "metrics": outcome.results,
         "objective": {
             "metric": config.objective_metric,
@@ -291,6 +297,7 @@ def model_card(
         "libraries": versions(),
         "fitSeconds": outcome.fit_seconds,
         "durationSeconds": time.perf_counter() - outcome.started,
+        "device": device,
         "hardware": {
             "cpuCount": os.cpu_count(),
             "machine": platform.machine(),
@@ -306,12 +313,29 @@ def model_card(
     }
 
 
+def lineage(config: trainingjob.TrainConfig, dataset: artifacts.PreparedDataset) -> dict[str, Any]:
+    """The card's lineage keys: image, code version, Dataset (with its preparation), resources."""
+    return card_mod.lineage(
+        image=config.image,
+        code_version=config.code_version,
+        requested=config.resources.to_api() if config.resources is not None else None,
+        dataset={"name": config.dataset_name, "uri": config.dataset_uri, "digest": dataset.digest},
+        manifest=dataset.manifest,
+    )
+
+
 def final_result(
-    config: trainingjob.TrainConfig, outcome: Outcome, *, device: str, size: int
+    config: trainingjob.TrainConfig,
+    outcome: Outcome,
+    *,
+    device: str,
+    size: int,
+    published: staging.Published,
 ) -> dict[str, Any]:
     """The termination result of a built-in estimator's run (rank 0's, in a distributed run)."""
     return {
-        "modelUri": common.StorageLocation.parse(config.output_uri).uri(),
+        "modelUri": published.uri,
+        "modelVersion": published.version,
         "datasetDigest": outcome.dataset.digest,
         "estimator": config.estimator,
         "metrics": outcome.results,
