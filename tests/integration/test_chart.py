@@ -669,6 +669,7 @@ def test_install_yaml_applies_server_side(cluster: Cluster, mlops_system: str) -
         "datasets.mlops.dev",
         "hyperparametersweeps.mlops.dev",
         "modeldeployments.mlops.dev",
+        "models.mlops.dev",
         "trainingjobs.mlops.dev",
     ]
     # (their content: test_rendered_manifests_are_up_to_date)

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import subprocess_operator
 from kubernetes import client as k8s
 
-from conftest import Cluster, free_port, wait_until
+from conftest import Cluster, wait_until
 from mlops_operator import search
 from mlops_operator.api import sweep
 
@@ -42,52 +39,11 @@ kopf.run(clusterwide=False, namespaces=(sys.argv[1],), standalone=True, liveness
 
 
 @dataclasses.dataclass
-class SweepOperator:
+class SweepOperator(subprocess_operator.SubprocessOperator):
     """The operator with only the sweep handler, as a killable subprocess watching one namespace."""
 
-    cluster: Cluster
-    namespace: str
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def log_path(self) -> pathlib.Path:
-        return pathlib.Path(f"/tmp/mlops-sweep-operator-{self.namespace}.log")
-
-    def start(self) -> SweepOperator:
-        port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(self.cluster.kubeconfig), PYTHONUNBUFFERED="1")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", LAUNCH, self.namespace, str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        self.starts += 1
-
-        def up() -> bool:
-            import urllib.request
-
-            assert self.proc is not None and self.proc.poll() is None, self.log()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(up, timeout=60, what="the sweep operator's /metrics")
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, as when the node dies."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+    launch: str = LAUNCH
+    label: str = "sweep"
 
 
 @pytest.fixture

@@ -620,7 +620,7 @@ def _invalid_files() -> list[pathlib.Path]:
 def test_invalid_corpus_is_well_formed() -> None:
     files = _invalid_files()
     assert len(files) >= 20
-    kinds = {"Dataset", "TrainingJob", "HyperparameterSweep", "ModelDeployment"}
+    kinds = {"Dataset", "TrainingJob", "HyperparameterSweep", "ModelDeployment", "Model"}
     for path in files:
         text = path.read_text()
         expects = [

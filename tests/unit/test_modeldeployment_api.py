@@ -27,7 +27,7 @@ def test_defaults() -> None:
 )
 def test_exactly_one_model_source(model: dict[str, Any]) -> None:
     with pytest.raises(
-        pydantic.ValidationError, match="exactly one of trainingJobRef, sweepRef or storageUri"
+        pydantic.ValidationError, match="exactly one of modelRef, trainingJobRef, sweepRef or storageUri"
     ):
         api.ModelDeploymentSpec.model_validate({"model": model})
 
@@ -77,7 +77,7 @@ def test_cel_rules_are_declared() -> None:
 def test_crd_metadata() -> None:
     meta = api.ModelDeployment.crd
     assert meta.short_names == ("md",)
-    assert [c.name for c in meta.printer_columns] == ["Phase", "Ready", "URL", "Stage", "Age"]
+    assert [c.name for c in meta.printer_columns] == ["Phase", "Ready", "URL", "Stage", "Version", "Age"]
 
 
 def test_status_round_trip_is_small() -> None:

@@ -659,3 +659,55 @@ def test_a_quiet_window_keeps_a_healthy_canary_healthy() -> None:
     assert "too few requests to judge again" in plan.status.canary.message
     assert not plan.status.is_true("Progressing")
     assert not any(e[1] == "CanaryHealthy" for e in plan.events)
+
+
+def _model(aliases: dict[str, int], versions: list[int]) -> dict[str, Any]:
+    return {
+        "status": {
+            "aliases": [{"name": k, "version": v} for k, v in aliases.items()],
+            "versions": [{"version": n, "modelUri": f"pvc://models/iris/v{n}"} for n in versions],
+        }
+    }
+
+
+def test_a_model_ref_follows_its_alias_and_rolls_out_when_it_moves() -> None:
+    resource = md({"model": {"modelRef": {"name": "iris"}}})  # alias champion by default
+    assert rmd.source_refs(resource.spec.model) == [("Model", "iris")]
+    plan = rmd.plan(resource, observed=rmd.Observed(sources={}), now=NOW, settings=SETTINGS)
+    assert plan.status.condition("Ready").reason == "WaitingForModel"  # type: ignore[union-attr]
+    no_alias = {("Model", "iris"): _model({}, [1])}
+    plan = rmd.plan(resource, observed=rmd.Observed(sources=no_alias), now=NOW, settings=SETTINGS)
+    assert plan.apply == [] and "names no version" in plan.status.condition("Ready").message  # type: ignore[union-attr]
+    first = {("Model", "iris"): _model({"champion": 1}, [2, 1])}
+    plan = rmd.plan(resource, observed=rmd.Observed(sources=first), now=NOW, settings=SETTINGS)
+    assert plan.status.served_model_uri == "pvc://models/iris/v1" and plan.status.served_model_version == 1
+    served = md({"model": {"modelRef": {"name": "iris"}}}, plan.status.to_api())
+    moved = {("Model", "iris"): _model({"champion": 2}, [2, 1])}
+    plan = rmd.plan(served, observed=rmd.Observed(sources=moved), now=NOW, settings=SETTINGS)
+    assert plan.status.served_model_uri == "pvc://models/iris/v2" and plan.status.served_model_version == 2
+    assert any(e.reason == "ModelVersionChanged" for e in plan.events)
+    deployment = next(o for o in plan.apply if o["kind"] == "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "pvc://models/iris/v2" in next(e["value"] for e in env if e["name"] == "MLOPS_CONFIG")
+
+
+def test_a_model_ref_to_a_missing_version_keeps_serving_the_old_one() -> None:
+    served = md(
+        {"model": {"modelRef": {"name": "iris", "version": 7}}}, {"servedModelUri": URI, "phase": "Ready"}
+    )
+    plan = rmd.plan(
+        served,
+        observed=rmd.Observed(sources={("Model", "iris"): _model({}, [1])}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    assert plan.status.served_model_uri == URI
+    assert (
+        rmd.resolve(served.spec.model, {("Model", "iris"): _model({}, [1])}).reason == "ModelVersionNotFound"
+    )
+
+
+def test_a_model_ref_takes_alias_or_version_not_both() -> None:
+    with pytest.raises(ValueError, match="alias or version, not both"):
+        api.ModelRef.model_validate({"name": "iris", "alias": "champion", "version": 2})
+    assert api.ModelRef(name="iris", version=3).effective_alias() is None

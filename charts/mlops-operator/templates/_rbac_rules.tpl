@@ -5,9 +5,9 @@ no Secret is readable, and nothing cluster-scoped is writable.
 
 {{/* Rules in every namespace the operator watches (a ClusterRole, or a Role per namespace). */}}
 {{- define "mlops-operator.namespacedRules" -}}
-# kopf: list/watch the four kinds; merge-patch their metadata (finalizers, mlops.dev/ progress annotations).
+# kopf: list/watch the five kinds; merge-patch their metadata (finalizers, mlops.dev/ progress annotations).
 - apiGroups: ["mlops.dev"]
-  resources: ["datasets", "trainingjobs", "hyperparametersweeps", "modeldeployments"]
+  resources: ["datasets", "trainingjobs", "hyperparametersweeps", "modeldeployments", "models"]
   verbs: ["get", "list", "watch", "patch"]
 # Sweeps server-side-apply their trials (TrainingJobs) and promote into ModelDeployments; drift retraining
 # applies TrainingJobs. Apply of a new object needs create.
@@ -16,12 +16,12 @@ no Secret is readable, and nothing cluster-scoped is writable.
   verbs: ["create"]
 # Status is written with server-side apply on the status subresource.
 - apiGroups: ["mlops.dev"]
-  resources: ["datasets/status", "trainingjobs/status", "hyperparametersweeps/status", "modeldeployments/status"]
+  resources: ["datasets/status", "trainingjobs/status", "hyperparametersweeps/status", "modeldeployments/status", "models/status"]
   verbs: ["get", "patch"]
 # Children carry ownerReferences with blockOwnerDeletion, which OwnerReferencesPermissionEnforcement
 # (on in OpenShift and hardened clusters) allows only with update on the owner's finalizers.
 - apiGroups: ["mlops.dev"]
-  resources: ["datasets/finalizers", "trainingjobs/finalizers", "hyperparametersweeps/finalizers", "modeldeployments/finalizers"]
+  resources: ["datasets/finalizers", "trainingjobs/finalizers", "hyperparametersweeps/finalizers", "modeldeployments/finalizers", "models/finalizers"]
   verbs: ["update"]
 # Dataset preparation and training runs: applied, watched, removed after ttlSecondsAfterFinished.
 - apiGroups: ["batch"]
@@ -31,7 +31,8 @@ no Secret is readable, and nothing cluster-scoped is writable.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Workload configs (mounted JSON), removed with their Job.
+# Workload configs (mounted JSON), removed with their Job; a Model's version records (<model>-v<n>,
+# immutable, never deleted by the operator: they go with their Model).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "patch", "delete"]

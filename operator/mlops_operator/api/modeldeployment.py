@@ -22,24 +22,67 @@ from mlops_operator.api import common, workload
 
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 EXACTLY_ONE_MODEL = (
-    "(has(self.trainingJobRef) ? 1 : 0) + (has(self.sweepRef) ? 1 : 0) + (has(self.storageUri) ? 1 : 0) == 1"
+    "(has(self.modelRef) ? 1 : 0) + (has(self.trainingJobRef) ? 1 : 0) + (has(self.sweepRef) ? 1 : 0)"
+    " + (has(self.storageUri) ? 1 : 0) == 1"
 )
+ALIAS_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ModelRef(common.ApiModel):
+    """A version of a registered Model: the one an alias names (it follows the alias), or a fixed one."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.alias) && has(self.version))",
+                    "message": "modelRef: set alias or version, not both",
+                }
+            ]
+        }
+    )
+
+    name: str = pydantic.Field(
+        min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="The Model (same namespace)."
+    )
+    alias: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=ALIAS_PATTERN,
+        description="An alias of the Model, e.g. champion: when it moves, the deployment rolls out the "
+        "version it names (through spec.canary when set). Default: champion, unless version is set.",
+    )
+    version: int | None = pydantic.Field(default=None, ge=1, description="A fixed version number instead.")
+
+    @pydantic.model_validator(mode="after")
+    def _alias_or_version(self) -> ModelRef:
+        if self.alias is not None and self.version is not None:
+            raise ValueError("modelRef: set alias or version, not both")
+        return self
+
+    def effective_alias(self) -> str | None:
+        return None if self.version is not None else (self.alias or "champion")
 
 
 class ModelSource(common.ApiModel):
-    """Where the model comes from: exactly one of trainingJobRef, sweepRef, storageUri."""
+    """Where the model comes from: exactly one of modelRef, trainingJobRef, sweepRef, storageUri."""
 
     model_config = pydantic.ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": EXACTLY_ONE_MODEL,
-                    "message": "model: set exactly one of trainingJobRef, sweepRef or storageUri",
+                    "message": "model: set exactly one of modelRef, trainingJobRef, sweepRef or storageUri",
                 }
             ]
         }
     )
 
+    model_ref: ModelRef | None = pydantic.Field(
+        default=None,
+        description="A version of a registered Model, by alias (it follows the alias) or number.",
+    )
     training_job_ref: str | None = pydantic.Field(
         default=None,
         min_length=1,
@@ -70,9 +113,13 @@ class ModelSource(common.ApiModel):
 
     @pydantic.model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
-        chosen = [v for v in (self.training_job_ref, self.sweep_ref, self.storage_uri) if v is not None]
+        chosen = [
+            v
+            for v in (self.model_ref, self.training_job_ref, self.sweep_ref, self.storage_uri)
+            if v is not None
+        ]
         if len(chosen) != 1:
-            raise ValueError("model: set exactly one of trainingJobRef, sweepRef or storageUri")
+            raise ValueError("model: set exactly one of modelRef, trainingJobRef, sweepRef or storageUri")
         return self
 
 
@@ -350,6 +397,9 @@ class ModelDeploymentStatus(common.StatusBase):
     desired_replicas: int = pydantic.Field(default=0, ge=0, description="Pods wanted.")
     stage: str | None = pydantic.Field(default=None, description="The stage the deployment is in.")
     served_model_uri: str | None = pydantic.Field(default=None, description="URI of the model being served.")
+    served_model_version: int | None = pydantic.Field(
+        default=None, ge=1, description="With model.modelRef: the Model version being served."
+    )
     model_digest: str | None = pydantic.Field(
         default=None,
         description="sha256 of the served model (model.skops, or model.onnx with its preprocessor).",
@@ -373,6 +423,9 @@ class ModelDeployment(common.Resource):
             common.PrinterColumn(name="Ready", json_path=".status.ready"),
             common.PrinterColumn(name="URL", json_path=".status.url"),
             common.PrinterColumn(name="Stage", json_path=".spec.stage"),
+            common.PrinterColumn(
+                name="Version", json_path=".status.servedModelVersion", type="integer", priority=1
+            ),
             common.PrinterColumn(name="Age", json_path=".metadata.creationTimestamp", type="date"),
         ),
         description="Serves a trained model with autoscaling, canary rollouts and drift monitoring.",

@@ -292,9 +292,22 @@ class EarlyStopping(common.ApiModel):
 
 
 class Promote(common.ApiModel):
-    """Hand the best model on to a ModelDeployment when the sweep succeeds."""
+    """Hand the best model on when the sweep succeeds: to a ModelDeployment, to a Model, or both."""
 
-    model_deployment: str = pydantic.Field(
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.modelDeployment) || has(self.model)",
+                    "message": "promote needs modelDeployment, model or both",
+                    "fieldPath": ".model",
+                }
+            ]
+        }
+    )
+
+    model_deployment: str | None = pydantic.Field(
+        default=None,
         min_length=1,
         max_length=63,
         pattern=common.DNS_LABEL_PATTERN,
@@ -302,11 +315,32 @@ class Promote(common.ApiModel):
         "when missing; one the operator did not create for this sweep is never written (the status says "
         "which spec.model to set).",
     )
+    model: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=trainingjob.OBJECT_NAME_PATTERN,
+        description="A Model (same namespace) to record the best trial's model in as a new version, "
+        "moving promote.alias to it; the version outlives the sweep and its trials.",
+    )
+    alias: str = pydantic.Field(
+        default="champion",
+        min_length=1,
+        max_length=63,
+        pattern=common.DNS_LABEL_PATTERN,
+        description="The Model alias the promoted version takes (with model only).",
+    )
     threshold: float | None = pydantic.Field(
         default=None,
         description="Promote only if the best objective is at least this (maximize) "
         "or at most this (minimize).",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _has_a_target(self) -> Promote:
+        if self.model_deployment is None and self.model is None:
+            raise ValueError("promote needs modelDeployment, model or both")
+        return self
 
 
 _BUDGETED = "self.algorithm.name in ['successiveHalving', 'hyperband']"
@@ -383,6 +417,12 @@ class HyperparameterSweepSpec(common.ApiModel):
                     "fieldPath": ".searchSpace",
                 },
                 {
+                    "rule": "!has(self.trialTemplate.registerAs)",
+                    "message": "trialTemplate.registerAs: trials are not registered one by one; set "
+                    "promote.model to register the best trial",
+                    "fieldPath": ".trialTemplate.registerAs",
+                },
+                {
                     "rule": "self.searchSpace == oldSelf.searchSpace && "
                     "self.objective == oldSelf.objective && self.algorithm == oldSelf.algorithm",
                     "message": "searchSpace, objective and algorithm are immutable; create a new sweep",
@@ -450,8 +490,17 @@ class HyperparameterSweepSpec(common.ApiModel):
     promote: Promote | None = pydantic.Field(
         default=None,
         description="Hand the best model to a ModelDeployment on success (created by the operator when "
-        "missing; never written when its user or GitOps owns it).",
+        "missing; never written when its user or GitOps owns it) and/or record it as a Model version.",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _trials_are_not_registered(self) -> HyperparameterSweepSpec:
+        if self.trial_template.register_as is not None:
+            raise ValueError(
+                "trialTemplate.registerAs: trials are not registered one by one; set promote.model "
+                "to register the best trial"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------

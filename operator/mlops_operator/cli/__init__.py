@@ -4,7 +4,8 @@
   phases, row counts, metrics, best trials, readiness and drift, as one tree;
 - ``mlops watch``: live progress bars of preparation, training runs, sweeps and serving;
 - ``mlops plot sweep NAME``: a PNG of a sweep's objective per trial and the best so far;
-- ``mlops predict DEPLOYMENT rows.csv``: score a CSV with a deployed model.
+- ``mlops predict DEPLOYMENT rows.csv``: score a CSV with a deployed model;
+- ``mlops models [compare|alias|delete-version ...]``: the model registry's versions and aliases.
 
 The commands read the cluster with the user's kubeconfig (``--kubeconfig``, ``--context``,
 ``-n``/``-A`` as in kubectl); errors a user can fix are printed on one line with exit status 1.
@@ -67,6 +68,19 @@ def parser() -> argparse.ArgumentParser:
         default="csv",
         help="csv: the rows plus prediction columns; json: one object per line",
     )
+    models = sub.add_parser(
+        "models", parents=[common], help="registered models: versions, aliases, compare, move an alias"
+    )
+    models.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "compare", "alias", "delete-version"],
+        help="list (default); compare MODEL V1 V2; alias MODEL ALIAS VERSION; delete-version MODEL VERSION",
+    )
+    models.add_argument("args", nargs="*", help="the action's arguments")
+    models.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (list)")
+    models.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     return top
 
 
@@ -114,6 +128,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                 colour=colour,
                 out=out,
             )
+        if args.command == "models":
+            from mlops_operator.cli import models
+
+            return models.run(session, args.action, args.args, output=args.output, out=out)
         if args.command == "plot":
             from mlops_operator.cli import plot
 

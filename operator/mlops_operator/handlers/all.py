@@ -6,6 +6,7 @@ from __future__ import annotations
 from mlops_operator.handlers import (  # noqa: F401 - imported for their registrations
     children,
     dataset,
+    model,
     modeldeployment,
     probes,
     settings,

@@ -28,7 +28,7 @@ def promote(
     ctx: framework.Context, resource: sweep.HyperparameterSweep, plan: rsweep.Plan
 ) -> rsweep.PromotionDecision:
     """Read the target ModelDeployment, let the reconciler decide, apply only what the operator owns."""
-    assert resource.spec.promote is not None
+    assert resource.spec.promote is not None and resource.spec.promote.model_deployment is not None
     existing = ctx.kube.get(
         common.API_VERSION,
         "ModelDeployment",

@@ -35,6 +35,7 @@ class Resolved:
     message: str = ""
     failed: bool = False
     s3: common.S3Connection | None = None  # how the pods reach an s3:// uri
+    version: int | None = None  # the Model version, for a modelRef
 
 
 def _s3(raw: Any) -> common.S3Connection | None:
@@ -70,6 +71,8 @@ Plan = rplan.Plan[api.ModelDeploymentStatus]
 
 def source_refs(source: api.ModelSource) -> list[tuple[str, str]]:
     """The objects the handler must read to resolve ``source``."""
+    if source.model_ref is not None:
+        return [("Model", source.model_ref.name)]
     if source.training_job_ref:
         return [("TrainingJob", source.training_job_ref)]
     if source.sweep_ref:
@@ -86,7 +89,41 @@ def resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, An
     return found
 
 
+def _registered(ref: api.ModelRef, body: dict[str, Any] | None) -> Resolved:
+    """The version a Model's alias (or a fixed number) names, from the Model's status."""
+    if body is None:
+        return Resolved(None, "WaitingForModel", f"Model {ref.name} does not exist (yet)")
+    status = body.get("status") or {}
+    alias = ref.effective_alias()
+    version: int | None = ref.version
+    if alias is not None:
+        named = [a for a in status.get("aliases") or [] if a.get("name") == alias]
+        version = named[0].get("version") if named else None
+        if not isinstance(version, int):
+            return Resolved(
+                None, "WaitingForModel", f"alias {alias!r} of Model {ref.name} names no version yet"
+            )
+    entry = next((v for v in status.get("versions") or [] if v.get("version") == version), None)
+    if entry is None or not entry.get("modelUri"):
+        return Resolved(
+            None,
+            "ModelVersionNotFound",
+            f"Model {ref.name} lists no version {version}"
+            + (f" (named by alias {alias!r})" if alias else "")
+            + "; it was deleted, or is older than the versions its status lists",
+        )
+    where = f"alias {alias!r}" if alias else "pinned version"
+    return Resolved(
+        uri=str(entry["modelUri"]),
+        s3=_s3(entry.get("modelS3")),
+        version=version,
+        message=f"Model {ref.name} version {version} ({where})",
+    )
+
+
 def _resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, Any] | None]) -> Resolved:
+    if source.model_ref is not None:
+        return _registered(source.model_ref, sources.get(("Model", source.model_ref.name)))
     if source.storage_uri:
         return Resolved(uri=source.storage_uri)
     if source.training_job_ref:
@@ -367,6 +404,20 @@ def plan(
     if canary_status is not None:
         canary_status.replicas = canary_pods
         canary_status.traffic_percent = round(100 * canary_pods / desired_total, 1) if desired_total else 0.0
+    if stable.uri is not None or spec.model.model_ref is None:
+        if (
+            stable.version is not None
+            and old.served_model_version is not None
+            and stable.version != old.served_model_version
+        ):
+            events.append(
+                rplan.EventNote(
+                    "Normal",
+                    "ModelVersionChanged",
+                    f"rolling out {stable.message or stable.uri} (was version {old.served_model_version})",
+                )
+            )
+        status.served_model_version = stable.version
     status.served_model_uri = stable_uri
     digests = {p.digest for p in observed.pod_metrics.get("stable", []) if p.digest}
     if len(digests) == 1:

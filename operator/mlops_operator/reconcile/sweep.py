@@ -176,10 +176,14 @@ def settled(resource: sweep.HyperparameterSweep) -> bool:
     if status.trials.pending or status.trials.running:
         return False
     return not (
-        status.phase == "Succeeded"
-        and resource.spec.promote is not None
-        and status.condition("Promoted") is None
+        status.phase == "Succeeded" and promotes_deployment(resource) and status.condition("Promoted") is None
     )
+
+
+def promotes_deployment(resource: sweep.HyperparameterSweep) -> bool:
+    """Whether the sweep hands its best model to a ModelDeployment (``promote.model`` alone is
+    carried out by the Model's reconciler, which reads the sweep's status)."""
+    return resource.spec.promote is not None and resource.spec.promote.model_deployment is not None
 
 
 def plan(
@@ -304,7 +308,7 @@ def plan(
         status = status.model_copy(update={"completion_time": None})
 
     promote: PendingPromotion | None = None
-    if status.phase == "Succeeded" and spec.promote is not None:
+    if status.phase == "Succeeded" and promotes_deployment(resource):
         status, promote = _promotion(resource, status, now=now)
     return Plan(
         status=status,
@@ -319,7 +323,7 @@ def _promotion(
     resource: sweep.HyperparameterSweep, status: sweep.HyperparameterSweepStatus, *, now: datetime.datetime
 ) -> tuple[sweep.HyperparameterSweepStatus, PendingPromotion | None]:
     promote = resource.spec.promote
-    assert promote is not None
+    assert promote is not None and promote.model_deployment is not None
     best = status.best_trial
     generation = resource.metadata.generation
     if best is None:
@@ -371,7 +375,7 @@ def decide_promotion(
     and an Event then say which model to set.
     """
     pending, promote = plan.promote, resource.spec.promote
-    assert pending is not None and promote is not None
+    assert pending is not None and promote is not None and promote.model_deployment is not None
     best, name = pending.best, promote.model_deployment
     summary = f"{best.name} ({resource.spec.objective.metric} {best.objective_value:g})"
     state: sweep.PromotionState

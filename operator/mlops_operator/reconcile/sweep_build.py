@@ -290,7 +290,7 @@ def validate(resource: sweep.HyperparameterSweep) -> list[str]:
 def promotion_manifest(resource: sweep.HyperparameterSweep, best: sweep.BestTrial) -> dict[str, Any]:
     """The ModelDeployment to apply when the operator owns it: the best trial's model directory (or
     the sweep, without one), labelled as made by the operator for this sweep."""
-    assert resource.spec.promote is not None
+    assert resource.spec.promote is not None and resource.spec.promote.model_deployment is not None
     return {
         "apiVersion": common.API_VERSION,
         "kind": "ModelDeployment",
