@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -89,10 +90,11 @@ def test_s3_dataset_to_s3_model_to_prediction(cluster: Cluster, operator_ns: str
         what="the TrainingJob from an S3 version to an S3 model",
         logs=operator_log,
     )["status"]
-    assert tj["modelUri"] == model_uri and tj["datasetDigest"] == ds["digest"], tj
+    # The model is published as a version under the output: <output>/<modelVersion>.
+    assert tj["modelUri"] == f"{model_uri}/{tj['modelVersion']}" and tj["datasetDigest"] == ds["digest"], tj
     assert tj["modelS3"]["secretRef"]["name"] == "mlops-s3", tj
     assert tj["metrics"]["accuracy"]["validation"] > 0.9, tj
-    with fs.open_input_stream(f"{model_uri.removeprefix('s3://')}/model_card.json") as stream:
+    with fs.open_input_stream(f"{tj['modelUri'].removeprefix('s3://')}/model_card.json") as stream:
         card = json.loads(stream.read())
     assert card["dataset"]["digest"] == ds["digest"], card
 
@@ -104,7 +106,7 @@ def test_s3_dataset_to_s3_model_to_prediction(cluster: Cluster, operator_ns: str
         what="the model served from S3",
         logs=operator_log,
     )["status"]
-    assert md["servedModelUri"] == model_uri, md
+    assert md["servedModelUri"] == tj["modelUri"], md
     with fs.open_input_file(f"{version}/test.parquet") as handle:
         frame = pq.read_table(io.BytesIO(handle.read())).to_pandas()
     rows = frame.drop(columns=[ds["target"]]).head(20).to_dict(orient="records")
@@ -115,8 +117,18 @@ def test_s3_dataset_to_s3_model_to_prediction(cluster: Cluster, operator_ns: str
         data=json.dumps({"instances": rows}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        answer = json.loads(resp.read())
+
+    def predicted() -> dict[str, Any] | None:
+        # Ready pods can precede kube-proxy's rules for a new Service by a moment (refused).
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.URLError:
+            return None
+
+    answer = pods.wait(
+        cluster, ns, predicted, timeout=60, what="an answer through the Service", logs=operator_log
+    )
     truth = list(frame[ds["target"]].head(20))
     accuracy = sum(int(p == t) for p, t in zip(answer["predictions"], truth, strict=True)) / 20
     assert accuracy >= 0.8, answer
