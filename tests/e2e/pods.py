@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -119,3 +120,25 @@ def phase(cluster: Cluster, kind: str, name: str, namespace: str, want: str) -> 
     if status.get("phase") == "Failed" and want != "Failed":
         raise AssertionError(f"{kind}/{name} failed: {status.get('reason')}: {status.get('message')}")
     return obj if status.get("phase") == want else None
+
+
+def post_json(
+    cluster: Cluster, namespace: str, url: str, body: Any, *, timeout: float = 60
+) -> dict[str, Any]:
+    """POST ``body`` to ``url`` (a Service's ClusterIP) and the JSON answer, retrying while the
+    connection is refused: kube-proxy's rules for a new Service (whose ClusterIP may be one a
+    deleted Service had a moment ago) can trail the pod's readiness on a loaded node."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+
+    def answered() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+    return wait(cluster, namespace, answered, timeout=timeout, what=f"an answer from {url}")

@@ -5,9 +5,7 @@ through a Service."""
 
 from __future__ import annotations
 
-import json
 import pathlib
-import urllib.request
 from typing import Any
 
 import realnode
@@ -137,12 +135,8 @@ def test_dataset_training_sweep_and_serving_run_for_real(
         "petal length (cm)": 5.2,
         "petal width (cm)": 2.3,
     }
-    request = urllib.request.Request(
-        f"{url}/v1/models/{serving['metadata']['name']}:predict",
-        data=json.dumps({"instances": [row]}).encode(),
-        headers={"Content-Type": "application/json"},
+    answer = pods.post_json(
+        cluster, ns, f"{url}/v1/models/{serving['metadata']['name']}:predict", {"instances": [row]}
     )
-    with urllib.request.urlopen(request, timeout=20) as resp:
-        answer = json.loads(resp.read())
     assert answer["predictions"] == [2], answer  # virginica
     assert md["status"]["servedModelUri"] == tj["status"]["modelUri"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import pathlib
-import urllib.error
-import urllib.request
 from typing import Any
 
 import localcluster
@@ -112,22 +110,11 @@ def test_s3_dataset_to_s3_model_to_prediction(cluster: Cluster, operator_ns: str
     rows = frame.drop(columns=[ds["target"]]).head(20).to_dict(orient="records")
     svc = cluster.get("service", "breast-cancer-s3", ns)
     assert svc is not None
-    request = urllib.request.Request(
+    answer = pods.post_json(
+        cluster,
+        ns,
         f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1/models/breast-cancer-s3:predict",
-        data=json.dumps({"instances": rows}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-
-    def predicted() -> dict[str, Any] | None:
-        # Ready pods can precede kube-proxy's rules for a new Service by a moment (refused).
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return dict(json.loads(resp.read()))
-        except urllib.error.URLError:
-            return None
-
-    answer = pods.wait(
-        cluster, ns, predicted, timeout=60, what="an answer through the Service", logs=operator_log
+        {"instances": rows},
     )
     truth = list(frame[ds["target"]].head(20))
     accuracy = sum(int(p == t) for p, t in zip(answer["predictions"], truth, strict=True)) / 20

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import urllib.request
 from typing import Any
 
 import pytest
@@ -201,13 +200,12 @@ def test_own_code_trained_tuned_and_served(cluster: Cluster, operator_ns: str) -
     frame = pq.read_table(realnode.volume_path(ns) / version / "test.parquet").to_pandas()
     target = dataset["target"]
     rows = frame.drop(columns=[target]).head(20).to_dict(orient="records")
-    request = urllib.request.Request(
+    answer = pods.post_json(
+        cluster,
+        ns,
         f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1/models/{deployment}:predict",
-        data=json.dumps({"instances": rows}).encode(),
-        headers={"Content-Type": "application/json"},
+        {"instances": rows},
     )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        answer = json.loads(resp.read())
     accuracy = (
         sum(int(p == t) for p, t in zip(answer["predictions"], frame[target].head(20), strict=True)) / 20
     )
