@@ -19,6 +19,7 @@ import pathlib
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -148,9 +149,20 @@ def predict(kube: Kube, deployment: dict[str, Any]) -> dict[str, Any]:
         data=body,
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        answer: dict[str, Any] = json.loads(resp.read())
-    return {"input": row, "output": answer}
+    # Right after the node (re)started, or for a new Service, kube-proxy's rules can trail the
+    # pod's readiness for a moment (the connection is refused): ask again for up to a minute.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                answer: dict[str, Any] = json.loads(resp.read())
+            return {"input": row, "output": answer}
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def main() -> int:

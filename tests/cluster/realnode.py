@@ -225,8 +225,20 @@ def ensure_data_claim(
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, 1000, 1000)
     path.chmod(0o775)
-    _apply(bins or localcluster.bin_dir(), data_claim_objects(namespace, claim))
+    bins = bins or localcluster.bin_dir()
+    objects = data_claim_objects(namespace, claim)
+    _release(bins, str(objects[0]["metadata"]["name"]))  # type: ignore[index]
+    _apply(bins, objects)
     return path
+
+
+def _release(bins: pathlib.Path, pv: str) -> None:
+    """A volume whose claim was deleted (the namespace went away) stays Released, bound to the
+    old claim's uid: forget that uid so the claim made again binds to it (the data is kept)."""
+    found = localcluster._kubectl(bins, "get", "pv", pv, "--ignore-not-found", "-o", "json")
+    if found.strip() and (json.loads(found).get("status") or {}).get("phase") == "Released":
+        patch = json.dumps({"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})
+        localcluster._kubectl(bins, "patch", "pv", pv, "--type=merge", "-p", patch)
 
 
 # --------------------------------------------------------------------------------------------
