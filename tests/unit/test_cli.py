@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _fake_kube import FakeKube
 
 from mlops_operator import cli
 from mlops_operator.cli import chain, fmt, kube, plot, predict, watch
@@ -165,31 +166,6 @@ def world() -> dict[str, list[dict[str, Any]]]:
         "HyperparameterSweep": sweeps,
         "ModelDeployment": deployments,
     }
-
-
-class FakeKube:
-    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
-        self.objects = objects
-        self.closed = False
-
-    def list(
-        self, api_version: str, kind: str, namespace: str | None = None, **_: Any
-    ) -> list[dict[str, Any]]:
-        return [
-            o
-            for o in self.objects.get(kind, [])
-            if namespace is None or o["metadata"]["namespace"] == namespace
-        ]
-
-    def get(
-        self, api_version: str, kind: str, name: str, namespace: str | None = None
-    ) -> dict[str, Any] | None:
-        return next(
-            (o for o in self.list(api_version, kind, namespace) if o["metadata"]["name"] == name), None
-        )
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def session(

@@ -8,6 +8,7 @@ import io
 import json
 from typing import Any
 
+import _fake_kube
 import pytest
 import yaml
 
@@ -71,28 +72,13 @@ def world() -> dict[str, list[dict[str, Any]]]:
     return {"Model": [body], "ConfigMap": plan.create_once}
 
 
-class FakeKube:
+class FakeKube(_fake_kube.FakeKube):
+    """The read-only fake, recording what the CLI applies and patches."""
+
     def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
-        self.objects = objects
+        super().__init__(objects)
         self.applied: list[tuple[dict[str, Any], str]] = []
         self.patched: list[tuple[str, str, dict[str, Any]]] = []
-        self.closed = False
-
-    def list(
-        self, api_version: str, kind: str, namespace: str | None = None, **_: Any
-    ) -> list[dict[str, Any]]:
-        return [
-            o
-            for o in self.objects.get(kind, [])
-            if namespace is None or o["metadata"]["namespace"] == namespace
-        ]
-
-    def get(
-        self, api_version: str, kind: str, name: str, namespace: str | None = None
-    ) -> dict[str, Any] | None:
-        return next(
-            (o for o in self.list(api_version, kind, namespace) if o["metadata"]["name"] == name), None
-        )
 
     def apply(self, obj: dict[str, Any], *, field_manager: str = "mlops-operator") -> dict[str, Any]:
         self.applied.append((obj, field_manager))
@@ -102,9 +88,6 @@ class FakeKube:
         self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict[str, Any]
     ) -> None:
         self.patched.append((kind, name, patch))
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture

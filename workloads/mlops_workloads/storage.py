@@ -22,16 +22,15 @@ import pathlib
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
 
 import pyarrow
 import pyarrow.fs as pafs
 
-from mlops_operator.api import common
+from mlops_operator.api import common, workload
 from mlops_workloads import runtime
 
 LOG = logging.getLogger("mlops_workloads.storage")
-SECRETS_ROOT = "/var/run/secrets/mlops.dev"
+SECRETS_ROOT = workload.SECRETS_DIR
 
 
 def filesystem(
@@ -279,14 +278,6 @@ def open_store(
     return Store(location=location, fs=_LOCAL, path=location.local_path(pvc_root))
 
 
-@dataclasses.dataclass
-class Staged:
-    """A remote directory mirrored in a local scratch folder (what the frameworks read/write)."""
-
-    store: Store
-    local: pathlib.Path
-
-
 def fetch(store: Store, *, scratch: pathlib.Path, marker: str | None = None) -> pathlib.Path:
     """A local path holding ``store``'s files: itself when local, else a download into ``scratch``.
 
@@ -308,11 +299,3 @@ def fetch(store: Store, *, scratch: pathlib.Path, marker: str | None = None) -> 
     shutil.rmtree(scratch, ignore_errors=True)
     os.replace(partial, scratch)  # whole or not at all: a half download never looks complete
     return scratch
-
-
-def iter_files(store: Store, *, suffixes: tuple[str, ...]) -> Iterator[str]:
-    """The files a source URI names: itself when it is a file, else the files under the prefix."""
-    if store.is_file():
-        yield store.path
-        return
-    yield from store.files(suffixes=suffixes)
