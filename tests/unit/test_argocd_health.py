@@ -7,6 +7,8 @@ Lua 5.1, so syntax or semantics that only newer Lua accepts fail here.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import pathlib
 import re
 from typing import Any
@@ -16,8 +18,12 @@ import pytest
 import yaml
 
 from mlops_operator import argocd
+from mlops_operator.api import model as model_api
+from mlops_operator.handlers import framework
+from mlops_operator.reconcile import model as rmodel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 
 
 def run_health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
@@ -234,9 +240,192 @@ def test_modeldeployment() -> None:
     assert run_health("ModelDeployment", archived) == ("Suspended", "Archived: scaled to zero")
 
 
+def _model(**status: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "phase": "Ready",
+        "versionCount": 3,
+        "latestVersion": 3,
+        "aliases": [{"name": "challenger", "version": 3}, {"name": "champion", "version": 2}],
+        "champion": 2,
+        "conditions": [
+            cond("AliasesResolved", "True", "Resolved", "every alias names a version"),
+            cond("Ready", "True", "Ready", "3 version(s), latest v3, champion v2"),
+            cond("Reconciling", "False", "Ready"),
+            cond("Stalled", "False", "Ready"),
+        ],
+    }
+    base.update(status)
+    return body("Model", base)
+
+
+def test_model() -> None:
+    assert run_health("Model", _model()) == (
+        "Healthy",
+        "Ready: 3 versions, latest v3; aliases challenger v3, champion v2",
+    )
+    one = _model(versionCount=1, latestVersion=1, aliases=[], champion=None)
+    assert run_health("Model", one) == ("Healthy", "Ready: 1 version, latest v1; no aliases")
+    # An empty registry is not ill: nothing has been trained into it yet.
+    empty = _model(versionCount=0, aliases=[], champion=None)
+    del empty["status"]["latestVersion"]
+    assert run_health("Model", empty) == ("Healthy", "Ready: no versions yet")
+    many = _model(aliases=[{"name": f"a{i}", "version": 1} for i in range(6)])
+    assert run_health("Model", many) == (
+        "Healthy",
+        "Ready: 3 versions, latest v3; aliases a0 v1, a1 v1, a2 v1, a3 v1 and 2 more",
+    )
+    refused = _model(
+        conditions=[
+            cond(
+                "AliasesResolved",
+                "False",
+                "AliasRefused",
+                "alias.mlops.dev/champion: version 9 does not exist; champion left unchanged",
+            ),
+            cond("Ready", "True", "Ready"),
+        ]
+    )
+    assert run_health("Model", refused) == (
+        "Degraded",
+        "AliasRefused: alias.mlops.dev/champion: version 9 does not exist; champion left unchanged",
+    )
+    dangling = _model(
+        conditions=[
+            cond("AliasesResolved", "False", "AliasOnDeletedVersion", "champion names v2, which was deleted"),
+            cond("Ready", "True", "Ready"),
+        ]
+    )
+    assert run_health("Model", dangling) == (
+        "Degraded",
+        "AliasOnDeletedVersion: champion names v2, which was deleted",
+    )
+    failed = _model(
+        phase="Failed",
+        reason="InvalidSpec",
+        message="spec.statusVersions: must be at most 100",
+        conditions=[cond("Failed", "True", "InvalidSpec"), cond("Stalled", "True", "InvalidSpec")],
+    )
+    assert run_health("Model", failed) == (
+        "Degraded",
+        "InvalidSpec: spec.statusVersions: must be at most 100",
+    )
+    # Failed wins over a refused alias: the spec itself is what to fix first.
+    both = _model(
+        phase="Failed",
+        reason="ChildRejected",
+        message="configmaps is forbidden",
+        conditions=[cond("AliasesResolved", "False", "AliasRefused", "x"), cond("Failed", "True")],
+    )
+    assert run_health("Model", both) == ("Degraded", "ChildRejected: configmaps is forbidden")
+    # A Failed condition an earlier pass left (the reconciler keeps conditions it does not own)
+    # is not read: the phase and Stalled, which every pass rewrites, say the failure is over.
+    recovered = _model(
+        conditions=[
+            cond("Failed", "True", "InvalidSpec", "spec.statusVersions: must be at most 100"),
+            cond("Ready", "True", "Ready"),
+            cond("Stalled", "False", "Ready"),
+        ]
+    )
+    assert run_health("Model", recovered)[0] == "Healthy"
+    working = _model(
+        conditions=[cond("Ready", "True"), cond("Reconciling", "True", "Registering", "writing iris-v4")]
+    )
+    assert run_health("Model", working) == ("Progressing", "Registering: writing iris-v4")
+    # A status without a phase or Ready yet (an older operator, a status written by hand).
+    assert run_health("Model", body("Model", {})) == ("Progressing", "Pending: waiting for the operator")
+    # A Model has nothing to suspend; no state of it reads Suspended.
+    for case in (_model(), empty, refused, failed, working):
+        assert run_health("Model", case)[0] != "Suspended"
+
+
+def _model_pass(
+    *,
+    annotations: dict[str, str] | None = None,
+    trainingjobs: int = 0,
+    deleted: tuple[int, ...] = (),
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The object as stored after the real Model reconciler ran (twice: records, then their status)."""
+    meta = {"name": "iris", "namespace": "ns", "uid": "model-uid", "generation": 1}
+    sources = [
+        {
+            "apiVersion": "mlops.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": f"run-{i}", "namespace": "ns", "uid": f"uid-run-{i}"},
+            "spec": {"registerAs": "iris"},
+            "status": {
+                "phase": "Succeeded",
+                "modelUri": f"pvc://models/ns/run-{i}/abc",
+                "specHash": f"hash-{i}",
+                "objectiveMetric": "accuracy",
+                "objectiveValue": 0.9,
+                "completionTime": f"2026-03-01T10:0{i}:00Z",
+            },
+        }
+        for i in range(1, trainingjobs + 1)
+    ]
+    config_maps: list[dict[str, Any]] = []
+    stored: dict[str, Any] = dict(status or {})
+    for _ in range(2):
+        resource = model_api.Model.from_body(
+            {"metadata": {**meta, "annotations": annotations or {}}, "status": stored}
+        )
+        plan = rmodel.plan(
+            resource,
+            observed=rmodel.Observed(config_maps=copy.deepcopy(config_maps), trainingjobs=sources),
+            now=NOW,
+        )
+        config_maps += plan.create_once
+        for cm in config_maps:
+            if int(cm["metadata"]["labels"][model_api.LABEL_VERSION]) in deleted:
+                cm["metadata"]["labels"][model_api.LABEL_DELETED] = "true"
+        stored = plan.status.to_api()
+    return {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {**meta, "annotations": annotations or {}},
+        "spec": {},
+        "status": stored,
+    }
+
+
+def test_model_statuses_from_the_reconciler() -> None:
+    """What the real reconciler writes, judged by the check: field names and reasons stay in step."""
+    assert run_health("Model", _model_pass()) == ("Healthy", "Ready: no versions yet")
+    assert run_health(
+        "Model", _model_pass(trainingjobs=2, annotations={"alias.mlops.dev/champion": "1"})
+    ) == (
+        "Healthy",
+        "Ready: 2 versions, latest v2; aliases champion v1",
+    )
+    status, message = run_health(
+        "Model", _model_pass(trainingjobs=1, annotations={"alias.mlops.dev/champion": "7"})
+    )
+    assert status == "Degraded" and message.startswith("AliasRefused: "), message
+    assert "version 7 does not exist" in message
+    status, message = run_health(
+        "Model", _model_pass(trainingjobs=2, annotations={"alias.mlops.dev/champion": "1"}, deleted=(1,))
+    )
+    assert status == "Degraded" and message.startswith("AliasOnDeletedVersion: "), message
+    stored = _model_pass()
+    failed = framework.failed_status(stored, "ChildRejected", "configmaps is forbidden", NOW)
+    stored["status"] = failed
+    assert run_health("Model", stored) == ("Degraded", "ChildRejected: configmaps is forbidden")
+    # The cause fixed, the next pass (from that stored status, less the top-level reason and
+    # message the API server prunes: the Model's status schema has neither) is Healthy again.
+    pruned = {k: v for k, v in failed.items() if k not in {"reason", "message"}}
+    recovered = _model_pass(status=pruned)
+    assert run_health("Model", recovered) == ("Healthy", "Ready: no versions yet")
+
+
 @pytest.mark.parametrize(
     ("kind", "phase"),
-    [("Dataset", "Preparing"), ("TrainingJob", "Running"), ("HyperparameterSweep", "Running")],
+    [
+        ("Dataset", "Preparing"),
+        ("TrainingJob", "Running"),
+        ("HyperparameterSweep", "Running"),
+        ("Model", "Ready"),
+    ],
 )
 def test_stalled_is_degraded_whatever_the_phase(kind: str, phase: str) -> None:
     """Stalled (what Flux reads as Failed) is Degraded in Argo CD too, even before the phase says so."""

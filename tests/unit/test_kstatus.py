@@ -1,4 +1,4 @@
-"""What Flux (kstatus) and Argo CD conclude from the statuses the four reconcilers write.
+"""What Flux (kstatus) and Argo CD conclude from the statuses the reconcilers write.
 
 Every status here comes out of the real pure reconcilers (or ``framework.failed_status``),
 goes through the wire form, and is judged by ``_kstatus.compute`` (a port of cli-utils'

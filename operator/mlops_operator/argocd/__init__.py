@@ -1,4 +1,4 @@
-"""Argo CD health checks for the four mlops.dev kinds.
+"""Argo CD health checks for the five mlops.dev kinds.
 
 Argo CD knows nothing of custom resources' health unless told: without a check, an Application
 holding a failed TrainingJob shows Healthy. The checks are Lua (Argo CD runs them in gopher-lua,
@@ -15,7 +15,7 @@ import importlib.resources
 import yaml
 
 GROUP = "mlops.dev"
-KINDS: tuple[str, ...] = ("Dataset", "TrainingJob", "HyperparameterSweep", "ModelDeployment")
+KINDS: tuple[str, ...] = ("Dataset", "TrainingJob", "HyperparameterSweep", "Model", "ModelDeployment")
 
 
 def _read(name: str) -> str:
@@ -35,7 +35,7 @@ def config_key(kind: str) -> str:
 
 
 def argocd_cm_data() -> dict[str, str]:
-    """``argocd-cm`` data entries for all four kinds."""
+    """``argocd-cm`` data entries for every kind."""
     return {config_key(kind): health_script(kind) for kind in KINDS}
 
 

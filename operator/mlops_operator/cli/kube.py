@@ -16,8 +16,6 @@ import kubernetes
 from mlops_operator.api import common
 from mlops_operator.k8s import client
 
-KINDS: tuple[str, ...] = ("Dataset", "TrainingJob", "HyperparameterSweep", "ModelDeployment")
-
 
 class CliError(Exception):
     """Something the user must fix or know; printed without a traceback."""
