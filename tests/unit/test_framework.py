@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
@@ -225,3 +226,29 @@ def test_resync_lists_only_the_watched_namespaces() -> None:
     items = framework._list_watched(kube, "Dataset", ("t-*",))  # type: ignore[arg-type]
     assert kube.calls == [("Namespace", None), ("Dataset", "t-1"), ("Dataset", "t-2")]
     assert {i["metadata"]["namespace"] for i in items} == {"t-1", "t-2"}
+
+
+def test_a_failure_writes_only_fields_the_kind_s_status_has() -> None:
+    """A ModelDeployment's status has no top-level reason or message: a failure stays in the
+    conditions (the API server refuses a status with undeclared fields: the failure would never
+    be recorded and every pass would fail again), and still warns once per cause."""
+    from mlops_operator.api import modeldeployment
+
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        raise client.ApiError(status=422, reason="Invalid", message="spec.template: bad")
+
+    reg = dataclasses.replace(
+        _reg(fn),
+        flat_failure={"reason", "message"} <= set(modeldeployment.ModelDeploymentStatus.model_fields),
+    )
+    assert reg.flat_failure is False
+    first = RecordingKube()
+    stored = framework.run(reg, _ctx(first), _body())
+    assert stored is not None and "reason" not in stored and "message" not in stored
+    modeldeployment.ModelDeploymentStatus.model_validate(stored)
+    failed = next(c for c in stored["conditions"] if c["type"] == "Failed")
+    assert (stored["phase"], failed["reason"]) == ("Failed", "ChildRejected")
+    assert [e[:2] for e in first.events] == [("Warning", "ChildRejected")]
+    again = RecordingKube()
+    framework.run(reg, _ctx(again), _body(stored))
+    assert again.events == [] and again.statuses == []

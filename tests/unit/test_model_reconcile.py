@@ -382,6 +382,11 @@ def test_an_annotation_naming_no_version_is_refused_with_one_warning_then_honour
     assert status["aliases"] == []
     cond = next(c for c in status["conditions"] if c["type"] == rmodel.CONDITION_ALIASES)
     assert cond["status"] == "False" and "version 2 does not exist" in cond["message"]
+    # Flux reads what Argo CD reads: the annotation asks for the impossible (Stalled), the
+    # registry still works (Ready).
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Stalled"]["status"] == "True" and conditions["Stalled"]["reason"] == "AliasRefused"
+    assert conditions["Ready"]["status"] == "True"
     world.step()
     assert reasons(world).count("AliasRefused") == 1
     world.trainingjobs.append(tj("b", done="2026-03-01T10:30:00Z"))
@@ -389,6 +394,22 @@ def test_an_annotation_naming_no_version_is_refused_with_one_warning_then_honour
     assert status["aliases"][0] == {"name": "challenger", "version": 2, "since": "2026-03-01T12:00:00Z"}
     cond = next(c for c in status["conditions"] if c["type"] == rmodel.CONDITION_ALIASES)
     assert cond["status"] == "True"
+    assert next(c for c in status["conditions"] if c["type"] == "Stalled")["status"] == "False"
+
+
+def test_a_failure_of_an_earlier_pass_is_cleared_by_a_good_one() -> None:
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "ChildRejected",
+        "message": "configmaps is forbidden",
+        "lastTransitionTime": "2026-03-01T11:00:00Z",
+    }
+    world = World(model_body(), trainingjobs=[tj("a")])
+    world.body["status"] = {"phase": "Failed", "conditions": [failed]}
+    status = world.step()
+    cond = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert status["phase"] == "Ready" and cond["status"] == "False"
 
 
 def test_bad_annotation_values_are_refused() -> None:

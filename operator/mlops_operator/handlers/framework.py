@@ -76,6 +76,7 @@ class Registration:
     reconcile: ReconcileFn
     interval: float
     forget: Callable[[str], None] | None = None  # drops per-object memory when the object is deleted
+    flat_failure: bool = True  # the kind's status has top-level reason and message for a failure
 
 
 REGISTRY: dict[str, Registration] = {}
@@ -99,10 +100,13 @@ def _status_dict(status: common.StatusBase | dict[str, Any] | None) -> dict[str,
 
 
 def failed_status(
-    body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime
+    body: Mapping[str, Any], reason: str, message: str, now: datetime.datetime, *, flat: bool = True
 ) -> dict[str, Any]:
     """The stored status with phase Failed, a Failed condition and Stalled (Ready and
-    Reconciling False, so GitOps tools report the failure at once), other fields kept."""
+    Reconciling False, so GitOps tools report the failure at once), other fields kept.
+
+    ``flat``: also ``reason`` and ``message`` at the top of the status, for the kinds whose
+    schema has them (the API server refuses a status with fields its schema lacks)."""
     stored = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     base = common.StatusBase.model_validate(
@@ -121,9 +125,18 @@ def failed_status(
     stored.update(base.to_api())
     stored["phase"] = "Failed"
     stored["observedGeneration"] = generation
-    stored["reason"] = reason
-    stored["message"] = message[:1024]
+    if flat:
+        stored["reason"] = reason
+        stored["message"] = message[:1024]
     return stored
+
+
+def _failure(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    """(phase, the Failed condition's reason and message): what says a failure is the same one."""
+    failed: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Failed"), {}
+    )
+    return status.get("phase"), failed.get("reason"), failed.get("message")
 
 
 def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -153,7 +166,7 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
         except PermanentFailure as exc:
             result = "failed"
             metrics.ERRORS.labels(kind=reg.kind, reason="PermanentFailure").inc()
-            new_status = failed_status(body, exc.reason, exc.message, ctx.now)
+            new_status = failed_status(body, exc.reason, exc.message, ctx.now, flat=reg.flat_failure)
             old_phase = (body.get("status") or {}).get("phase")
             if old_phase != "Failed" or (body.get("status") or {}).get("reason") != exc.reason:
                 events = [rplan.EventNote.warning(exc.reason, exc.message)]
@@ -166,14 +179,10 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
             metrics.RECONCILES.labels(kind=reg.kind, result="error").inc()
             if exc.status in {400, 403, 422}:
                 # The API refused what we built: a bug or missing RBAC; report it on the object.
-                new_status = failed_status(body, "ChildRejected", str(exc), ctx.now)
+                new_status = failed_status(body, "ChildRejected", str(exc), ctx.now, flat=reg.flat_failure)
                 # The API refuses again on every pass: warn once per distinct refusal, not per pass.
                 stored = body.get("status") or {}
-                if (stored.get("phase"), stored.get("reason"), stored.get("message")) != (
-                    "Failed",
-                    "ChildRejected",
-                    new_status["message"],
-                ):
+                if _failure(stored) != _failure(new_status):
                     events = [rplan.EventNote.warning("ChildRejected", str(exc))]
                 _write(reg, ctx, body, new_status, events)
                 return new_status
@@ -237,10 +246,16 @@ def register(
     reconcile: ReconcileFn,
     interval: float = 60.0,
     forget: Callable[[str], None] | None = None,
+    status_model: type[common.StatusBase] | None = None,
 ) -> Registration:
     """Wire ``reconcile`` to kopf for ``plural`` of mlops.dev/v1alpha1; ``forget(uid)`` runs when
-    an object is deleted, for handlers that keep something in memory per object."""
-    reg = Registration(kind=kind, plural=plural, reconcile=reconcile, interval=interval, forget=forget)
+    an object is deleted, for handlers that keep something in memory per object.
+    ``status_model``: the kind's status, when it lacks the top-level reason and message a
+    failure otherwise writes."""
+    flat = status_model is None or {"reason", "message"} <= set(status_model.model_fields)
+    reg = Registration(
+        kind=kind, plural=plural, reconcile=reconcile, interval=interval, forget=forget, flat_failure=flat
+    )
     REGISTRY[plural] = reg
 
     def on_change(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:

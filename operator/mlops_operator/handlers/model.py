@@ -49,7 +49,11 @@ def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outc
 
 
 REGISTRATION = framework.register(
-    kind=api.Model.crd.kind, plural=api.Model.crd.plural, reconcile=reconcile, interval=RESYNC_SECONDS
+    kind=api.Model.crd.kind,
+    plural=api.Model.crd.plural,
+    reconcile=reconcile,
+    interval=RESYNC_SECONDS,
+    status_model=api.ModelStatus,
 )
 
 

@@ -208,4 +208,5 @@ REGISTRATION = framework.register(
     reconcile=reconcile,
     interval=RESYNC_SECONDS,
     forget=forget,
+    status_model=api.ModelDeploymentStatus,
 )

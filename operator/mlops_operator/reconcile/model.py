@@ -238,7 +238,23 @@ def plan(resource: api.Model, *, observed: Observed, now: datetime.datetime) -> 
         + (f", latest v{newest[0].version}" if newest else "")
         + (f", champion v{champion.version}" if champion is not None else "")
     )
-    status = status.with_progress(
-        "Current", ready=True, reason="Ready", message=summary, now=now, generation=generation
-    )
+    # A refused alias annotation asks for what no pass can do until someone changes it: Stalled
+    # for kstatus (Flux), as Argo CD's check reads AliasesResolved; the versions still serve.
+    if problems:
+        status = status.with_progress(
+            "Stalled",
+            ready=True,
+            reason="AliasOnDeletedVersion" if dangling else "AliasRefused",
+            message=message,
+            now=now,
+            generation=generation,
+        )
+    else:
+        status = status.with_progress(
+            "Current", ready=True, reason="Ready", message=summary, now=now, generation=generation
+        )
+    if status.condition("Failed") is not None:  # a failure of an earlier pass is over
+        status = status.with_condition(
+            "Failed", "False", reason="Ready", message=summary, now=now, generation=generation
+        )
     return rplan.Plan(status=status, create_once=create, events=events)
