@@ -30,6 +30,10 @@ venv: $(STAMP) ## Create .venv with the package and its dev tools.
 test-deps: ## Install the Debian packages the tests run for real (Prometheus, promtool) when missing.
 	@bash tests/install-deps.sh
 
+.PHONY: mlflow-venv
+mlflow-venv: ## Install the pinned MLflow the integration tests run as a real tracking server (a venv of its own, cached).
+	@bash tests/mlflow/install.sh >/dev/null
+
 .PHONY: bin
 bin: ## Build (or reuse) the pinned control-plane binaries, cached under ~/.cache/mlops-operator.
 	@bash tests/cluster/build.sh >/dev/null
@@ -100,7 +104,7 @@ test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built ima
 	$(VENV)/bin/pytest tests/e2e -q
 
 .PHONY: test
-test: venv bin test-deps lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
+test: venv bin test-deps mlflow-venv lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
 	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -q
 
 # ---------------------------------------------------------------------------------------------

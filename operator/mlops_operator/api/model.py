@@ -16,6 +16,9 @@ Why the shapes below:
 - Deleting a version is explicit: the label ``mlops.dev/version-deleted=true`` on its ConfigMap
   (``mlops models delete-version``) retires it; the record stays as a tombstone, so the source
   that made it is never registered again.
+- With an MLflow tracking server configured (the operator's ``MLOPS_MLFLOW_TRACKING_URI``), each
+  version is also an MLflow run and registered model version; ``status.mlflow`` remembers what
+  was exported (bounded, like ``status.versions``) so a restart neither repeats nor loses it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ RECORD_KEY = "version.json"
 MAX_ALIASES = 32
 MAX_ALIAS_HISTORY = 20
 MAX_STATUS_VERSIONS = 100
+CONDITION_MLFLOW = "MLflowExported"
 
 
 class PromotionRule(common.ApiModel):
@@ -145,6 +149,47 @@ class AliasMove(common.ApiModel):
     time: str | None = pydantic.Field(default=None, description="When (RFC 3339).")
 
 
+class MLflowVersion(common.ApiModel):
+    """One version as exported to MLflow: its run and its registered model version."""
+
+    version: int = pydantic.Field(ge=1, description="The Model's version number.")
+    run_id: str = pydantic.Field(max_length=256, description="The MLflow run that records it.")
+    model_version: str | None = pydantic.Field(
+        default=None,
+        max_length=32,
+        description="The MLflow registered model version (MLflow numbers its versions itself).",
+    )
+
+
+class MLflowExport(common.ApiModel):
+    """Where the Model's versions went in MLflow and which are there (set only when the operator
+    has an MLflow tracking URI)."""
+
+    tracking_uri: str = pydantic.Field(
+        max_length=2048, description="The tracking server the state below belongs to (no credentials)."
+    )
+    experiment: str = pydantic.Field(max_length=500, description="The MLflow experiment of the Model.")
+    experiment_id: str | None = pydantic.Field(default=None, max_length=64, description="Its id.")
+    registered_model: str = pydantic.Field(
+        max_length=256, description="The MLflow registered model (<namespace>.<model>)."
+    )
+    exported_through: int = pydantic.Field(
+        default=0,
+        ge=0,
+        description="Every version up to this number is exported (or was deleted before it could be).",
+    )
+    versions: list[MLflowVersion] = pydantic.Field(
+        default_factory=list,
+        max_length=MAX_STATUS_VERSIONS,
+        description="The newest exported versions, newest first.",
+    )
+    aliases: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="The aliases as last mirrored onto the registered model: alias -> MLflow version.",
+        json_schema_extra={"maxProperties": MAX_ALIASES},
+    )
+
+
 class ModelStatus(common.StatusBase):
     """The newest versions, the aliases and their last moves; counts for printer columns."""
 
@@ -180,6 +225,11 @@ class ModelStatus(common.StatusBase):
         description="The alias annotations last acted on (moved or refused), so that an annotation set "
         "earlier never undoes a later promotion.",
         json_schema_extra={"maxProperties": MAX_ALIASES},
+    )
+    mlflow: MLflowExport | None = pydantic.Field(
+        default=None,
+        description="The export to MLflow: the experiment, the registered model and the versions "
+        "there (only with an MLflow tracking URI configured).",
     )
 
 

@@ -22,6 +22,7 @@ import prometheus_client
 from mlops_operator import metrics
 from mlops_operator.handlers import framework
 from mlops_operator.k8s import client
+from mlops_operator.mlflow_export import client as mlflow_client
 from mlops_operator.reconcile import workload as rworkload
 
 
@@ -36,6 +37,10 @@ class OperatorConfig:
     max_workers: int = 20
     namespaces: tuple[str, ...] = ()  # watched namespace patterns; empty: all
     settings: rworkload.WorkloadSettings = dataclasses.field(default_factory=rworkload.WorkloadSettings)
+    # The MLflow tracking server Model versions are exported to (MLOPS_MLFLOW_TRACKING_URI,
+    # MLOPS_MLFLOW_EXPERIMENT_PREFIX, and MLflow's own MLFLOW_TRACKING_TOKEN or
+    # MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD); None: no export, no calls.
+    mlflow: mlflow_client.Config | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -55,6 +60,7 @@ class OperatorConfig:
             peering=env.get("MLOPS_PEERING") or None,
             max_workers=int(env.get("MLOPS_MAX_WORKERS", "20")),
             settings=settings,
+            mlflow=mlflow_client.Config.from_env(env),
         )
 
 
@@ -116,9 +122,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
     memo.executor = settings.execution.executor  # where child-triggered passes run (kopf's thread pool)
     start_metrics_server(CONFIG)
     logger.info(
-        "mlops-operator started (metrics on :%s, workload image %s)",
+        "mlops-operator started (metrics on :%s, workload image %s, MLflow export %s)",
         CONFIG.metrics_port,
         CONFIG.settings.workload_image,
+        CONFIG.mlflow.base_url if CONFIG.mlflow is not None else "off",
     )
 
 

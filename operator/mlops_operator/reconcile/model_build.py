@@ -24,6 +24,9 @@ from mlops_operator.reconcile import owner as rowner
 
 COMPONENT = "model-version"
 MAX_PARAM_CHARS = 256
+# The TrainingJob's code version (reconcile.trainingjob_build reads the same annotation for the
+# model card; the per-kind reconcilers import nothing of each other, so the name is repeated).
+CODE_VERSION_ANNOTATION = "mlops.dev/code-version"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +125,7 @@ def _lineage(tj: Mapping[str, Any]) -> dict[str, Any]:
         "params": {str(k): _short(v) for k, v in dict(params).items()} if isinstance(params, Mapping) else {},
         "estimator": _dig(spec, "model", "estimator") or _dig(spec, "trainer", "image"),
         "imageId": status.get("imageId"),
+        "codeVersion": str((meta.get("annotations") or {}).get(CODE_VERSION_ANNOTATION) or "")[:256] or None,
         "device": status.get("device"),
         "durationSeconds": status.get("durationSeconds"),
     }
