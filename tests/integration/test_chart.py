@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import uuid
@@ -286,6 +287,47 @@ def test_rbac_rules_are_least_privilege(helm: Any) -> None:
                     and "namespaces" in rule["resources"]
                 ):
                     assert set(rule["verbs"]) == {"list", "watch"}
+
+
+def _deleted_children() -> set[tuple[str, str]]:
+    """(API group, plural) of every kind a reconciler may delete: each ``ChildRef`` it builds."""
+    plurals = {
+        "PodDisruptionBudget": "poddisruptionbudgets",
+        "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    }
+    found: set[tuple[str, str]] = set()
+    source = "\n".join(
+        p.read_text() for p in (ROOT / "operator" / "mlops_operator" / "reconcile").glob("*.py")
+    )
+    for api_version, kind in re.findall(
+        r'ChildRef\(\s*("[^"]+"|common\.API_VERSION),\s*"([A-Za-z]+)"', source
+    ):
+        version = "mlops.dev/v1alpha1" if api_version == "common.API_VERSION" else api_version.strip('"')
+        group = version.rsplit("/", 1)[0] if "/" in version else ""
+        found.add((group, plurals.get(kind, kind.lower() + "s")))
+    # The Dataset reconciler deletes the Jobs and ConfigMaps it owns by a loop over kinds.
+    found |= {("batch", "jobs"), ("", "configmaps")}
+    return found
+
+
+def test_rbac_grants_delete_on_every_kind_a_reconciler_deletes(helm: Any) -> None:
+    """A ChildRef the operator deletes without the verb is a 403 in every Helm install (the
+    canary's Deployment and a done sweep's trials were): tests that run the operator with the
+    admin kubeconfig never see it."""
+    wanted = _deleted_children()
+    assert {("apps", "deployments"), ("mlops.dev", "trainingjobs"), ("batch", "jobs")} <= wanted, wanted
+    for variant in (VARIANTS["scheduling"], []):
+        granted = {
+            (group, resource)
+            for obj in template(helm, *variant)
+            if obj["kind"] in {"ClusterRole", "Role"}
+            and not obj["metadata"]["name"].endswith(("-edit", "-view"))
+            for rule in obj["rules"]
+            if "delete" in rule["verbs"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
+        assert wanted <= granted, sorted(wanted - granted)
 
 
 @pytest.mark.parametrize(

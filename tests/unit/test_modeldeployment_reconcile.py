@@ -711,3 +711,179 @@ def test_a_model_ref_takes_alias_or_version_not_both() -> None:
     with pytest.raises(ValueError, match="alias or version, not both"):
         api.ModelRef.model_validate({"name": "iris", "alias": "champion", "version": 2})
     assert api.ModelRef(name="iris", version=3).effective_alias() is None
+
+
+# --- The automatic canary: each new version of spec.model is judged before it serves --------
+
+AUTO_SPEC: dict[str, Any] = {
+    "model": {"modelRef": {"name": "iris"}},
+    "replicas": 4,
+    "canary": {"trafficPercent": 25, "rollback": {"minRequests": 100}},
+}
+
+
+def _auto_pass(
+    status: dict[str, Any] | None,
+    champion: int,
+    *,
+    stable: list[mmetrics.PodMetrics] = (),  # type: ignore[assignment]
+    canary: list[mmetrics.PodMetrics] = (),  # type: ignore[assignment]
+    deployments: dict[str, Any] | None = None,
+) -> rmd.Plan:
+    observed = rmd.Observed(
+        sources={("Model", "iris"): _model({"champion": champion}, [3, 2, 1])},
+        deployments=deployments if deployments is not None else {"stable": deployment_status(4)},
+        pod_metrics={"stable": list(stable), "canary": list(canary)},
+    )
+    return rmd.plan(md(AUTO_SPEC, status), observed=observed, now=NOW, settings=SETTINGS)
+
+
+def _deployments(plan: rmd.Plan) -> dict[str, str]:
+    """Track Deployment name → the model URI it serves."""
+    return {
+        d["metadata"]["name"]: str(build.model_uri_of(d)) for d in plan.apply if d["kind"] == "Deployment"
+    }
+
+
+def _stable_on(uri: str, replicas: int = 4) -> dict[str, Any]:
+    dep = deployment_status(replicas)
+    dep["metadata"]["annotations"] = {build.ANNOTATION_MODEL_URI: uri}
+    return dep
+
+
+def test_automatic_canary_judges_a_moved_alias_then_promotes_it() -> None:
+    v1, v2 = "pvc://models/iris/v1", "pvc://models/iris/v2"
+    first = _auto_pass(None, 1)
+    assert _deployments(first) == {"iris-predictor": v1}  # the first version: nothing to compare with
+    assert first.status.canary is None and first.status.served_model_version == 1
+
+    # champion moves to 2: v2 serves 1 pod of 4 beside v1; v1 stays the served version.
+    moved = _auto_pass(first.status.to_api(), 2, deployments={"stable": _stable_on(v1)})
+    assert _deployments(moved) == {"iris-predictor": v1, "iris-canary": v2}
+    assert [d["spec"]["replicas"] for d in by_kind(moved)["Deployment"]] == [3, 1]
+    assert moved.status.served_model_uri == v1 and moved.status.served_model_version == 1
+    canary = moved.status.canary
+    assert canary is not None and (canary.state, canary.model_version, canary.model_uri) == (
+        "Progressing",
+        2,
+        v2,
+    )
+    assert moved.status.is_true("Progressing")
+    assert [e.reason for e in moved.events if e.reason.startswith("Canary")] == ["CanaryStarted"]
+    assert not any(e.reason == "ModelVersionChanged" for e in moved.events)
+
+    # Still too few requests: still judging, no second CanaryStarted.
+    judging = _auto_pass(
+        moved.status.to_api(), 2, stable=[pod("stable", requests=900)], canary=[pod("canary", requests=20)]
+    )
+    assert judging.status.canary is not None and judging.status.canary.state == "Progressing"
+    assert not any(e.reason == "CanaryStarted" for e in judging.events)
+
+    # Healthy: promoted. The stable track rolls to v2, the canary pods stay until it has.
+    promoted = _auto_pass(
+        judging.status.to_api(),
+        2,
+        stable=[pod("stable", requests=3000, errors=3)],
+        canary=[pod("canary", requests=500, errors=1)],
+    )
+    assert _deployments(promoted) == {"iris-predictor": v2, "iris-canary": v2}
+    assert promoted.status.served_model_uri == v2 and promoted.status.served_model_version == 2
+    assert promoted.status.canary is not None and promoted.status.canary.state == "Promoted"
+    assert {"CanaryPromoted", "ModelVersionChanged"} <= {e.reason for e in promoted.events}
+
+    rolling = _auto_pass(
+        promoted.status.to_api(), 2, deployments={"stable": _stable_on(v2, 3) | {"status": {}}}
+    )
+    assert _deployments(rolling) == {"iris-predictor": v2, "iris-canary": v2}
+    # The stable Deployment has rolled out v2: the canary goes.
+    done = _auto_pass(rolling.status.to_api(), 2, deployments={"stable": _stable_on(v2, 3)})
+    assert _deployments(done) == {"iris-predictor": v2}
+    assert by_kind(done)["Deployment"][0]["spec"]["replicas"] == 4
+    assert done.status.canary is not None and done.status.canary.state == "Promoted"
+    assert done.status.canary.replicas == 0
+    # The stable track scales back to 4 (not rolled out for a moment): the canary stays gone.
+    scaling = _auto_pass(done.status.to_api(), 2, deployments={"stable": _stable_on(v2, 3) | {"status": {}}})
+    assert _deployments(scaling) == {"iris-predictor": v2}
+    assert by_kind(scaling)["Deployment"][0]["spec"]["replicas"] == 4
+    assert not done.events or not any(e.reason.startswith("Canary") for e in done.events)
+
+
+def test_automatic_canary_that_fails_keeps_the_served_version_and_refuses_that_one() -> None:
+    v1 = "pvc://models/iris/v1"
+    serving = _auto_pass(None, 1).status.to_api()
+    judging = _auto_pass(serving, 3).status.to_api()
+    bad = _auto_pass(
+        judging, 3, stable=[pod("stable", requests=3000)], canary=[pod("canary", requests=500, errors=90)]
+    )
+    assert _deployments(bad) == {"iris-predictor": v1}
+    assert bad.status.served_model_uri == v1 and bad.status.served_model_version == 1
+    assert bad.status.canary is not None and bad.status.canary.state == "RolledBack"
+    assert bad.status.canary.model_version == 3
+    assert any(e.reason == "CanaryRolledBack" and "version 3" in e.message for e in bad.events)
+    stalled = bad.status.condition("Stalled")
+    assert stalled is not None and stalled.status == "True" and stalled.reason == "CanaryRolledBack"
+    # The alias still names 3: refused, no new canary.
+    again = _auto_pass(bad.status.to_api(), 3, deployments={"stable": _stable_on(v1), "canary": {}})
+    assert _deployments(again) == {"iris-predictor": v1}
+    assert ("Deployment", "iris-canary") in {(r.kind, r.name) for r in again.delete}
+    assert again.status.canary is not None and again.status.canary.state == "RolledBack"
+    # The alias moves back to the served version: the refusal is over, nothing to judge.
+    back = _auto_pass(again.status.to_api(), 1, deployments={"stable": _stable_on(v1)})
+    assert back.status.canary is None and _deployments(back) == {"iris-predictor": v1}
+    assert back.status.condition("Stalled").status == "False"  # type: ignore[union-attr]
+    # Another version is a new canary.
+    other = _auto_pass(again.status.to_api(), 2, deployments={"stable": _stable_on(v1)})
+    assert other.status.canary is not None and other.status.canary.state == "Progressing"
+    assert _deployments(other)["iris-canary"] == "pvc://models/iris/v2"
+
+
+def test_automatic_canary_keeps_an_s3_model_s_connection_while_it_is_replaced() -> None:
+    s3 = {"endpoint": "http://10.0.0.1:9000", "secretRef": {"name": "store"}}
+    model = {
+        "status": {
+            "aliases": [{"name": "champion", "version": 1}],
+            "versions": [
+                {"version": 1, "modelUri": "s3://bucket/models/a/1", "modelS3": s3},
+                {"version": 2, "modelUri": "s3://bucket/models/a/2", "modelS3": s3},
+            ],
+        }
+    }
+    resource = md(AUTO_SPEC)
+    first = rmd.plan(
+        resource, observed=rmd.Observed(sources={("Model", "iris"): model}), now=NOW, settings=SETTINGS
+    )
+    assert (
+        first.status.served_model_s3 is not None and first.status.served_model_s3.secret_ref.name == "store"
+    )  # type: ignore[union-attr]
+    # The version is deleted from the Model: the served one keeps its S3 connection.
+    gone = {"status": {"aliases": [], "versions": []}}
+    plan = rmd.plan(
+        md(AUTO_SPEC, first.status.to_api()),
+        observed=rmd.Observed(sources={("Model", "iris"): gone}),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    dep = next(o for o in plan.apply if o["kind"] == "Deployment")
+    config = api.ServeConfig.model_validate_json(
+        dep["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+    )
+    assert (
+        config.model_dir == "s3://bucket/models/a/1"
+        and config.s3 is not None
+        and config.s3.secret_ref.name == "store"
+    )  # type: ignore[union-attr]
+
+
+# -- spec.logging: the capture store mounted read-write beside the read-only model -------------
+
+
+def _pod(dep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], api.ServeConfig]:
+    pod_spec = dep["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    env = next(e for e in container["env"] if e["name"] == "MLOPS_CONFIG")
+    return pod_spec, container, api.ServeConfig.model_validate_json(env["value"])
+
+
+def _capture_deployment(logging: dict[str, Any], model_uri: str = URI, **model: Any) -> dict[str, Any]:
+    resource = md({"model": {"storageUri": model_uri, **model}, "logging": logging})
+    return build.deployment(resource, track="stable", model_uri=model_uri, replicas=1, settings=SETTINGS)

@@ -10,10 +10,14 @@ no Secret is readable, and nothing cluster-scoped is writable.
   resources: ["datasets", "trainingjobs", "hyperparametersweeps", "modeldeployments", "models"]
   verbs: ["get", "list", "watch", "patch"]
 # Sweeps server-side-apply their trials (TrainingJobs) and promote into ModelDeployments; drift retraining
-# applies TrainingJobs. Apply of a new object needs create.
+# applies TrainingJobs. Apply of a new object needs create. A sweep that is done (goal reached, budget
+# spent) deletes its unfinished trials.
 - apiGroups: ["mlops.dev"]
   resources: ["trainingjobs", "modeldeployments"]
   verbs: ["create"]
+- apiGroups: ["mlops.dev"]
+  resources: ["trainingjobs"]
+  verbs: ["delete"]
 # Status is written with server-side apply on the status subresource.
 - apiGroups: ["mlops.dev"]
   resources: ["datasets/status", "trainingjobs/status", "hyperparametersweeps/status", "modeldeployments/status", "models/status"]
@@ -38,10 +42,11 @@ no Secret is readable, and nothing cluster-scoped is writable.
   verbs: ["get", "list", "create", "patch", "delete"]
 # Model serving: the Deployment(s), the Service, the PodDisruptionBudget and the HPA of a ModelDeployment;
 # the rendezvous Service of a several-worker TrainingJob (deleted with the run's other children).
-# PDBs and HPAs are deleted when replicas or autoscaling change so that they stop acting.
+# PDBs and HPAs are deleted when replicas or autoscaling change so that they stop acting; a
+# canary's Deployment when it is rolled back or promoted.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

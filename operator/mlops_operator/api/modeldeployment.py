@@ -229,9 +229,20 @@ class RollbackPolicy(common.ApiModel):
 
 
 class Canary(common.ApiModel):
-    """A second model version behind the same Service, with a share of the traffic."""
+    """A second model version behind the same Service, with a share of the traffic.
 
-    model: ModelSource = pydantic.Field(description="The canary's model (same choices as spec.model).")
+    With ``model`` set, that model runs beside spec.model at its share until the spec changes
+    (KServe's canaryTrafficPercent). Without it, the canary is automatic: each NEW version
+    spec.model resolves to (a Model alias moved, the TrainingJob re-ran, the sweep found a better
+    trial) first serves this share beside the version served now; Healthy promotes it to every
+    pod, RolledBack keeps the served version and refuses that one.
+    """
+
+    model: ModelSource | None = pydantic.Field(
+        default=None,
+        description="The canary's model (same choices as spec.model). Unset: each new version of "
+        "spec.model is the canary, promoted when Healthy and refused when RolledBack.",
+    )
     traffic_percent: int = pydantic.Field(
         default=10, ge=0, le=100, description="Share of requests for the canary (by replica weighting)."
     )
@@ -365,11 +376,15 @@ class ScaleDecision(common.ApiModel):
 
 
 class CanaryStatus(common.ApiModel):
-    state: Literal["Progressing", "Healthy", "RolledBack", "Pending"] = pydantic.Field(
+    state: Literal["Progressing", "Healthy", "RolledBack", "Pending", "Promoted"] = pydantic.Field(
         default="Pending",
-        description="Progressing (judging), Healthy, RolledBack or Pending (model not ready).",
+        description="Progressing (judging), Healthy, RolledBack, Pending (model not ready) or Promoted "
+        "(an automatic canary that was Healthy now serves on every pod).",
     )
     model_uri: str | None = pydantic.Field(default=None, description="The canary's model URI.")
+    model_version: int | None = pydantic.Field(
+        default=None, ge=1, description="With model.modelRef: the Model version the canary serves."
+    )
     model_digest: str | None = pydantic.Field(default=None, description="The canary's model digest.")
     traffic_percent: float | None = pydantic.Field(
         default=None, description="Effective share of traffic (canary pods / all pods)."
@@ -399,6 +414,11 @@ class ModelDeploymentStatus(common.StatusBase):
     served_model_uri: str | None = pydantic.Field(default=None, description="URI of the model being served.")
     served_model_version: int | None = pydantic.Field(
         default=None, ge=1, description="With model.modelRef: the Model version being served."
+    )
+    served_model_s3: common.S3Connection | None = pydantic.Field(
+        default=None,
+        description="How the pods reach an s3:// servedModelUri (endpoint and Secret name, never a "
+        "credential), kept so that a model being replaced keeps its connection.",
     )
     model_digest: str | None = pydantic.Field(
         default=None,

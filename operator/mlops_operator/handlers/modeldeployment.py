@@ -136,7 +136,7 @@ def _scrape_all(pods: list[dict[str, Any]], *, now: float) -> dict[str, tuple[st
 def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
     ns = md.metadata.namespace
     observed = rmd.Observed()
-    sources = [md.spec.model] + ([md.spec.canary.model] if md.spec.canary else [])
+    sources = [md.spec.model] + ([md.spec.canary.model] if md.spec.canary and md.spec.canary.model else [])
     for source in sources:
         for kind, name in rmd.source_refs(source):
             observed.sources[(kind, name)] = ctx.kube.get(common.API_VERSION, kind, name, ns)

@@ -22,29 +22,11 @@ from mlops_operator.api import modeldeployment as api
 from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
+from mlops_operator.reconcile import modeldeployment_canary as mcanary
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
-from mlops_operator.reconcile import owner as rowner
+from mlops_operator.reconcile import modeldeployment_source as msource
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import workload as rworkload
-
-
-@dataclasses.dataclass(frozen=True)
-class Resolved:
-    uri: str | None
-    reason: str = ""
-    message: str = ""
-    failed: bool = False
-    s3: common.S3Connection | None = None  # how the pods reach an s3:// uri
-    version: int | None = None  # the Model version, for a modelRef
-
-
-def _s3(raw: Any) -> common.S3Connection | None:
-    if not isinstance(raw, dict) or not raw:
-        return None
-    try:
-        return common.S3Connection.model_validate(raw)
-    except ValueError:
-        return None
 
 
 @dataclasses.dataclass
@@ -68,99 +50,10 @@ class Observed:
 
 Plan = rplan.Plan[api.ModelDeploymentStatus]
 
-
-def source_refs(source: api.ModelSource) -> list[tuple[str, str]]:
-    """The objects the handler must read to resolve ``source``."""
-    if source.model_ref is not None:
-        return [("Model", source.model_ref.name)]
-    if source.training_job_ref:
-        return [("TrainingJob", source.training_job_ref)]
-    if source.sweep_ref:
-        return [("HyperparameterSweep", source.sweep_ref)]
-    return []
-
-
-def resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, Any] | None]) -> Resolved:
-    """The model directory ``source`` names (None while it has none) and how to reach it:
-    ``source.s3``, else what the TrainingJob or best trial recorded."""
-    found = _resolve(source, sources)
-    if source.s3 is not None and found.uri is not None:
-        return dataclasses.replace(found, s3=source.s3)
-    return found
-
-
-def _registered(ref: api.ModelRef, body: dict[str, Any] | None) -> Resolved:
-    """The version a Model's alias (or a fixed number) names, from the Model's status."""
-    if body is None:
-        return Resolved(None, "WaitingForModel", f"Model {ref.name} does not exist (yet)")
-    status = body.get("status") or {}
-    alias = ref.effective_alias()
-    version: int | None = ref.version
-    if alias is not None:
-        named = [a for a in status.get("aliases") or [] if a.get("name") == alias]
-        version = named[0].get("version") if named else None
-        if not isinstance(version, int):
-            return Resolved(
-                None, "WaitingForModel", f"alias {alias!r} of Model {ref.name} names no version yet"
-            )
-    entry = next((v for v in status.get("versions") or [] if v.get("version") == version), None)
-    if entry is None or not entry.get("modelUri"):
-        return Resolved(
-            None,
-            "ModelVersionNotFound",
-            f"Model {ref.name} lists no version {version}"
-            + (f" (named by alias {alias!r})" if alias else "")
-            + "; it was deleted, or is older than the versions its status lists",
-        )
-    where = f"alias {alias!r}" if alias else "pinned version"
-    return Resolved(
-        uri=str(entry["modelUri"]),
-        s3=_s3(entry.get("modelS3")),
-        version=version,
-        message=f"Model {ref.name} version {version} ({where})",
-    )
-
-
-def _resolve(source: api.ModelSource, sources: dict[tuple[str, str], dict[str, Any] | None]) -> Resolved:
-    if source.model_ref is not None:
-        return _registered(source.model_ref, sources.get(("Model", source.model_ref.name)))
-    if source.storage_uri:
-        return Resolved(uri=source.storage_uri)
-    if source.training_job_ref:
-        name = source.training_job_ref
-        body = sources.get(("TrainingJob", name))
-        if body is None:
-            return Resolved(None, "WaitingForModel", f"TrainingJob {name} does not exist (yet)")
-        status = body.get("status") or {}
-        phase = status.get("phase")
-        if phase == "Failed":
-            return Resolved(
-                None,
-                "ModelSourceFailed",
-                f"TrainingJob {name} failed: {status.get('message', '')}",
-                failed=True,
-            )
-        if phase != "Succeeded" or not status.get("modelUri"):
-            return Resolved(None, "WaitingForModel", f"TrainingJob {name} is {phase or 'Pending'}")
-        return Resolved(uri=str(status["modelUri"]), s3=_s3(status.get("modelS3")))
-    name = str(source.sweep_ref)
-    body = sources.get(("HyperparameterSweep", name))
-    if body is None:
-        return Resolved(None, "WaitingForModel", f"HyperparameterSweep {name} does not exist (yet)")
-    status = body.get("status") or {}
-    best = status.get("bestTrial") or {}
-    if status.get("phase") == "Failed" and not best.get("modelUri"):
-        return Resolved(
-            None, "ModelSourceFailed", f"HyperparameterSweep {name} failed without a model", failed=True
-        )
-    if status.get("phase") != "Succeeded" or not best.get("modelUri"):
-        return Resolved(
-            None,
-            "WaitingForModel",
-            f"HyperparameterSweep {name} is {status.get('phase') or 'Pending'}; its best model is "
-            "served once it succeeds",
-        )
-    return Resolved(uri=str(best["modelUri"]), s3=_s3(best.get("modelS3")))
+# Resolution lives in modeldeployment_source; these names stay here for the handler and tests.
+Resolved = msource.Resolved
+resolve = msource.resolve
+source_refs = msource.source_refs
 
 
 def _ready(deployment: dict[str, Any] | None) -> int:
@@ -180,14 +73,6 @@ def _rolled_out(deployment: dict[str, Any] | None, want: int | None) -> bool:
         and int(status.get("replicas") or 0) <= replicas
         and _ready(deployment) >= replicas
     )
-
-
-def _windowed(observed: Observed, track: str, *, since: float) -> list[mmetrics.PodMetrics]:
-    """The track's pods' counters over the window that starts at ``since``."""
-    histories = observed.pod_history.get(track)
-    if histories is None:
-        histories = [(m,) for m in observed.pod_metrics.get(track, [])]
-    return [mmetrics.window(h, since=since) for h in histories if h]
 
 
 def _total_replicas(
@@ -303,43 +188,22 @@ def plan(
             )
         status.last_scale = scale
 
-    # Canary: resolve, judge, split.
-    canary_uri: str | None = None
-    canary_s3: common.S3Connection | None = None
-    canary_status: api.CanaryStatus | None = None
-    if spec.canary is not None and spec.stage != "archived":
-        canary_hash = rowner.spec_hash(spec.canary.model.to_api())
-        previous = old.canary if old.canary and old.canary.spec_hash == canary_hash else None
-        resolved = resolve(spec.canary.model, observed.sources)
-        canary_status = api.CanaryStatus(
-            spec_hash=canary_hash,
-            model_uri=resolved.uri,
-            state=previous.state if previous else "Pending",
-            message=previous.message if previous else resolved.message,
-        )
-        if resolved.uri is None:
-            canary_status.state = "Pending"
-            canary_status.message = resolved.message
-        elif canary_status.state != "RolledBack":
-            canary_uri, canary_s3 = resolved.uri, resolved.s3
-            since = now.timestamp() - spec.canary.rollback.window_seconds
-            stats_stable = mmetrics.track_stats(_windowed(observed, "stable", since=since))
-            stats_canary = mmetrics.track_stats(_windowed(observed, "canary", since=since))
-            verdict, message = mmetrics.canary_verdict(stats_stable, stats_canary, spec.canary.rollback)
-            if verdict == "Progressing" and previous is not None and previous.state == "Healthy":
-                # Too few requests in the window (a quiet hour) is no new evidence: stay judged.
-                verdict, message = "Healthy", f"still Healthy, too few requests to judge again: {message}"
-            canary_status.state = verdict  # type: ignore[assignment]
-            canary_status.message = message[:1024]
-            if verdict == "RolledBack":
-                canary_uri = None
-                events.append(rplan.EventNote("Warning", "CanaryRolledBack", message))
-            elif verdict == "Healthy" and (previous is None or previous.state != "Healthy"):
-                events.append(rplan.EventNote("Normal", "CanaryHealthy", message))
-        digests = {p.digest for p in observed.pod_metrics.get("canary", []) if p.digest}
-        canary_status.model_digest = (
-            digests.pop() if len(digests) == 1 else (previous.model_digest if previous else None)
-        )
+    # Which model each track serves; the canary's verdict.
+    stable_dep = observed.deployments.get("stable")
+    tracks = mcanary.decide(
+        md,
+        stable=stable,
+        canary_source=(
+            resolve(spec.canary.model, observed.sources) if spec.canary and spec.canary.model else None
+        ),
+        pod_metrics=observed.pod_metrics,
+        pod_history=observed.pod_history,
+        stable_serving=build.model_uri_of(stable_dep) if _rolled_out(stable_dep, None) else None,
+        now=now,
+    )
+    events.extend(tracks.events)
+    stable_uri = tracks.stable_uri or stable_uri
+    canary_uri, canary_s3, canary_status = tracks.canary_uri, tracks.canary_s3, tracks.canary
     status.canary = canary_status
 
     # Children.
@@ -356,7 +220,7 @@ def plan(
             md,
             track="stable",
             model_uri=stable_uri,
-            model_s3=stable.s3 or spec.model.s3,
+            model_s3=tracks.stable_s3,
             replicas=stable_pods,
             settings=settings,
         )
@@ -390,7 +254,6 @@ def plan(
         )
 
     # Replicas and rollout state.
-    stable_dep = observed.deployments.get("stable")
     canary_dep = observed.deployments.get("canary")
     ready_total = _ready(stable_dep) + (_ready(canary_dep) if canary_uri else 0)
     desired_total = (
@@ -406,19 +269,22 @@ def plan(
         canary_status.traffic_percent = round(100 * canary_pods / desired_total, 1) if desired_total else 0.0
     if stable.uri is not None or spec.model.model_ref is None:
         if (
-            stable.version is not None
+            tracks.stable_version is not None
             and old.served_model_version is not None
-            and stable.version != old.served_model_version
+            and tracks.stable_version != old.served_model_version
         ):
+            what = stable.message if tracks.stable_uri == stable.uri else f"version {tracks.stable_version}"
             events.append(
                 rplan.EventNote(
                     "Normal",
                     "ModelVersionChanged",
-                    f"rolling out {stable.message or stable.uri} (was version {old.served_model_version})",
+                    f"rolling out {what or stable_uri} (was version {old.served_model_version})",
                 )
             )
-        status.served_model_version = stable.version
+        status.served_model_version = tracks.stable_version
     status.served_model_uri = stable_uri
+    remote = common.StorageLocation.parse(stable_uri).remote
+    status.served_model_s3 = tracks.stable_s3 if remote else None
     digests = {p.digest for p in observed.pod_metrics.get("stable", []) if p.digest}
     if len(digests) == 1:
         status.model_digest = digests.pop()

@@ -25,8 +25,11 @@ PORT = 8080
 LABEL_TRACK = "mlops.dev/track"
 LABEL_STAGE = "mlops.dev/stage"
 TRACKS = ("stable", "canary")
+ANNOTATION_MODEL_URI = "mlops.dev/model-uri"  # on each track's Deployment: the model it serves
 PRESTOP_SLEEP_SECONDS = 5
 REMOTE_MODEL_TMP = "4Gi"  # /tmp of a pod that downloads an s3:// model (the model lives there)
+CAPTURE_MOUNT = "/mnt/mlops-capture"  # where a pvc:// or file:// spec.logging store is mounted (rw)
+CAPTURE_VOLUME = "capture"
 
 
 def owner(md: api.ModelDeployment) -> rowner.Owner:
@@ -197,8 +200,18 @@ def deployment(
     if replicas is not None:
         spec["replicas"] = replicas
     meta = _meta(md, name, **{LABEL_TRACK: track})
-    meta["annotations"] = {rowner.ANNOTATION_SPEC_HASH: rowner.spec_hash({"uri": model_uri, "spec": spec})}
+    meta["annotations"] = {
+        rowner.ANNOTATION_SPEC_HASH: rowner.spec_hash({"uri": model_uri, "spec": spec}),
+        ANNOTATION_MODEL_URI: model_uri,
+    }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def model_uri_of(deployment: dict[str, Any] | None) -> str | None:
+    """The model URI a track's Deployment (as built by ``deployment``) serves."""
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    uri = annotations.get(ANNOTATION_MODEL_URI)
+    return str(uri) if uri else None
 
 
 def service(md: api.ModelDeployment) -> dict[str, Any]:
