@@ -12,7 +12,14 @@ Work per request is NOT flattering to us: our server returns predictions, class
 probabilities and low-confidence flags and updates drift windows and metrics; MLServer and
 KServe are asked for ``predict`` only.
 
+Capture (``spec.logging``) is measured the same way: ``ours (v1, capture 100%)`` is ``ours
+(v1)`` with every request captured (``sampleRate: 1``) to Parquet files in a local directory,
+side by side in the same rounds; the run prints its throughput as a share of capture off, and
+the rows the capture arms wrote and dropped (a capture that kept up drops none, so the ratio is
+the cost of writing everything, not of dropping it).
+
     .venv/bin/python benchmarks/serving_throughput.py [--seconds 10] [--rounds 3]
+    .venv/bin/python benchmarks/serving_throughput.py --only 'ours (v1),ours (v1, capture 100%)'
 """
 
 from __future__ import annotations
@@ -55,6 +62,11 @@ MLSERVER_BODY = json.dumps(
     }
 ).encode()
 CONCURRENCY = (1, 32)
+# (capture off, capture at 100%): the pairs whose throughput ratio is the cost of capture.
+CAPTURE_PAIRS = (
+    ("ours (v1)", "ours (v1, capture 100%)"),
+    ("ours (v1, --workers 2)", "ours (v1, --workers 2, capture 100%)"),
+)
 
 
 @contextlib.contextmanager
@@ -100,6 +112,104 @@ def check_answer(url: str, body: bytes) -> Any:
         return json.loads(response.read())
 
 
+def only_names(value: str) -> set[str]:
+    """The names ``--only`` may mean: its comma-separated items, and every run of adjacent items
+    joined again (server names such as ``ours (v1, --workers 2)`` hold commas themselves)."""
+    parts = value.split(",")
+    return {",".join(parts[i:j]).strip() for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Capture counters of a server's /metrics, summed over their labels."""
+    import urllib.request
+
+    from prometheus_client import parser
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("mlops_serve_capture_"):
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+def captured_rows(root: pathlib.Path) -> tuple[int, int]:
+    """(rows, files) of the Parquet files under a capture directory."""
+    import pyarrow.parquet as pq
+
+    paths = sorted(root.rglob("*.parquet"))
+    return sum(pq.read_metadata(p).num_rows for p in paths), len(paths)
+
+
+def capture_cpu(model_dir: pathlib.Path, work: pathlib.Path, *, requests: int) -> dict[str, float]:
+    """CPU seconds, in-process, per single-row request: what the App spends answering it (JSON in,
+    JSON out, no HTTP) alone and in joint model calls of 32 (as batching makes them), and what
+    capture at 100% adds: the request path's ``offer`` and the writer's share (conversion to
+    Arrow every 300 requests, as a writer pass at ~1500 requests/s takes them, then Parquet
+    encoding and the file write). Process CPU time barely moves with the machine's other load,
+    unlike wall-clock throughput, so this resolves what the side-by-side ratio cannot."""
+    import prometheus_client
+
+    from mlops_workloads import storage
+    from mlops_workloads.serve import app as app_mod
+    from mlops_workloads.serve import bundle, telemetry
+    from mlops_workloads.serve import capture as serve_capture
+
+    loaded = bundle.load(model_dir)
+    app = app_mod.App(loaded, model_name="iris")
+    out: dict[str, float] = {}
+    for batch in (1, 32):
+        started = time.process_time()
+        for _ in range(requests // batch):
+            pending = [app.dispatch("POST", "/v1/models/iris:predict", V1_BODY) for _ in range(batch)]
+            app.score([p for p in pending if isinstance(p, app_mod.Pending)])
+        out[f"serve_{batch}"] = (time.process_time() - started) / (requests // batch * batch)
+    pending = app.dispatch("POST", "/v1/models/iris:predict", V1_BODY)
+    assert isinstance(pending, app_mod.Pending)
+    result, proba = app._model_call(pending.batch.frame)
+    assert proba is not None
+    low = proba.max(axis=1) < app.threshold
+    cap = serve_capture.Capture(
+        model=serve_capture.ModelInfo(
+            name="iris",
+            version="1",
+            digest=loaded.digest,
+            task=loaded.task,
+            features=tuple((f.name, f.dtype) for f in loaded.schema.features),
+            classes=loaded.classes,
+        ),
+        open_sink=lambda: storage.open_store(f"file://{work}/cpu"),
+        metrics=telemetry.CaptureMetrics(prometheus_client.CollectorRegistry()),
+        sample_rate=1.0,
+        queue_rows=requests + 1,
+    )
+    offer = writer = 0.0
+    for chunk in range(0, requests, 300):
+        started = time.process_time()
+        for i in range(chunk, min(requests, chunk + 300)):
+            cap.offer(
+                f"{i:032x}",
+                columns=pending.batch.columns,
+                result=result,
+                proba=proba,
+                low=low,
+                low_count=int(low.sum()),
+                rows=1,
+            )
+        offer += time.process_time() - started
+        started = time.process_time()
+        cap._cycle()  # one writer pass, here instead of on its thread, to time it
+        writer += time.process_time() - started
+    started = time.process_time()
+    cap.close()  # no thread started: the final encode and write run here
+    writer += time.process_time() - started
+    out["offer"] = offer / requests
+    out["writer"] = writer / requests
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,6 +217,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per cell and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated subset of servers")
+    parser.add_argument(
+        "--capture-cpu-requests",
+        type=int,
+        default=2000,
+        help="requests per block of the in-process capture CPU measurement (0: skip it)",
+    )
     args = parser.parse_args()
 
     import pandas as pd
@@ -165,9 +281,31 @@ def main() -> None:
             "also": [],
         }
     )
+    for name, extra in (
+        ("ours (v1, capture 100%)", ()),
+        ("ours (v1, --workers 2, capture 100%)", ("--workers", "2")),
+    ):
+        p = next(ports)
+        root = work / f"capture-{p}"
+        servers.append(
+            {
+                "name": name,
+                "cmd": ours(p, *extra, "--capture-uri", f"file://{root}", "--capture-sample-rate", "1"),
+                "ready": f"http://127.0.0.1:{p}/v2/health/ready",
+                "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
+                "body": V1_BODY,
+                "env": env,
+                "also": [],
+                "capture": root,
+                "metrics": f"http://127.0.0.1:{p}/metrics",
+            }
+        )
+    keep = only_names(args.only) if args.only else None
     for workers in (1, 0):
         p = next(ports)
         name = "mlserver" if workers == 1 else "mlserver (parallel_workers=0)"
+        if keep is not None and name not in keep:
+            continue  # not built: building it creates its venv
         servers.append(
             {
                 "name": name,
@@ -187,19 +325,21 @@ def main() -> None:
             }
         )
     p = next(ports)
-    servers.append(
-        {
-            "name": "kserve",
-            "cmd": competitors.kserve_command(joblib_path, work / "kserve", port=p, grpc_port=next(ports)),
-            "ready": f"http://127.0.0.1:{p}/v1/models/iris",
-            "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
-            "body": V1_BODY,
-            "env": None,
-            "also": [],
-        }
-    )
-    if args.only:
-        keep = set(args.only.split(","))
+    if keep is None or "kserve" in keep:
+        servers.append(
+            {
+                "name": "kserve",
+                "cmd": competitors.kserve_command(
+                    joblib_path, work / "kserve", port=p, grpc_port=next(ports)
+                ),
+                "ready": f"http://127.0.0.1:{p}/v1/models/iris",
+                "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
+                "body": V1_BODY,
+                "env": None,
+                "also": [],
+            }
+        )
+    if keep is not None:
         servers = [s for s in servers if s["name"] in keep]
 
     cells: list[tuple[str, str, bytes]] = []
@@ -223,6 +363,9 @@ def main() -> None:
                         flush=True,
                     )
                     time.sleep(0.5)
+        capture_counts = {s["name"]: scrape(s["metrics"]) for s in servers if "capture" in s}
+    # After the servers' SIGTERM: each worker has flushed what it held.
+    capture_files = {s["name"]: captured_rows(s["capture"]) for s in servers if "capture" in s}
 
     print()
     print(
@@ -258,6 +401,44 @@ def main() -> None:
                 f"c={concurrency:<3d} {name:32s} {r.rps / base.rps:5.2f}x MLServer's throughput, "
                 f"p99 {p99:7.2f} ms vs {base_p99:7.2f} ms"
             )
+    for off, on in CAPTURE_PAIRS:
+        for concurrency in CONCURRENCY:
+            if (off, concurrency) not in summary or (on, concurrency) not in summary:
+                continue
+            base, r = summary[(off, concurrency)], summary[(on, concurrency)]
+            # Per round, so a burst from elsewhere on the machine hits both arms of a ratio alike.
+            ratios = [
+                b.rps / a.rps
+                for a, b in zip(results[(off, concurrency)], results[(on, concurrency)], strict=True)
+            ]
+            p99 = statistics.median(x.p99_ms for x in results[(on, concurrency)])
+            base_p99 = statistics.median(x.p99_ms for x in results[(off, concurrency)])
+            print(
+                f"c={concurrency:<3d} {on:38s} {r.rps / base.rps:5.3f}x the throughput of capture off "
+                f"(median of per-round ratios {statistics.median(ratios):5.3f}, cost "
+                f"{(1 - statistics.median(ratios)) * 100:+.1f}%), p99 {p99:7.2f} ms vs {base_p99:7.2f} ms"
+            )
+    if args.capture_cpu_requests:
+        cpu = capture_cpu(model_dir, work, requests=args.capture_cpu_requests)
+        extra = cpu["offer"] + cpu["writer"]
+        print(
+            f"capture's own CPU per captured row (in-process): request path {cpu['offer'] * 1e6:.1f} us, "
+            f"writer thread {cpu['writer'] * 1e6:.1f} us"
+        )
+        for batch in (1, 32):
+            serve = cpu[f"serve_{batch}"]
+            print(
+                f"  vs {serve * 1e6:7.1f} us CPU to answer a request in model calls of {batch:2d}: "
+                f"capture at 100% costs {extra / serve * 100:4.1f}% of a request's CPU "
+                f"({serve / (serve + extra):5.3f}x the throughput of a CPU-bound server)"
+            )
+    for name, counts in capture_counts.items():
+        rows, files = capture_files[name]
+        print(
+            f"{name}: {rows} rows in {files} Parquet files; "
+            f"dropped {counts.get('mlops_serve_capture_dropped_total', 0):.0f}, "
+            f"write errors {counts.get('mlops_serve_capture_errors_total', 0):.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -887,3 +887,95 @@ def _pod(dep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], api.Serve
 def _capture_deployment(logging: dict[str, Any], model_uri: str = URI, **model: Any) -> dict[str, Any]:
     resource = md({"model": {"storageUri": model_uri, **model}, "logging": logging})
     return build.deployment(resource, track="stable", model_uri=model_uri, replicas=1, settings=SETTINGS)
+
+
+def test_logging_on_the_model_s_claim_adds_a_read_write_mount_of_the_same_volume() -> None:
+    dep = _capture_deployment({"storageUri": "pvc://models/captures", "sampleRate": 0.1})
+    pod_spec, container, config = _pod(dep)
+    assert [v["name"] for v in pod_spec["volumes"]] == ["model", "tmp"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/mnt/mlops/pvc/models"] == {
+        "name": "model",
+        "mountPath": "/mnt/mlops/pvc/models",
+        "readOnly": True,
+    }
+    assert mounts[build.CAPTURE_MOUNT] == {"name": "model", "mountPath": build.CAPTURE_MOUNT}
+    assert config.capture == api.CaptureConfig(
+        uri=f"file://{build.CAPTURE_MOUNT}/captures/ml/iris", sample_rate=0.1, low_confidence=True
+    )
+    assert config.model_dir == URI
+
+
+def test_logging_on_another_claim_or_a_host_path_gets_its_own_volume() -> None:
+    dep = _capture_deployment({"storageUri": "pvc://feedback", "rollSeconds": 30, "queueRows": 500})
+    pod_spec, container, config = _pod(dep)
+    assert {"name": "capture", "persistentVolumeClaim": {"claimName": "feedback"}} in pod_spec["volumes"]
+    capture_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == build.CAPTURE_MOUNT)
+    assert capture_mount == {"name": "capture", "mountPath": build.CAPTURE_MOUNT}  # read-write
+    model_mount = next(m for m in container["volumeMounts"] if m["name"] == "model")
+    assert model_mount["readOnly"] is True
+    assert config.capture is not None
+    assert config.capture.uri == f"file://{build.CAPTURE_MOUNT}/ml/iris"
+    assert (config.capture.roll_seconds, config.capture.queue_rows) == (30, 500)
+    dep = _capture_deployment({"storageUri": "file:///var/mlops/captures"})
+    pod_spec, _, config = _pod(dep)
+    assert {
+        "name": "capture",
+        "hostPath": {"path": "/var/mlops/captures", "type": "DirectoryOrCreate"},
+    } in pod_spec["volumes"]
+    assert config.capture is not None and config.capture.uri == f"file://{build.CAPTURE_MOUNT}/ml/iris"
+
+
+def test_s3_logging_mounts_its_secret_and_shares_the_model_s() -> None:
+    s3 = {"endpoint": "http://10.0.0.1:9000", "secretRef": {"name": "capture-creds"}}
+    dep = _capture_deployment({"storageUri": "s3://bucket/captures", "s3": s3})
+    pod_spec, container, config = _pod(dep)
+    secret = {"name": "s3-0", "secret": {"secretName": "capture-creds", "optional": True}}
+    assert secret in pod_spec["volumes"]
+    secret_mount = next(m for m in container["volumeMounts"] if m["name"] == "s3-0")
+    assert secret_mount["readOnly"] is True and secret_mount["mountPath"].endswith("/s3/capture-creds")
+    assert not any(m["mountPath"] == build.CAPTURE_MOUNT for m in container["volumeMounts"])
+    assert config.capture is not None and config.capture.uri == "s3://bucket/captures/ml/iris"
+    assert config.capture.s3 is not None and config.capture.s3.endpoint == "http://10.0.0.1:9000"
+    # An s3:// model with the same Secret: one Secret volume for both.
+    model_uri = "s3://bucket/models/iris"
+    resource = md(
+        {"model": {"storageUri": model_uri, "s3": s3}, "logging": {"storageUri": "s3://bucket/c", "s3": s3}}
+    )
+    dep = build.deployment(
+        resource,
+        track="stable",
+        model_uri=model_uri,
+        replicas=1,
+        settings=SETTINGS,
+        model_s3=resource.spec.model.s3,
+    )
+    pod_spec, _, config = _pod(dep)
+    assert [v["name"] for v in pod_spec["volumes"] if "secret" in v] == ["s3-0"]
+    assert config.capture is not None and config.s3 == config.capture.s3
+
+
+def test_without_logging_the_serving_pod_is_unchanged() -> None:
+    resource = md({"model": {"storageUri": URI}})
+    dep = build.deployment(resource, track="stable", model_uri=URI, replicas=1, settings=SETTINGS)
+    pod_spec, container, config = _pod(dep)
+    assert config.capture is None and "capture" not in container["env"][0]["value"]
+    assert not any(m["mountPath"] == build.CAPTURE_MOUNT for m in container["volumeMounts"])
+    assert [v["name"] for v in pod_spec["volumes"]] == ["model", "tmp"]
+
+
+def test_logging_reaches_the_planned_deployment_and_a_change_rolls_it() -> None:
+    base = {"model": {"storageUri": URI}}
+    plain = rmd.plan(md(base), observed=rmd.Observed(), now=NOW, settings=SETTINGS)
+    logged = rmd.plan(
+        md({**base, "logging": {"storageUri": "pvc://models/captures"}}),
+        observed=rmd.Observed(),
+        now=NOW,
+        settings=SETTINGS,
+    )
+    (before,) = by_kind(plain)["Deployment"]
+    (after,) = by_kind(logged)["Deployment"]
+    _, _, config = _pod(after)
+    assert config.capture is not None and config.capture.uri.endswith("/captures/ml/iris")
+    hash_key = "mlops.dev/spec-hash"
+    assert before["metadata"]["annotations"].get(hash_key) != after["metadata"]["annotations"].get(hash_key)

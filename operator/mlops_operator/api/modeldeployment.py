@@ -3,7 +3,8 @@
 The spec says WHICH model (a TrainingJob's, a sweep's best trial, or a storage URI), HOW
 MANY pods (fixed ``replicas`` or ``autoscaling``), how a new version rolls out (``canary``
 with automatic rollback), which ``stage`` it is in (a registry's staging, production,
-archived) and what to do on ``drift``. The status keeps what a person and the operator
+archived), what to do on ``drift`` and which predictions to capture (``logging``: low-confidence
+rows and a sample, for review and retraining). The status keeps what a person and the operator
 need after a restart: phase, URL, replicas, the served model's URI and digest, the canary's
 state, the last scale decision and the autoscaler's small state (so a restart of the
 operator neither forgets a panic nor scales down early).
@@ -281,6 +282,112 @@ class DriftPolicy(common.ApiModel):
     )
 
 
+CAPTURE_SOMETHING = "self.lowConfidence || self.sampleRate > 0.0"
+CAPTURE_S3_ONLY_FOR_S3 = "!has(self.s3) || self.storageUri.startsWith('s3://')"
+
+
+class CaptureSettings(common.ApiModel):
+    """What the model server captures and how it rolls its files (shared by spec.logging and the
+    server's own config)."""
+
+    low_confidence: bool = pydantic.Field(
+        default=True,
+        description="Capture every row whose top class probability is under lowConfidenceThreshold.",
+    )
+    sample_rate: float = pydantic.Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Also capture this share of all requests, every row of a chosen request "
+        "(0: none, 1: every request).",
+    )
+    max_file_rows: int = pydantic.Field(
+        default=100_000, ge=100, le=10_000_000, description="A Parquet file is closed at this many rows."
+    )
+    max_file_bytes: int = pydantic.Field(
+        default=16 << 20,
+        ge=1 << 20,
+        le=1 << 30,
+        description="A file is closed once its buffered rows take this many bytes in memory (the "
+        "Parquet file is usually smaller).",
+    )
+    roll_seconds: int = pydantic.Field(
+        default=60,
+        ge=5,
+        le=86400,
+        description="A file is closed at most this long after its first row: how soon a captured row "
+        "becomes visible.",
+    )
+    queue_rows: int = pydantic.Field(
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="Rows each server process holds waiting for the writer; beyond it rows are dropped "
+        "(and counted in mlops_serve_capture_dropped_total), never the answer.",
+    )
+
+
+class LoggingSpec(CaptureSettings):
+    """Capture of predictions for review and retraining: low-confidence rows and a sample of requests.
+
+    Each server process writes them in the background to Parquet files under
+    ``<storageUri>/<namespace>/<deployment>/captured/<yyyy>/<mm>/<dd>/`` (schema in
+    ``mlops_workloads.capture``). A slow, full or unwritable store never delays or fails an answer:
+    rows that cannot be written are dropped and counted.
+    """
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": CAPTURE_SOMETHING,
+                    "message": "logging: set lowConfidence: true or a sampleRate above 0 (or remove logging)",
+                    "fieldPath": ".sampleRate",
+                },
+                {
+                    "rule": CAPTURE_S3_ONLY_FOR_S3,
+                    "message": "logging.s3 only applies to an s3:// logging.storageUri",
+                    "fieldPath": ".s3",
+                },
+            ]
+        }
+    )
+
+    storage_uri: str = pydantic.Field(
+        max_length=2048,
+        pattern=common.STORAGE_URI_PATTERN,
+        description="Where the deployment's captured rows (and later their labels) live: "
+        "pvc://<claim>/<path>, file:///<path> or s3://<bucket>/<prefix>; mounted read-write into the "
+        "serving pods.",
+    )
+    s3: common.S3Connection | None = pydantic.Field(
+        default=None, description="How the serving pods reach an s3:// storageUri."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _captures_something(self) -> LoggingSpec:
+        if not self.low_confidence and self.sample_rate <= 0:
+            raise ValueError("logging: set lowConfidence: true or a sampleRate above 0 (or remove logging)")
+        if self.s3 is not None and not self.storage_uri.startswith("s3://"):
+            raise ValueError("logging.s3 only applies to an s3:// logging.storageUri")
+        return self
+
+    def root_uri(self, namespace: str, name: str) -> str:
+        """The deployment's own directory under storageUri: ``<storageUri>/<namespace>/<name>``."""
+        return common.StorageLocation.parse(self.storage_uri).join(namespace, name).uri()
+
+
+class CaptureConfig(CaptureSettings):
+    """The server's capture config: where to write (as the server sees it) and what."""
+
+    uri: str = pydantic.Field(
+        max_length=2048,
+        pattern=common.STORAGE_URI_PATTERN,
+        description="The deployment's capture root; files go under <uri>/captured/.",
+    )
+    s3: common.S3Connection | None = pydantic.Field(default=None, description="How to reach an s3:// uri.")
+
+
 class ModelDeploymentSpec(common.ApiModel):
     model_config = pydantic.ConfigDict(
         json_schema_extra={
@@ -326,6 +433,11 @@ class ModelDeploymentSpec(common.ApiModel):
         description="Registry stage; archived scales the deployment to zero and keeps the record.",
     )
     drift: DriftPolicy = pydantic.Field(default_factory=DriftPolicy, description="Drift monitoring.")
+    logging: LoggingSpec | None = pydantic.Field(
+        default=None,
+        description="Capture low-confidence rows and a sample of requests to storage (for review "
+        "and retraining).",
+    )
     image: str | None = pydantic.Field(
         default=None, max_length=512, description="Server image; defaults to the operator's workload image."
     )
@@ -493,4 +605,7 @@ class ServeConfig(common.ApiModel):
     )
     staging_dir: str = pydantic.Field(
         default=workload.STAGING_DIR, description="Where an s3:// model is downloaded to."
+    )
+    capture: CaptureConfig | None = pydantic.Field(
+        default=None, description="Capture of predictions (spec.logging); none when unset."
     )

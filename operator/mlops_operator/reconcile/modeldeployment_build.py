@@ -7,6 +7,11 @@ the pods (``split_replicas``). Zero-downtime rollouts come from the Deployment i
 ``maxUnavailable: 0``, a readiness probe on ``/v2/health/ready`` (true only once the model
 is loaded and until the pod starts draining), a ``preStop`` sleep that lets the endpoints
 controller take the pod out before SIGTERM, and a server that finishes in-flight requests.
+
+With ``spec.logging`` the pods also write captured predictions: a pvc:// or file:// store is
+mounted read-WRITE at ``CAPTURE_MOUNT`` (its own path, so it never collides with the model's
+read-only mount, even on the same claim) and the server is told the in-pod path; an s3:// store
+gets its credentials Secret mounted like a model's.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ def serve_config(
 ) -> api.ServeConfig:
     remote = common.StorageLocation.parse(model_uri).remote
     return api.ServeConfig(
+        capture=capture_config(md),
         model_dir=model_uri,
         s3=model_s3 if remote else None,
         model_name=md.metadata.name,
@@ -99,6 +105,45 @@ def serve_config(
         drain_seconds=1.0,
         pvc_root=settings.pvc_root,
     )
+
+
+def capture_config(md: api.ModelDeployment) -> api.CaptureConfig | None:
+    """The server's capture config from ``spec.logging``: the deployment's root as the pod sees it."""
+    logging = md.spec.logging
+    if logging is None:
+        return None
+    location = common.StorageLocation.parse(logging.storage_uri)
+    ns, name = md.metadata.namespace, md.metadata.name
+    if location.remote:
+        uri = logging.root_uri(ns, name)
+    else:
+        inside = location.path.strip("/") if location.scheme == "pvc" else ""
+        uri = "file://" + "/".join(p for p in (CAPTURE_MOUNT, inside, ns, name) if p)
+    knobs = logging.model_dump(include=set(api.CaptureSettings.model_fields))
+    return api.CaptureConfig(uri=uri, s3=logging.s3 if location.remote else None, **knobs)
+
+
+def _capture_volume(
+    md: api.ModelDeployment, model_volumes: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The read-write volume and mount of a pvc:// or file:// spec.logging store (none for s3://).
+
+    On the claim that already holds the model, the model's volume gets a second mount: one pod
+    volume per claim (two volumes of one claim trip some CSI drivers)."""
+    logging = md.spec.logging
+    if logging is None:
+        return [], []
+    location = common.StorageLocation.parse(logging.storage_uri)
+    if location.remote:
+        return [], []
+    if location.scheme == "pvc":
+        for volume in model_volumes:
+            if (volume.get("persistentVolumeClaim") or {}).get("claimName") == location.claim:
+                return [], [{"name": volume["name"], "mountPath": CAPTURE_MOUNT}]
+        volume = {"name": CAPTURE_VOLUME, "persistentVolumeClaim": {"claimName": location.claim}}
+    else:
+        volume = {"name": CAPTURE_VOLUME, "hostPath": {"path": location.path, "type": "DirectoryOrCreate"}}
+    return [volume], [{"name": CAPTURE_VOLUME, "mountPath": CAPTURE_MOUNT}]
 
 
 def deployment(
@@ -117,13 +162,17 @@ def deployment(
     name = deployment_name(md, track)
     config = serve_config(md, model_uri=model_uri, settings=settings, model_s3=model_s3)
     location = common.StorageLocation.parse(model_uri)
+    capture_s3 = config.capture.s3 if config.capture is not None else None
     if location.remote:
-        volumes, mounts = rworkload.s3_secret_mounts([config.s3])
+        volumes, mounts = rworkload.s3_secret_mounts([config.s3, capture_s3])
         tmp_size = REMOTE_MODEL_TMP
     else:
         volume, mount = rworkload.storage_volume(location, settings, name="model")
-        volumes, mounts = [volume], [{**mount, "readOnly": True}]
+        secret_volumes, secret_mounts = rworkload.s3_secret_mounts([capture_s3])
+        volumes, mounts = [volume, *secret_volumes], [{**mount, "readOnly": True}, *secret_mounts]
         tmp_size = "256Mi"
+    capture_volumes, capture_mounts = _capture_volume(md, volumes)
+    volumes, mounts = [*volumes, *capture_volumes], [*mounts, *capture_mounts]
     pod_labels = {
         **selector(md),
         **owner(md).labels(COMPONENT),

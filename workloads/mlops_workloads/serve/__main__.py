@@ -4,7 +4,9 @@ Config: the JSON of ``ServeConfig`` from MLOPS_CONFIG_FILE / MLOPS_CONFIG (how t
 runs it), overridden by command-line flags (how a person runs it). With ``--workers N`` the
 model is loaded once, then N processes are forked, each with its own SO_REUSEPORT socket
 on the same port (the kernel spreads connections) and a shared Prometheus multiprocess
-directory, so /metrics on any worker reports the whole pod.
+directory, so /metrics on any worker reports the whole pod. With ``capture`` (the operator
+sets it from ``spec.logging``; by hand ``--capture-uri``) each worker captures rows to its own
+Parquet files through one writer thread (``serve.capture``), flushed on SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 from mlops_operator.api import common, workload
 from mlops_operator.api import modeldeployment as md_api
 from mlops_workloads import runtime
+
+CAPTURE_FLUSH_SECONDS = 10.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +50,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run model calls on the event loop, not a worker thread",
     )
     parser.add_argument("--port-file", help="write the bound port here once listening (tests)")
+    parser.add_argument(
+        "--capture-uri", help="capture predictions under this pvc://, file:// or s3:// directory"
+    )
+    parser.add_argument("--capture-sample-rate", type=float, help="share of requests captured (0..1)")
+    parser.add_argument(
+        "--capture-no-low-confidence",
+        action="store_true",
+        help="do not capture low-confidence rows (only the sample)",
+    )
+    parser.add_argument("--capture-roll-seconds", type=int, help="close a capture file after this long")
+    parser.add_argument("--capture-queue-rows", type=int, help="rows held waiting for the writer")
     return parser.parse_args(argv)
 
 
@@ -66,6 +81,18 @@ def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.Ser
         "drain_seconds": args.drain_seconds,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
+    capture_flags = {
+        "uri": args.capture_uri,
+        "sample_rate": args.capture_sample_rate,
+        "low_confidence": False if args.capture_no_low_confidence else None,
+        "roll_seconds": args.capture_roll_seconds,
+        "queue_rows": args.capture_queue_rows,
+    }
+    given = {k: v for k, v in capture_flags.items() if v is not None}
+    if given:
+        if data.get("capture") is None and "uri" not in given:
+            raise runtime.WorkloadError("InvalidConfig", "the --capture-* flags need --capture-uri")
+        data["capture"] = {**(data.get("capture") or {}), **given}
     if "model_dir" not in data:
         raise runtime.WorkloadError("MissingConfig", "give --model-dir or a config with modelDir")
     try:
@@ -107,6 +134,9 @@ def _run_worker(
         low_confidence_threshold=config.low_confidence_threshold,
         max_batch_rows=config.max_batch_rows,
         drift_window=config.drift_window,
+        capture=config.capture,
+        pvc_root=config.pvc_root,
+        secrets_root=config.secrets_root,
     )
     server = http.Server(app, max_body_bytes=config.max_body_bytes, batching=batching, offload=offload)
 
@@ -114,6 +144,13 @@ def _run_worker(
         logging.getLogger("mlops_workloads.serve").info(
             "serving %s (%s) on %s:%d", config.model_name, bundle.digest, config.host, port
         )
+        if config.capture is not None:
+            logging.getLogger("mlops_workloads.serve").info(
+                "capturing %s low-confidence rows and %.4g%% of requests to %s/captured/",
+                "the" if config.capture.low_confidence else "no",
+                config.capture.sample_rate * 100,
+                config.capture.uri,
+            )
         if port_file:
             tmp = f"{port_file}.tmp"
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -126,6 +163,8 @@ def _run_worker(
         loop.run_until_complete(http.serve(server, sock, drain_seconds=config.drain_seconds, ready=ready))
     finally:
         loop.close()
+        # Every answer is out; write what capture holds (within the pod's grace period).
+        app.close(CAPTURE_FLUSH_SECONDS)
 
 
 def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:

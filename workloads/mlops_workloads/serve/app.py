@@ -9,6 +9,11 @@ joint call falls back to one call per request, so a bad request only fails itsel
 Every path ends in a JSON answer: unknown paths 404, wrong methods 405, bad inputs 4xx
 (see ``inputs``), model errors on a valid input 422, and anything unexpected 500 with the
 exception's type (logged), never a dropped connection.
+
+Every prediction has a request id: the ``x-request-id`` header when it is given (printable
+ASCII, at most 200 characters), else the v2 body's ``id``, else a new uuid4 hex; the answer
+carries it in its ``X-Request-Id`` header, and captured rows (``capture``, ``spec.logging``)
+are stored under it, so a client or a reviewer can find the row of an answer.
 """
 
 from __future__ import annotations
@@ -17,14 +22,20 @@ import collections
 import dataclasses
 import json
 import logging
+import random
+import re
 import threading
 import time
+import uuid
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlops_operator.api import modeldeployment as md_api
+from mlops_operator.api import workload
 from mlops_workloads.serve import bundle as bundle_mod
+from mlops_workloads.serve import capture as capture_mod
 from mlops_workloads.serve import drift as drift_mod
 from mlops_workloads.serve import inputs, openapi, telemetry
 
@@ -33,6 +44,8 @@ JSON = "application/json"
 SERVER_NAME = "mlops-serve"
 SERVER_VERSION = "0.1.0"
 V2_DATATYPE = {"float": "FP64", "int": "INT64", "bool": "BOOL", "category": "BYTES", "string": "BYTES"}
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII: safe to echo in a header
 
 
 @dataclasses.dataclass
@@ -51,8 +64,9 @@ class Pending:
     protocol: str  # "v2" or "v1"
     batch: inputs.Batch
     endpoint: str
-    request_id: str | None = None
+    request_id: str | None = None  # the v2 body's "id", echoed in the body
     outputs: tuple[str, ...] | None = None
+    trace_id: str = ""  # the request id of the module docstring (header, v2 id or a new uuid4)
 
 
 def _dumps(value: Any) -> bytes:
@@ -80,6 +94,10 @@ class App:
         low_confidence_threshold: float = 0.6,
         max_batch_rows: int = 1000,
         drift_window: int = 1000,
+        capture: md_api.CaptureConfig | None = None,
+        capture_rng: random.Random | None = None,
+        pvc_root: str = "/mnt/mlops",
+        secrets_root: str = workload.SECRETS_DIR,
     ) -> None:
         self.bundle = bundle
         self.name = model_name
@@ -96,7 +114,30 @@ class App:
             version=model_version,
             classes=self.classes if self.classification else None,
             features=self.drift.features,
+            capture=capture is not None,
         )
+        # Started here, in the process that serves (after the fork of --workers): one writer
+        # thread per process.
+        self.capture: capture_mod.Capture | None = None
+        if capture is not None:
+            assert self.telemetry.capture is not None
+            model = capture_mod.ModelInfo(
+                name=model_name,
+                version=model_version,
+                digest=bundle.digest,
+                task=bundle.task,
+                features=tuple((f.name, f.dtype) for f in self.schema.features),
+                classes=self.classes if self.classification else None,
+            )
+            self.capture = capture_mod.Capture.from_config(
+                capture,
+                model=model,
+                metrics=self.telemetry.capture,
+                pvc_root=pvc_root,
+                secrets_root=secrets_root,
+                rng=capture_rng,
+            )
+            self.capture.start()
         self._low_window: collections.deque[tuple[int, int]] = collections.deque()
         self._low_rows = 0
         self._low_count = 0
@@ -131,14 +172,32 @@ class App:
     # routing
     # ------------------------------------------------------------------------------------------
 
-    def dispatch(self, method: str, path: str, body: bytes) -> Response | Pending:
+    def dispatch(
+        self, method: str, path: str, body: bytes, request_id: str | None = None
+    ) -> Response | Pending:
+        """``request_id``: the request's x-request-id header, if any."""
+        given = request_id if request_id is not None and REQUEST_ID.fullmatch(request_id) else None
+        result: Response | Pending
         try:
-            return self._route(method, path, body)
+            result = self._route(method, path, body)
         except inputs.InputError as exc:
-            return error(exc.status, exc.message, endpoint=_endpoint_of(path))
+            result = error(exc.status, exc.message, endpoint=_endpoint_of(path))
         except Exception as exc:  # A bug must still answer JSON, not drop the connection.
             log.exception("unexpected error on %s %s", method, path)
-            return error(500, f"internal error: {type(exc).__name__}", endpoint=_endpoint_of(path))
+            result = error(500, f"internal error: {type(exc).__name__}", endpoint=_endpoint_of(path))
+        if isinstance(result, Pending):
+            body_id = result.request_id
+            if given is None and body_id is not None and REQUEST_ID.fullmatch(body_id):
+                given = body_id
+            result.trace_id = given or uuid.uuid4().hex
+        elif given is not None:
+            result.headers = (*result.headers, (REQUEST_ID_HEADER, given))
+        return result
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what capture still holds (SIGTERM), for at most ``timeout`` seconds."""
+        if self.capture is not None:
+            self.capture.close(timeout)
 
     def _route(self, method: str, path: str, body: bytes) -> Response | Pending:
         if method == "HEAD":
@@ -323,6 +382,13 @@ class App:
 
     def score(self, pending: list[Pending]) -> list[Response]:
         """Answer pending predictions, with one model call when they fit together."""
+        responses = self._score(pending)
+        for p, response in zip(pending, responses, strict=True):
+            if p.trace_id:
+                response.headers = (*response.headers, (REQUEST_ID_HEADER, p.trace_id))
+        return responses
+
+    def _score(self, pending: list[Pending]) -> list[Response]:
         if len(pending) == 1:
             return [self._score_one(pending[0])]
         total = sum(p.batch.rows for p in pending)
@@ -368,6 +434,8 @@ class App:
             self.telemetry.observe_predictions(class_counts=counts, values=None, rows=rows, low=low_count)
             with self._state_lock:
                 self._track_low(rows, low_count)
+            if self.capture is not None:
+                self._capture(p, rows=rows, result=result, proba=proba, low=low, low_count=low_count)
             predictions = _jsonable(self._classes_array[result])
             if p.protocol == "v1":
                 body: dict[str, Any] = {
@@ -381,6 +449,8 @@ class App:
         else:
             values = result.tolist()
             self.telemetry.observe_predictions(class_counts=None, values=values, rows=rows, low=0)
+            if self.capture is not None:
+                self._capture(p, rows=rows, result=result, proba=None, low=None, low_count=0)
             if p.protocol == "v1":
                 body = {"predictions": values}
             else:
@@ -417,6 +487,32 @@ class App:
         if p.request_id is not None:
             body["id"] = p.request_id
         return body
+
+    def _capture(
+        self,
+        p: Pending,
+        *,
+        rows: int,
+        result: np.ndarray,
+        proba: np.ndarray | None,
+        low: np.ndarray | None,
+        low_count: int,
+    ) -> None:
+        assert self.capture is not None
+        try:
+            self.capture.offer(
+                p.trace_id or uuid.uuid4().hex,
+                columns=p.batch.columns,
+                result=result,
+                proba=proba,
+                low=low,
+                low_count=low_count,
+                rows=rows,
+            )
+        except Exception:  # Capture is best effort: a bug in it must not cost the answer.
+            log.exception("capture failed; the answer is unaffected")
+            if self.telemetry.capture is not None:
+                self.telemetry.capture.errors.inc()
 
     def _track_low(self, rows: int, low: int) -> None:
         self._low_window.append((rows, low))

@@ -172,6 +172,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.too_large = False
         self.expect_continue = False
+        self.request_id: bytes | None = None
         self.slots: collections.deque[_Slot] = collections.deque()
         self.closing = False
         self.paused = False
@@ -224,13 +225,17 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.too_large = False
         self.expect_continue = False
+        self.request_id = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"expect" and value.lower() == b"100-continue":
+        lower = name.lower()
+        if lower == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif lower == b"x-request-id":
+            self.request_id = value  # checked (and echoed) by App.dispatch
 
     def on_headers_complete(self) -> None:
         if self.expect_continue and self.transport is not None:
@@ -269,7 +274,8 @@ class _Connection(asyncio.Protocol):
             )
         else:
             body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-            response = server.app.dispatch(method, path, body)
+            rid = None if self.request_id is None else self.request_id.decode("ascii", "replace")
+            response = server.app.dispatch(method, path, body, rid)
         if isinstance(response, app_mod.Pending):
             server.enqueue(response, self, slot, started)
         else:

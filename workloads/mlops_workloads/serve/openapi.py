@@ -146,13 +146,21 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
             op["parameters"] = [name_param]
         return {"get": op}
 
+    request_id = {
+        "X-Request-Id": {
+            "description": "The request's id: its x-request-id header (printable ASCII, at most 200 "
+            "characters), else the v2 body's id, else a new uuid4 hex. Captured rows are stored under it.",
+            "schema": {"type": "string"},
+        }
+    }
+
     def post(summary: str, request: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "parameters": [name_param],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
-                "responses": {"200": ok, **_errors(400, 404, 405, 413, 422)},
+                "responses": {"200": {**ok, "headers": request_id}, **_errors(400, 404, 405, 413, 422)},
             }
         }
 

@@ -14,7 +14,11 @@ What the operator and people read from ``/metrics``:
   low-confidence rate) and ``mlops_serve_low_confidence_ratio`` over the drift window;
 - ``mlops_serve_drift_score{feature}``, ``mlops_serve_drift_score_overall`` and
   ``mlops_serve_drift_window_rows``: PSI against the training baseline;
-- ``mlops_serve_input_warnings_total{feature,kind}`` and ``mlops_serve_model_info``.
+- ``mlops_serve_input_warnings_total{feature,kind}`` and ``mlops_serve_model_info``;
+- with capture on (``spec.logging``): ``mlops_serve_capture_rows_total{reason}`` (rows written),
+  ``mlops_serve_capture_files_total``, ``mlops_serve_capture_dropped_total{reason}`` (rows lost:
+  ``queue_full``, ``write_error``, ``shutdown``), ``mlops_serve_capture_errors_total`` (failed
+  write attempts) and ``mlops_serve_capture_pending_rows`` (rows accepted, not yet written).
 
 With ``--workers N`` the processes share prometheus_client's multiprocess directory, so one
 scrape of any worker reports the pod as a whole.
@@ -46,6 +50,7 @@ class Telemetry:
         version: str,
         classes: tuple[Any, ...] | None,
         features: tuple[str, ...],
+        capture: bool = False,
     ) -> None:
         self.multiprocess = multiprocess_mode()
         # ``*_created`` samples double the exposition for no use here (process-wide switch).
@@ -135,6 +140,7 @@ class Telemetry:
             )
         for feature in features:
             self.drift.labels(feature).set(0)
+        self.capture = CaptureMetrics(reg) if capture else None
         self._children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
 
@@ -180,3 +186,45 @@ class Telemetry:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return prometheus_client.generate_latest(registry)
         return prometheus_client.generate_latest(self.registry)
+
+
+CAPTURE_DROP_REASONS = ("queue_full", "write_error", "shutdown")
+
+
+class CaptureMetrics:
+    """The capture writer's counters (``serve.capture``); written from the request path (drops of a
+    full queue) and the writer thread, both cheap and thread-safe in prometheus_client."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        from mlops_workloads import capture
+
+        rows = prometheus_client.Counter(
+            "mlops_serve_capture_rows",
+            "Captured rows written to storage, by why they were kept.",
+            ["reason"],
+            registry=registry,
+        )
+        self.rows = {reason: rows.labels(reason) for reason in capture.REASONS}
+        dropped = prometheus_client.Counter(
+            "mlops_serve_capture_dropped",
+            "Captured rows lost (the answer never is): queue_full, write_error or shutdown.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dropped = {reason: dropped.labels(reason) for reason in CAPTURE_DROP_REASONS}
+        for child in (*self.rows.values(), *self.dropped.values()):
+            child.inc(0)
+        self.errors = prometheus_client.Counter(
+            "mlops_serve_capture_errors",
+            "Failed attempts to write a capture file (retried with backoff, then dropped).",
+            registry=registry,
+        )
+        self.files = prometheus_client.Counter(
+            "mlops_serve_capture_files", "Capture files written.", registry=registry
+        )
+        self.pending = prometheus_client.Gauge(
+            "mlops_serve_capture_pending_rows",
+            "Captured rows accepted and not yet written (queued, buffered or being written).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
