@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Self
 
 import pydantic
@@ -498,3 +498,13 @@ class Resource(pydantic.BaseModel):
     @classmethod
     def api_version(cls) -> str:
         return API_VERSION
+
+
+def dig(obj: Mapping[str, Any], *path: str) -> Any:
+    """``obj[path[0]][path[1]]...`` of a parsed JSON object, None where a step is missing or not an object."""
+    cur: Any = obj
+    for part in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(part)
+    return cur

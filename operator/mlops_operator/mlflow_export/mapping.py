@@ -139,15 +139,6 @@ def run_name(t: Target, version: int) -> str:
     return f"{t.model}-v{version}"
 
 
-def _dig(obj: Mapping[str, Any], *path: str) -> Any:
-    cur: Any = obj
-    for part in path:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
 def _not_unique(name: str) -> bool:
     """MLflow's own test (``mlflow.utils.validation.path_not_unique``): names are paths too."""
     norm = posixpath.normpath(name)
@@ -240,7 +231,9 @@ def note(t: Target, v: Version) -> str:
         ("Source", _source_text(v)),
         (
             "Dataset",
-            " @ ".join(str(x) for x in (_dig(d, "dataset", "name"), _dig(d, "dataset", "digest")) if x),
+            " @ ".join(
+                str(x) for x in (common.dig(d, "dataset", "name"), common.dig(d, "dataset", "digest")) if x
+            ),
         ),
         ("Objective", _objective_text(v)),
         ("Estimator", d.get("estimator")),
@@ -276,15 +269,15 @@ def run_tags(t: Target, v: Version) -> dict[str, str]:
         TAG_SOURCE_NAME: source.get("name"),
         TAG_TRIAL: source.get("trial"),
         TAG_RUN_HASH: source.get("runHash"),
-        TAG_DATASET: _dig(d, "dataset", "name"),
-        TAG_DATASET_DIGEST: _dig(d, "dataset", "digest"),
+        TAG_DATASET: common.dig(d, "dataset", "name"),
+        TAG_DATASET_DIGEST: common.dig(d, "dataset", "digest"),
         TAG_MODEL_URI: d.get("modelUri"),
         TAG_CONTENT_ID: d.get("modelVersion"),
         TAG_CODE_VERSION: d.get("codeVersion"),
         TAG_ESTIMATOR: d.get("estimator"),
         TAG_IMAGE: d.get("imageId"),
         TAG_DEVICE: d.get("device"),
-        TAG_OBJECTIVE: _dig(d, "objective", "metric"),
+        TAG_OBJECTIVE: common.dig(d, "objective", "metric"),
     }
     tags = {
         TAG_MODEL_UID: t.uid,
@@ -336,9 +329,9 @@ def model_version_tags(t: Target, v: Version) -> dict[str, str]:
         TAG_MODEL_UID: t.uid,
         TAG_VERSION: str(v.version),
         TAG_MODEL_URI: str(d.get("modelUri") or "")[:MAX_TAG_VALUE],
-        TAG_DATASET_DIGEST: str(_dig(d, "dataset", "digest") or ""),
-        TAG_SOURCE_KIND: str(_dig(d, "source", "kind") or ""),
-        TAG_SOURCE_NAME: str(_dig(d, "source", "name") or ""),
+        TAG_DATASET_DIGEST: str(common.dig(d, "dataset", "digest") or ""),
+        TAG_SOURCE_KIND: str(common.dig(d, "source", "kind") or ""),
+        TAG_SOURCE_NAME: str(common.dig(d, "source", "name") or ""),
     }
     return {k: val for k, val in tags.items() if val}
 

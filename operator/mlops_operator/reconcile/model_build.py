@@ -86,15 +86,6 @@ def _short(value: Any) -> Any:
     return value
 
 
-def _dig(obj: Mapping[str, Any], *path: str) -> Any:
-    cur: Any = obj
-    for part in path:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
 def _model_s3(raw: Any) -> dict[str, Any] | None:
     """A modelS3 block as read back: endpoint, region, the Secret's name; nothing else travels."""
     if not isinstance(raw, Mapping):
@@ -108,7 +99,7 @@ def _model_s3(raw: Any) -> dict[str, Any] | None:
 def _lineage(tj: Mapping[str, Any]) -> dict[str, Any]:
     """What a TrainingJob says about the model it made (its spec and status, as stored)."""
     meta, spec, status = tj.get("metadata") or {}, tj.get("spec") or {}, tj.get("status") or {}
-    params = _dig(spec, "model", "params") or _dig(spec, "trainer", "params") or {}
+    params = common.dig(spec, "model", "params") or common.dig(spec, "trainer", "params") or {}
     out: dict[str, Any] = {
         "modelUri": status.get("modelUri"),
         "modelS3": _model_s3(status.get("modelS3")),
@@ -119,11 +110,11 @@ def _lineage(tj: Mapping[str, Any]) -> dict[str, Any]:
             "uid": meta.get("uid"),
             "runHash": status.get("specHash"),
         },
-        "dataset": {"name": _dig(spec, "datasetRef", "name"), "digest": status.get("datasetDigest")},
+        "dataset": {"name": common.dig(spec, "datasetRef", "name"), "digest": status.get("datasetDigest")},
         "objective": {"metric": status.get("objectiveMetric"), "value": status.get("objectiveValue")},
         "metrics": status.get("metrics") or {},
         "params": {str(k): _short(v) for k, v in dict(params).items()} if isinstance(params, Mapping) else {},
-        "estimator": _dig(spec, "model", "estimator") or _dig(spec, "trainer", "image"),
+        "estimator": common.dig(spec, "model", "estimator") or common.dig(spec, "trainer", "image"),
         "imageId": status.get("imageId"),
         "codeVersion": str((meta.get("annotations") or {}).get(CODE_VERSION_ANNOTATION) or "")[:256] or None,
         "device": status.get("device"),
@@ -158,8 +149,8 @@ def from_trainingjob(tj: Mapping[str, Any], model_name: str) -> Candidate | None
 
 
 def _direction(sweep: Mapping[str, Any]) -> str:
-    metric = str(_dig(sweep, "spec", "objective", "metric") or "")
-    return str(_dig(sweep, "spec", "objective", "direction") or estimators.default_direction(metric))
+    metric = str(common.dig(sweep, "spec", "objective", "metric") or "")
+    return str(common.dig(sweep, "spec", "objective", "direction") or estimators.default_direction(metric))
 
 
 def from_sweep(
@@ -181,12 +172,12 @@ def from_sweep(
         maximize = _direction(sweep) == "maximize"
         if (maximize and value < threshold) or (not maximize and value > threshold):
             return None
-    metric = _dig(spec, "objective", "metric")
+    metric = common.dig(spec, "objective", "metric")
     trial_name = str(best.get("name", ""))
     sweep_name, sweep_uid = str(meta.get("name")), meta.get("uid")
     key = source_key("HyperparameterSweep", sweep_uid or sweep_name, trial_name, best["modelUri"])
     trial = trainingjobs.get(trial_name)
-    owners = [r.get("uid") for r in _dig(trial or {}, "metadata", "ownerReferences") or []]
+    owners = [r.get("uid") for r in common.dig(trial or {}, "metadata", "ownerReferences") or []]
     if trial is not None and sweep_uid and sweep_uid not in owners:
         trial = None  # a TrainingJob of that name, but not this sweep's trial
     record = _lineage(trial) if trial is not None else {"dataset": {}}
@@ -222,7 +213,7 @@ def candidates(
     model_name: str, *, trainingjobs: Sequence[Mapping[str, Any]], sweeps: Sequence[Mapping[str, Any]]
 ) -> list[Candidate]:
     """Every finished source naming the Model, oldest first (the order versions are numbered in)."""
-    by_name = {str(_dig(t, "metadata", "name")): t for t in trainingjobs}
+    by_name = {str(common.dig(t, "metadata", "name")): t for t in trainingjobs}
     found: dict[str, Candidate] = {}
     for tj in trainingjobs:
         c = from_trainingjob(tj, model_name)
@@ -306,7 +297,7 @@ def status_entry(record: Record) -> api.ModelVersion:
         model_s3=common.S3Connection.model_validate(s3) if isinstance(s3, Mapping) else None,
         model_version=str(d["modelVersion"])[:128] if d.get("modelVersion") else None,
         source=api.VersionSource(kind=kind, name=str(source.get("name") or "?"), trial=source.get("trial")),
-        dataset_digest=_dig(d, "dataset", "digest"),
+        dataset_digest=common.dig(d, "dataset", "digest"),
         objective_metric=objective.get("metric"),
         objective_value=float(value) if isinstance(value, int | float) else None,
         created=d.get("created"),
@@ -318,7 +309,7 @@ def annotation_manager(managed_fields: Sequence[Mapping[str, Any]], annotation: 
     managedFields), for the alias history's ``by``."""
     found: tuple[str, str] | None = None
     for entry in managed_fields:
-        fields = _dig(entry, "fieldsV1", "f:metadata", "f:annotations") or {}
+        fields = common.dig(entry, "fieldsV1", "f:metadata", "f:annotations") or {}
         if f"f:{annotation}" in fields:
             stamp = str(entry.get("time") or "")
             if found is None or stamp >= found[0]:
