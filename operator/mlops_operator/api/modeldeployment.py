@@ -9,8 +9,9 @@ need after a restart: phase, URL, replicas, the served model's URI and digest, t
 state, the last scale decision and the autoscaler's small state (so a restart of the
 operator neither forgets a panic nor scales down early).
 
-``ServeConfig`` is the model server's config (``python -m mlops_workloads.serve``); it lives
-here so the operator and the workload share one definition.
+``ServeConfig`` is the model server's config (``python -m mlops_workloads.serve``) and
+``ReviewConfig`` the review server's (``python -m mlops_workloads.review``); they live here so
+the operator and the workloads share one definition.
 """
 
 from __future__ import annotations
@@ -327,6 +328,44 @@ class CaptureSettings(common.ApiModel):
     )
 
 
+REVIEW_NO_GPU = "!has(self.resources) || !has(self.resources.gpu) || self.resources.gpu == 0"
+
+
+class ReviewSpec(common.ApiModel):
+    """The review page of a deployment's captured rows (``python -m mlops_workloads.review``)."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": REVIEW_NO_GPU,
+                    "message": "logging.review.resources: the review server takes no GPU",
+                    "fieldPath": ".resources.gpu",
+                }
+            ]
+        }
+    )
+
+    enabled: bool = pydantic.Field(
+        default=False,
+        description="Run the review server: a Deployment and a ClusterIP Service <name>-review (port "
+        "80) that lists the captured rows waiting for a label, shows the model's answer beside the "
+        "inputs and saves the labels people give under <storageUri>/<namespace>/<name>/labels/. It "
+        "has no login of its own: put an auth proxy in front (it takes the reviewer from the "
+        "X-Forwarded-User or X-Remote-User header the proxy sets).",
+    )
+    resources: common.Resources = pydantic.Field(
+        default_factory=lambda: common.Resources(cpu="100m", memory="256Mi"),
+        description="Resources of the review pod (it holds an index of the captured rows in memory).",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _no_gpu(self) -> ReviewSpec:
+        if self.resources.gpu:
+            raise ValueError("logging.review.resources: the review server takes no GPU")
+        return self
+
+
 class LoggingSpec(CaptureSettings):
     """Capture of predictions for review and retraining: low-confidence rows and a sample of requests.
 
@@ -363,6 +402,11 @@ class LoggingSpec(CaptureSettings):
     s3: common.S3Connection | None = pydantic.Field(
         default=None, description="How the serving pods reach an s3:// storageUri."
     )
+    review: ReviewSpec = pydantic.Field(
+        default_factory=ReviewSpec,
+        description="A web page (and `mlops review`) for people to confirm or correct the captured "
+        "rows' labels.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _captures_something(self) -> LoggingSpec:
@@ -386,6 +430,44 @@ class CaptureConfig(CaptureSettings):
         description="The deployment's capture root; files go under <uri>/captured/.",
     )
     s3: common.S3Connection | None = pydantic.Field(default=None, description="How to reach an s3:// uri.")
+
+
+REVIEW_USER_HEADERS = ("X-Forwarded-User", "X-Remote-User")
+
+
+class ReviewConfig(common.ApiModel):
+    """Config of ``python -m mlops_workloads.review`` (MLOPS_CONFIG / MLOPS_CONFIG_FILE or flags)."""
+
+    uri: str = pydantic.Field(
+        max_length=2048,
+        pattern=common.STORAGE_URI_PATTERN,
+        description="The deployment's capture root as the server sees it: rows under <uri>/captured/, "
+        "labels written under <uri>/labels/.",
+    )
+    s3: common.S3Connection | None = pydantic.Field(default=None, description="How to reach an s3:// uri.")
+    deployment: str = pydantic.Field(
+        default="model", min_length=1, max_length=253, description="The ModelDeployment's name (shown)."
+    )
+    namespace: str = pydantic.Field(default="", max_length=63, description="Its namespace (shown).")
+    host: str = pydantic.Field(default="0.0.0.0", description="Listen address.")
+    port: int = pydantic.Field(default=8080, ge=0, le=65535, description="Listen port (0: any free port).")
+    refresh_seconds: float = pydantic.Field(
+        default=5.0,
+        ge=0.0,
+        le=3600,
+        description="List the store's files again at most this often (new capture files appear as "
+        "traffic flows; other reviewers' labels too).",
+    )
+    user_headers: list[str] = pydantic.Field(
+        default_factory=lambda: list(REVIEW_USER_HEADERS),
+        max_length=8,
+        description="Request headers naming the authenticated reviewer, set by an auth proxy in front; "
+        "the first present wins over the name a person types. Empty: always the typed name.",
+    )
+    pvc_root: str = pydantic.Field(default="/mnt/mlops", description="Where pvc:// claims are mounted.")
+    secrets_root: str = pydantic.Field(
+        default=workload.SECRETS_DIR, description="Where Secrets are mounted: <root>/s3/<secret>/<key>."
+    )
 
 
 class ModelDeploymentSpec(common.ApiModel):
@@ -517,6 +599,10 @@ class DriftStatus(common.ApiModel):
     last_retrain_job: str | None = pydantic.Field(default=None, description="Its name.")
 
 
+class ReviewStatus(common.ApiModel):
+    url: str | None = pydantic.Field(default=None, description="In-cluster URL of the review page.")
+
+
 class ModelDeploymentStatus(common.StatusBase):
     url: str | None = pydantic.Field(default=None, description="In-cluster URL of the model's v2 endpoint.")
     ready: str | None = pydantic.Field(default=None, description="Ready/desired pods, for printer columns.")
@@ -542,6 +628,9 @@ class ModelDeploymentStatus(common.StatusBase):
         default=None, description="KPA state kept across restarts."
     )
     drift: DriftStatus | None = pydantic.Field(default=None, description="Drift across the serving pods.")
+    review: ReviewStatus | None = pydantic.Field(
+        default=None, description="With spec.logging.review.enabled: where the review page is."
+    )
 
 
 class ModelDeployment(common.Resource):

@@ -5,7 +5,8 @@
 - ``mlops watch``: live progress bars of preparation, training runs, sweeps and serving;
 - ``mlops plot sweep NAME``: a PNG of a sweep's objective per trial and the best so far;
 - ``mlops predict DEPLOYMENT rows.csv``: score a CSV with a deployed model;
-- ``mlops models [compare|alias|delete-version ...]``: the model registry's versions and aliases.
+- ``mlops models [compare|alias|delete-version ...]``: the model registry's versions and aliases;
+- ``mlops review DEPLOYMENT``: confirm or correct a deployment's captured rows, key by key.
 
 The commands read the cluster with the user's kubeconfig (``--kubeconfig``, ``--context``,
 ``-n``/``-A`` as in kubectl); errors a user can fix are printed on one line with exit status 1.
@@ -81,6 +82,22 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("args", nargs="*", help="the action's arguments")
     models.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (list)")
     models.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    review = sub.add_parser(
+        "review", parents=[common], help="confirm or correct a ModelDeployment's captured rows"
+    )
+    review.add_argument("deployment", help="ModelDeployment name (spec.logging.review.enabled)")
+    review.add_argument(
+        "--reviewer", help="who the labels are saved under (default: $MLOPS_REVIEWER, else your login)"
+    )
+    review.add_argument(
+        "--url", help="review server base URL (skips the cluster lookup), e.g. http://127.0.0.1:8080"
+    )
+    review.add_argument(
+        "--all",
+        dest="everything",
+        action="store_true",
+        help="every captured row waiting, not only the low-confidence ones",
+    )
     return top
 
 
@@ -93,6 +110,18 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     colour = not args.no_color and out.isatty()
     session = None
     try:
+        if args.command == "review" and args.url:
+            from mlops_operator.cli import review
+
+            return review.run(
+                session=None,
+                deployment=args.deployment,
+                url=args.url,
+                reviewer=args.reviewer,
+                everything=args.everything,
+                inp=sys.stdin,
+                out=out,
+            )
         if args.command == "predict" and args.url:
             from mlops_operator.cli import predict
 
@@ -132,6 +161,18 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             from mlops_operator.cli import models
 
             return models.run(session, args.action, args.args, output=args.output, out=out)
+        if args.command == "review":
+            from mlops_operator.cli import review
+
+            return review.run(
+                session=session,
+                deployment=args.deployment,
+                url=None,
+                reviewer=args.reviewer,
+                everything=args.everything,
+                inp=sys.stdin,
+                out=out,
+            )
         if args.command == "plot":
             from mlops_operator.cli import plot
 

@@ -8,6 +8,7 @@ pods and each ready pod's parsed ``/metrics``; this module decides everything:
 - the canary's share (replica weighting behind one Service) and its rollback verdict, on both
   tracks' requests over the rollback policy's sliding window (``Observed.pod_history``);
 - drift: the ``DriftDetected`` condition and an optional retraining TrainingJob;
+- the review server of the captured rows (``spec.logging.review``, ``modeldeployment_review``);
 - the status (phase, URL, ready/desired, served URI and digest, conditions) and Events.
 """
 
@@ -24,6 +25,7 @@ from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_canary as mcanary
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+from mlops_operator.reconcile import modeldeployment_review as review
 from mlops_operator.reconcile import modeldeployment_source as msource
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import workload as rworkload
@@ -252,6 +254,12 @@ def plan(
         delete.append(
             rplan.ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", build.owner(md).child_name("hpa"))
         )
+    if review.enabled(md):  # spec.logging.review: the page where people label the captured rows
+        apply.extend([review.service(md), review.deployment(md, settings=settings)])
+        status.review = api.ReviewStatus(url=review.url(md))
+    elif old.review is not None:  # turned off (or logging removed): its children go
+        delete.extend(review.children(md))
+        status.review = None
 
     # Replicas and rollout state.
     canary_dep = observed.deployments.get("canary")

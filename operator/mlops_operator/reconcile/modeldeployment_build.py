@@ -123,7 +123,7 @@ def capture_config(md: api.ModelDeployment) -> api.CaptureConfig | None:
     return api.CaptureConfig(uri=uri, s3=logging.s3 if location.remote else None, **knobs)
 
 
-def _capture_volume(
+def capture_volume(
     md: api.ModelDeployment, model_volumes: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The read-write volume and mount of a pvc:// or file:// spec.logging store (none for s3://).
@@ -171,7 +171,7 @@ def deployment(
         secret_volumes, secret_mounts = rworkload.s3_secret_mounts([capture_s3])
         volumes, mounts = [volume, *secret_volumes], [{**mount, "readOnly": True}, *secret_mounts]
         tmp_size = "256Mi"
-    capture_volumes, capture_mounts = _capture_volume(md, volumes)
+    capture_volumes, capture_mounts = capture_volume(md, volumes)
     volumes, mounts = [*volumes, *capture_volumes], [*mounts, *capture_mounts]
     pod_labels = {
         **selector(md),
