@@ -143,7 +143,8 @@ def test_crd_schema_rules() -> None:
     source = spec_schema["properties"]["sources"]["items"]
     assert rules(source) == [
         "(has(self.sklearn) ? 1 : 0) + (has(self.synthetic) ? 1 : 0) + (has(self.file) ? 1 : 0) + "
-        "(has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.sql) ? 1 : 0) == 1"
+        "(has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.sql) ? 1 : 0) + "
+        "(has(self.feedback) ? 1 : 0) == 1"
     ]
     assert spec_schema["properties"]["sources"]["maxItems"] == 16
     split = spec_schema["properties"]["split"]

@@ -435,7 +435,8 @@ class DatasetSpec(common.ApiModel):
         min_length=1,
         max_length=16,
         description="Where the rows come from. Several sources are concatenated in order and must have "
-        "the same columns (data collected from several places).",
+        "the same columns (data collected from several places); a feedback source lacking a column "
+        "the others have gets it empty when schema.exclude removes it anyway.",
     )
     data_schema: DatasetSchema = pydantic.Field(
         default_factory=DatasetSchema,
@@ -696,6 +697,24 @@ class Dataset(common.Resource):
     status: DatasetStatus = DatasetStatus()
 
 
+class FeedbackStore(common.ApiModel):
+    """Where one feedback source's rows are, as the operator resolved its ModelDeployment."""
+
+    source: int = pydantic.Field(ge=0, lt=16, description="The index of the source in spec.sources.")
+    model_deployment: str = pydantic.Field(
+        min_length=1, max_length=253, description="The ModelDeployment the source names."
+    )
+    uri: str = pydantic.Field(
+        pattern=common.STORAGE_URI_PATTERN,
+        max_length=4096,
+        description="The deployment's capture root, <logging.storageUri>/<namespace>/<name> "
+        "(captured/ and labels/ under it).",
+    )
+    s3: common.S3Connection | None = pydantic.Field(
+        default=None, description="The deployment's logging.s3: how to reach an s3:// root."
+    )
+
+
 class PrepareConfig(common.ApiModel):
     """The prepare workload's configuration (MLOPS_CONFIG_FILE): the spec plus where things are mounted."""
 
@@ -721,3 +740,12 @@ class PrepareConfig(common.ApiModel):
         default="/var/run/secrets/mlops.dev",
         description="Where Secrets are mounted: <root>/sources/<source index>/<key> for SQL sources.",
     )
+    feedback: list[FeedbackStore] | None = pydantic.Field(
+        default=None,
+        max_length=16,
+        description="The resolved capture root of each feedback source (absent without any).",
+    )
+
+    def feedback_store(self, index: int) -> FeedbackStore | None:
+        """The resolved store of source ``index`` (a feedback source), None when not resolved."""
+        return next((f for f in self.feedback or [] if f.source == index), None)

@@ -1,4 +1,4 @@
-"""Where a Dataset's rows come from: the six source kinds and the "exactly one" rule.
+"""Where a Dataset's rows come from: the seven source kinds and the "exactly one" rule.
 
 Split from ``dataset`` (the kind) to keep modules small; the prepare workload reads these
 models through ``PrepareConfig`` and each kind's loader lives in
@@ -7,6 +7,7 @@ models through ``PrepareConfig`` and each kind's loader lives in
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Literal
 
 import pydantic
@@ -29,9 +30,15 @@ HTTP_URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
 SHA256_PATTERN = r"^[a-fA-F0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # The Source fields, one per kind (python names; configMap on the wire).
-SOURCE_KINDS = ("sklearn", "synthetic", "file", "config_map", "http", "sql")
+SOURCE_KINDS = ("sklearn", "synthetic", "file", "config_map", "http", "sql", "feedback")
 EXACTLY_ONE_MESSAGE = (
-    "each entry of spec.sources must set exactly one of sklearn, synthetic, file, configMap, http or sql"
+    "each entry of spec.sources must set exactly one of sklearn, synthetic, file, configMap, http or sql, "
+    "or feedback"
+)
+FeedbackInclude = Literal["lowConfidence", "all"]
+# RFC 3339 with a zone (Z or an offset), as Kubernetes writes times; fractions of a second allowed.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 
 
@@ -235,6 +242,62 @@ class SqlSource(common.ApiModel):
         return value
 
 
+class FeedbackSource(common.ApiModel):
+    """The rows a ModelDeployment captured (``spec.logging``), with the labels people gave them.
+
+    The operator resolves the deployment (same namespace) to its capture root,
+    ``<logging.storageUri>/<namespace>/<name>``, and mounts it read-only into the prepare pod
+    (its ``logging.s3`` credentials for s3://). The source's columns are the model's input
+    features under their original names plus the Dataset's target column (schema.target), so it
+    concatenates with sources that have those columns; request ids, times, probabilities and
+    the model's answer are left out. Rows come in capture order (time, request id, row), so the
+    same captured and labelled files always give the same version; a new label gives a new
+    digest on the next read (spec.refresh or the mlops.dev/refresh annotation).
+    """
+
+    model_deployment: str = pydantic.Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="The ModelDeployment (in the Dataset's namespace) whose captured rows are read; it "
+        "must set spec.logging. Until it exists (and captures), the Dataset waits with reason "
+        "FeedbackSourceMissing (or FeedbackNotCaptured) and is reconciled again on its resync.",
+    )
+    labelled: bool = pydantic.Field(
+        default=True,
+        description="true: only the rows whose latest review confirmed or corrected the model's answer, "
+        "with that label as the target (skipped rows and rows not reviewed yet are left out; no such "
+        "row fails the preparation with reason FeedbackEmpty). false: every captured row, its label "
+        "as the target where it has one and an empty target otherwise; rows without a target are "
+        "then dropped by cleaning like any row missing its target (status.dropped.missingTarget), so "
+        "they count as input rows only.",
+    )
+    include: FeedbackInclude = pydantic.Field(
+        default="all",
+        description="all: every captured row (the sampled requests and the low-confidence rows). "
+        "lowConfidence: only the rows the model answered with low confidence (the lowConfidence flag "
+        "of the answer, whichever way the row was captured).",
+    )
+    since: str | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        pattern=RFC3339_PATTERN,
+        description="Only rows captured at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).",
+        json_schema_extra={"format": "date-time"},
+    )
+
+    @pydantic.field_validator("since")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        if value is not None and common.parse_rfc3339(value) is None:
+            raise ValueError(f"feedback.since {value!r} is not an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
+        return value
+
+    def since_time(self) -> datetime.datetime | None:
+        """``since`` as an aware datetime (None without one)."""
+        return common.parse_rfc3339(self.since)
+
+
 class Source(common.ApiModel):
     """Where rows come from: exactly one of the fields below."""
 
@@ -243,7 +306,7 @@ class Source(common.ApiModel):
             {
                 "rule": "(has(self.sklearn) ? 1 : 0) + (has(self.synthetic) ? 1 : 0)"
                 " + (has(self.file) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.http) ? 1 : 0)"
-                " + (has(self.sql) ? 1 : 0) == 1",
+                " + (has(self.sql) ? 1 : 0) + (has(self.feedback) ? 1 : 0) == 1",
                 "message": EXACTLY_ONE_MESSAGE,
             }
         )
@@ -261,6 +324,10 @@ class Source(common.ApiModel):
     sql: SqlSource | None = pydantic.Field(
         default=None, description="The result of a SQL query (PostgreSQL, SQLite) read with SQLAlchemy."
     )
+    feedback: FeedbackSource | None = pydantic.Field(
+        default=None,
+        description="The rows a ModelDeployment of this namespace captured, with their reviewed labels.",
+    )
 
     def known_task(self) -> Task | None:
         """The task this source alone decides (bundled and synthetic data), None when the rows decide."""
@@ -274,7 +341,7 @@ class Source(common.ApiModel):
         for name in SOURCE_KINDS:
             if getattr(self, name) is not None:
                 return name
-        raise ValueError("a source sets none of sklearn, synthetic, file, configMap, http, sql")
+        raise ValueError("a source sets none of sklearn, synthetic, file, configMap, http, sql, feedback")
 
     @pydantic.model_validator(mode="after")
     def _exactly_one(self) -> Source:

@@ -7,7 +7,10 @@ spec hash or refresh round (a Job's pod template is immutable, so a spec change 
 means a new Job), applies what the plan asks with server-side apply, and hands the status and
 Events to the framework. It runs on create, update (a new ``mlops.dev/refresh`` annotation
 included), resume, every ``RESYNC_SECONDS`` and whenever a prepare Job or pod changes;
-deleting the Dataset removes its children through their owner references.
+deleting the Dataset removes its children through their owner references. A Dataset with
+feedback sources also reads the ModelDeployments they name (one GET each per pass); one that
+waits for its deployment (or for the deployment's spec.logging) is prepared on the first
+resync after it appears.
 
 The ``mlops.dev/refresh`` annotation needs a handler of its own: kopf leaves the annotations
 under its own storage prefix (``mlops.dev/``) out of what it compares for ``on.update``, so
@@ -102,6 +105,10 @@ def reconcile(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outc
         jobs=ctx.kube.list("batch/v1", "Job", namespace, label_selector=selector),
         configmaps=ctx.kube.list("v1", "ConfigMap", namespace, label_selector=selector),
         pods=ctx.kube.list("v1", "Pod", namespace, label_selector=selector),
+        deployments={
+            name: ctx.kube.get(common.API_VERSION, "ModelDeployment", name, namespace)
+            for name in rds_build.feedback_deployments(resource)
+        },
     )
     plan = rds.plan(resource, observed=observed, settings=ctx.settings, now=ctx.now)
     if plan.delete:

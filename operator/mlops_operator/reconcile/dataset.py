@@ -31,6 +31,14 @@ Ready through a refresh round and through a failed one (``RefreshFailed``: the F
 condition and a Warning say what went wrong; TrainingJobs keep training on the last good
 version). The prepared version's summary travels in the pod's termination message (the
 workload's result JSON).
+
+Feedback. A feedback source reads the rows a ModelDeployment captured; the handler reads the
+deployments the sources name and :func:`dataset_build.resolve_feedback` turns their
+``spec.logging`` into the capture roots the Job reads. While one is missing
+(``FeedbackSourceMissing``) or captures nothing (``FeedbackNotCaptured``), no ConfigMap or Job
+is applied and the Dataset waits (Pending, or Ready with that reason while it serves a version
+of its spec), with one Warning per reason; the next pass that finds the deployment (the
+resync) creates the Job.
 """
 
 from __future__ import annotations
@@ -58,11 +66,13 @@ UNCHANGED = "Unchanged"
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """What the handler read, by the selector of :func:`selector`."""
+    """What the handler read: the children by the selector of :func:`selector`, and the
+    ModelDeployments the feedback sources name (name → object; None: not found)."""
 
     jobs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     configmaps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    deployments: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -280,10 +290,15 @@ def compute_status(
     pods: list[dict[str, Any]],
     now: datetime.datetime,
     round_: int = 0,
+    waiting: build.Waiting | None = None,
 ) -> api.DatasetStatus:
-    """The status for the current Job (``job`` is None before it exists) of round ``round_``."""
+    """The status for the current Job (``job`` is None before it exists) of round ``round_``;
+    ``waiting``: why that Job cannot be created yet (a feedback source's deployment)."""
     outcome = rjobs.job_outcome(job, pods)
     phase, reason, message, fields = _phase(ds, outcome, pods)
+    waits = job is None and waiting is not None
+    if waits and waiting is not None:
+        phase, reason, message, fields = "Pending", waiting.reason, waiting.message, {}
     name = build.child_name(ds, round_)
     generation = ds.metadata.generation
     finished = phase in ("Ready", "Failed")
@@ -324,6 +339,10 @@ def compute_status(
             f"re-reading the sources failed ({failure[0] if failure else 'Failed'}): {message}; "
             f"still serving version {_short(ds.status.digest)}"
         )
+    elif serving and waits:
+        # A re-read waits for a feedback source; the version already prepared is still served.
+        phase = "Ready"
+        message = f"{message}; serving version {_short(ds.status.digest)}"
     elif serving and phase in ("Pending", "Preparing"):
         phase, reason = "Ready", REFRESHING
         message = (
@@ -381,7 +400,10 @@ def transition_events(old: api.DatasetStatus, new: api.DatasetStatus) -> list[rp
     refresh, quality warnings. A refresh round that finds the sources unchanged posts none."""
     events: list[rplan.EventNote] = []
     changed_job = old.job_name != new.job_name and old.job_name is not None
-    if new.reason in (REFRESHING, UNCHANGED):
+    if new.reason in build.WAITING_REASONS:
+        if old.reason != new.reason or changed_job:
+            events.append(rplan.EventNote("Warning", new.reason or "Waiting", new.message or "waiting"))
+    elif new.reason in (REFRESHING, UNCHANGED):
         pass
     elif new.reason == REFRESH_FAILED:
         if old.reason != REFRESH_FAILED or changed_job:
@@ -453,8 +475,9 @@ def plan(
 ) -> Plan:
     """The whole reconcile decision for one Dataset."""
     round_ = current_round(ds)
+    feedback, waiting = build.resolve_feedback(ds, observed.deployments)
     job, pods = _current(observed, build.child_name(ds, round_))
-    status = compute_status(ds, job=job, pods=pods, now=now, round_=round_)
+    status = compute_status(ds, job=job, pods=pods, now=now, round_=round_, waiting=waiting)
     events = transition_events(ds.status, status)
     request = refresh_request(ds)
     wake_at: datetime.datetime | None = None
@@ -468,7 +491,12 @@ def plan(
             job, pods = _current(observed, build.child_name(ds, round_))
             before = status
             status = compute_status(
-                ds.model_copy(update={"status": before}), job=job, pods=pods, now=now, round_=round_
+                ds.model_copy(update={"status": before}),
+                job=job,
+                pods=pods,
+                now=now,
+                round_=round_,
+                waiting=waiting,
             )
             events += transition_events(before, status)
             if trigger == "requested":
@@ -481,11 +509,17 @@ def plan(
                     )
                 )
     retain = [v.digest for v in status.versions]
-    apply = [build.build_configmap(ds, settings=settings, round_=round_, retain=retain)]
-    if job is None:
-        apply.append(build.build_job(ds, settings=settings, round_=round_))
-        # The new Job reads the sources as they are now: a pending request is answered by it.
-        status = status.model_copy(update={"last_refresh_request": request})
+    apply: list[dict[str, Any]] = []
+    if waiting is None:
+        # (While a feedback source cannot be resolved nothing is applied: a Job that exists
+        # keeps the ConfigMap it started with, and no new Job is created.)
+        apply.append(
+            build.build_configmap(ds, settings=settings, round_=round_, retain=retain, feedback=feedback)
+        )
+        if job is None:
+            apply.append(build.build_job(ds, settings=settings, round_=round_, feedback=feedback))
+            # The new Job reads the sources as they are now: a pending request is answered by it.
+            status = status.model_copy(update={"last_refresh_request": request})
     keep = {build.child_name(ds, round_)}
     if round_ and not _finished(job, pods):
         keep.add(build.child_name(ds, round_ - 1))  # the previous round's, until this one ends

@@ -6,15 +6,26 @@ come out, ready for server-side apply. The spec hash is part of both names
 refresh (a re-read of the same spec's sources) adds its round (``<name>-prepare-<hash8>-<n>``).
 The hash leaves out ``refresh`` and ``retention``: when and how long to keep versions decide
 nothing about the data, so editing them never re-prepares.
+
+Feedback sources name a ModelDeployment; the handler reads it and :func:`resolve_feedback`
+turns its ``spec.logging`` into the capture root the prepare pod reads (in its config) and the
+volume or S3 credentials it needs. Where that root is stays out of the hash, as the rows of any
+source do: the deployment's store is read afresh by each Job (a refresh round reads it where
+it is then), and the Dataset's own spec says which deployment, hence which rows, it wants.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
+from collections.abc import Mapping
 from typing import Any
+
+import pydantic
 
 from mlops_operator.api import common, workload
 from mlops_operator.api import dataset as api
+from mlops_operator.api import modeldeployment as md_api
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import workload as rworkload
 
@@ -59,14 +70,90 @@ def selector(ds: api.Dataset) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Feedback sources: the ModelDeployments they read
+# ---------------------------------------------------------------------------------------------
+
+FEEDBACK_MISSING = "FeedbackSourceMissing"
+FEEDBACK_NOT_CAPTURED = "FeedbackNotCaptured"
+WAITING_REASONS = (FEEDBACK_MISSING, FEEDBACK_NOT_CAPTURED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """Why no prepare Job can start yet (a feedback source's deployment is missing or captures
+    nothing): a reason for the status and what to do about it."""
+
+    reason: str
+    message: str
+
+
+def feedback_deployments(ds: api.Dataset) -> list[str]:
+    """The ModelDeployments the feedback sources name, each once, in source order."""
+    names = [s.feedback.model_deployment for s in ds.spec.sources if s.feedback is not None]
+    return list(dict.fromkeys(names))
+
+
+def resolve_feedback(
+    ds: api.Dataset, deployments: Mapping[str, Mapping[str, Any] | None]
+) -> tuple[list[api.FeedbackStore], Waiting | None]:
+    """Each feedback source's capture root, from the ModelDeployments as read (name → object,
+    None or absent: not found); or why the Dataset has to wait, naming the first source that
+    cannot be read (the other stores are then not needed)."""
+    stores: list[api.FeedbackStore] = []
+    namespace = ds.metadata.namespace
+    for index, source in enumerate(ds.spec.sources):
+        if source.feedback is None:
+            continue
+        name = source.feedback.model_deployment
+        field = f"spec.sources[{index}].feedback.modelDeployment"
+        body = deployments.get(name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return [], Waiting(
+                FEEDBACK_MISSING,
+                f"{field}: ModelDeployment {name!r} does not exist in namespace {namespace!r}; the "
+                "Dataset prepares once it does (create it, or fix the name)",
+            )
+        raw = (body.get("spec") or {}).get("logging")
+        if not raw:
+            return [], Waiting(
+                FEEDBACK_NOT_CAPTURED,
+                f"{field}: ModelDeployment {name!r} sets no spec.logging, so it captures no rows to "
+                "read; set its spec.logging (storageUri, and lowConfidence or sampleRate)",
+            )
+        try:
+            logging = md_api.LoggingSpec.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            return [], Waiting(
+                FEEDBACK_NOT_CAPTURED,
+                f"{field}: the spec.logging of ModelDeployment {name!r} cannot be read "
+                f"({exc.error_count()} error(s)); see that ModelDeployment's status",
+            )
+        remote = common.StorageLocation.parse(logging.storage_uri).remote
+        stores.append(
+            api.FeedbackStore(
+                source=index,
+                model_deployment=name,
+                uri=logging.root_uri(namespace, name),
+                s3=logging.s3 if remote else None,
+            )
+        )
+    return stores, None
+
+
+# ---------------------------------------------------------------------------------------------
 # Children
 # ---------------------------------------------------------------------------------------------
 
 
 def prepare_config(
-    ds: api.Dataset, *, settings: rworkload.WorkloadSettings, retain: list[str] | None = None
+    ds: api.Dataset,
+    *,
+    settings: rworkload.WorkloadSettings,
+    retain: list[str] | None = None,
+    feedback: list[api.FeedbackStore] | None = None,
 ) -> api.PrepareConfig:
-    """The workload's config; ``retain``: the digests the status lists (the retention rule)."""
+    """The workload's config; ``retain``: the digests the status lists (the retention rule);
+    ``feedback``: the resolved stores of the feedback sources (:func:`resolve_feedback`)."""
     return api.PrepareConfig(
         dataset=ds.metadata.name,
         namespace=ds.metadata.namespace,
@@ -74,6 +161,7 @@ def prepare_config(
         retain=list(retain or [])[: api.VERSIONS_MAX],
         pvc_root=settings.pvc_root,
         config_map_root=SOURCES_DIR,
+        feedback=list(feedback) if feedback else None,
     )
 
 
@@ -94,8 +182,9 @@ def build_configmap(
     settings: rworkload.WorkloadSettings,
     round_: int = 0,
     retain: list[str] | None = None,
+    feedback: list[api.FeedbackStore] | None = None,
 ) -> dict[str, Any]:
-    config = prepare_config(ds, settings=settings, retain=retain)
+    config = prepare_config(ds, settings=settings, retain=retain, feedback=feedback)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -105,12 +194,14 @@ def build_configmap(
 
 
 def _volumes(
-    ds: api.Dataset, *, settings: rworkload.WorkloadSettings
+    ds: api.Dataset, *, settings: rworkload.WorkloadSettings, feedback: list[api.FeedbackStore]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes and mounts besides the config and /tmp: storage (read-write), sources (read-only),
-    the S3 credentials Secret (s3:// storage and sources are reached over the network)."""
+    the S3 credentials Secrets (s3:// storage and sources are reached over the network; a
+    feedback source's with its deployment's logging.s3)."""
     storage = common.StorageLocation.parse(ds.spec.storage)
-    volumes, mounts = rworkload.s3_secret_mounts([ds.spec.s3] if uses_s3(ds) else [])
+    remote_feedback = [f.s3 for f in feedback if common.StorageLocation.parse(f.uri).remote]
+    volumes, mounts = rworkload.s3_secret_mounts([*([ds.spec.s3] if uses_s3(ds) else []), *remote_feedback])
     mounted = {workload.CONFIG_DIR, workload.TMP_DIR}
     if not storage.remote:
         volume, mount = rworkload.storage_volume(storage, settings, name="storage")
@@ -165,6 +256,25 @@ def _volumes(
             mounted.add(mount["mountPath"])
             volumes.append(volume)
             mounts.append({**mount, "readOnly": True})
+    for store in feedback:
+        # A deployment's capture root, read-only: its claim at <pvc root>/pvc/<claim> (once per
+        # claim, like the file sources'), or its own directory for file://. DirectoryOrCreate,
+        # as the server mounts it: a deployment that has captured nothing yet gives an empty
+        # directory and the clear FeedbackEmpty, not a pod stuck in ContainerCreating.
+        location = common.StorageLocation.parse(store.uri)
+        if location.remote:
+            continue
+        name = f"source-{store.source}"
+        if location.scheme == "pvc":
+            volume, mount = rworkload.storage_volume(location, settings, name=name)
+        else:
+            volume = {"name": name, "hostPath": {"path": location.path, "type": "DirectoryOrCreate"}}
+            mount = {"name": name, "mountPath": location.path}
+        if mount["mountPath"] in mounted:
+            continue
+        mounted.add(mount["mountPath"])
+        volumes.append(volume)
+        mounts.append({**mount, "readOnly": True})
     return volumes, mounts
 
 
@@ -174,10 +284,17 @@ def uses_s3(ds: api.Dataset) -> bool:
     return any(common.StorageLocation.parse(u).remote for u in uris)
 
 
-def build_job(ds: api.Dataset, *, settings: rworkload.WorkloadSettings, round_: int = 0) -> dict[str, Any]:
-    """The prepare Job: restricted, deadline and retries from the spec, data errors not retried."""
+def build_job(
+    ds: api.Dataset,
+    *,
+    settings: rworkload.WorkloadSettings,
+    round_: int = 0,
+    feedback: list[api.FeedbackStore] | None = None,
+) -> dict[str, Any]:
+    """The prepare Job: restricted, deadline and retries from the spec, data errors not retried;
+    ``feedback``: the resolved stores of the feedback sources (their volumes and Secrets)."""
     spec = ds.spec
-    volumes, mounts = _volumes(ds, settings=settings)
+    volumes, mounts = _volumes(ds, settings=settings, feedback=list(feedback or []))
     node_selector, tolerations = rworkload.placement(
         settings,
         gpu=spec.resources.gpu,

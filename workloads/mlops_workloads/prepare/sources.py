@@ -5,6 +5,12 @@ sources are concatenated in order and must have the same columns. Anything that 
 source from being read (a missing file, a broken CSV, an HTTP error) is ``SourceUnreadable``
 naming the source by its index, and a download whose bytes do not match the declared
 SHA-256 is ``ChecksumMismatch``: a pinned checksum is the only lineage an HTTP source has.
+
+A feedback source (``prepare.feedback``: a ModelDeployment's captured and labelled rows) has
+the model's input features and the target, so a column the other sources carry but the model
+never saw (an identifier) is missing from it: when ``schema.exclude`` removes that column
+right after loading anyway, the feedback rows get it empty; otherwise it is
+``SchemaMismatch``, naming the column.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from sklearn import datasets as sk_datasets
 from mlops_operator.api import dataset as api
 from mlops_operator.api import dataset_sources as api_sources
 from mlops_workloads import runtime, storage
-from mlops_workloads.prepare import sql
+from mlops_workloads.prepare import feedback, sql
 
 CHUNK = 1 << 20
 LOG = logging.getLogger("mlops_workloads.prepare")
@@ -59,6 +65,8 @@ def label(index: int, source: api.Source) -> str:
     elif source.sql is not None:
         query = " ".join(source.sql.query.split())
         detail = f"{source.sql.connection_secret_ref.name}: {query[:60]}{'...' if len(query) > 60 else ''}"
+    elif source.feedback is not None:
+        detail = f"ModelDeployment {source.feedback.model_deployment}"
     return f"sources[{index}] ({'configMap' if kind == 'config_map' else kind} {detail})"
 
 
@@ -71,6 +79,7 @@ def load(config: api.PrepareConfig, *, scratch: pathlib.Path) -> Loaded:
         if hint is not None:
             hints.add(hint)
         frames.append(frame)
+    frames = _align_feedback(frames, config)
     first = list(frames[0].columns)
     for index, frame in enumerate(frames[1:], start=1):
         if set(frame.columns) != set(first):
@@ -85,6 +94,42 @@ def load(config: api.PrepareConfig, *, scratch: pathlib.Path) -> Loaded:
     rows = tuple(len(f) for f in frames)
     combined = frames[0] if len(frames) == 1 else pd.concat([f[first] for f in frames], ignore_index=True)
     return Loaded(frame=combined, task_hint=hints.pop() if len(hints) == 1 else None, rows_per_source=rows)
+
+
+def _align_feedback(frames: list[pd.DataFrame], config: api.PrepareConfig) -> list[pd.DataFrame]:
+    """Feedback frames with the columns of the first other source: those they lack are added
+    empty when ``schema.exclude`` drops them after loading, else ``SchemaMismatch``; the
+    columns come in that source's order (the order the features keep)."""
+    sources_ = config.spec.sources
+    reference = next((i for i, s in enumerate(sources_) if s.feedback is None), None)
+    if reference is None:
+        return frames
+    columns = list(frames[reference].columns)
+    excluded = set(config.spec.data_schema.exclude)
+    out = list(frames)
+    other = label(reference, sources_[reference])
+    for index, (frame, source) in enumerate(zip(frames, sources_, strict=True)):
+        if source.feedback is None:
+            continue
+        lacking = [c for c in columns if c not in frame.columns]
+        unfit = [c for c in lacking if c not in excluded]
+        if unfit:
+            raise runtime.WorkloadError(
+                "SchemaMismatch",
+                f"{label(index, source)} has no columns {unfit[:20]} of {other}: the captured rows hold "
+                "the model's input features and the target only; add the columns the model does not "
+                "read to spec.schema.exclude",
+            )
+        extra = [c for c in frame.columns if c not in columns]
+        if extra:
+            raise runtime.WorkloadError(
+                "SchemaMismatch",
+                f"{label(index, source)} has features {extra[:20]} that {other} lacks: the model was "
+                "trained on other columns than this Dataset's",
+            )
+        empty = {c: pd.Series([None] * len(frame), index=frame.index, dtype=object) for c in lacking}
+        out[index] = frame.assign(**empty)[columns]
+    return out
 
 
 def _load_one(
@@ -112,6 +157,9 @@ def _load_one(
         return read_table(path, fmt=fmt, where=where), None
     if source.sql is not None:
         return sql.read(source.sql, index=index, where=where, config=config), None
+    if source.feedback is not None:
+        read = feedback.read(source.feedback, index=index, where=where, config=config)
+        return read.frame, read.task
     raise runtime.WorkloadError("InvalidConfig", f"{where} sets no source kind")
 
 
