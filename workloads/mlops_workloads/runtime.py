@@ -47,6 +47,26 @@ def load_config(model: type[M], environ: dict[str, str] | None = None) -> M:
         raise WorkloadError("InvalidConfig", str(exc)) from exc
 
 
+def config_with_flags(model: type[M], environ: dict[str, str], flags: dict[str, Any]) -> dict[str, Any]:
+    """The mounted config of ``model`` (when the pod has one) as a dict, overridden by the
+    command-line flags that were given (not None): the pod's way and the local way in one."""
+    data: dict[str, Any] = {}
+    if environ.get(workload.CONFIG_FILE_ENV) or environ.get(workload.CONFIG_ENV):
+        data = load_config(model, environ).model_dump()
+    data.update({k: v for k, v in flags.items() if v is not None})
+    return data
+
+
+def validate_config(model: type[M], data: dict[str, Any], *, required: str, hint: str) -> M:
+    """``data`` as ``model``; ``MissingConfig`` (with ``hint``) without ``required``."""
+    if required not in data:
+        raise WorkloadError("MissingConfig", hint)
+    try:
+        return model.model_validate(data)
+    except Exception as exc:
+        raise WorkloadError("InvalidConfig", str(exc)) from exc
+
+
 def compact(result: dict[str, Any], limit: int = workload.RESULT_LIMIT) -> str:
     """Serialise ``result`` within ``limit`` bytes, dropping the largest optional parts first."""
     text = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)

@@ -16,10 +16,8 @@ import pathlib
 import signal
 import sys
 import threading
-from typing import Any
 
 from mlops_operator.api import modeldeployment as md_api
-from mlops_operator.api import workload
 from mlops_workloads import runtime
 from mlops_workloads.review import backlog, server
 
@@ -42,9 +40,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.ReviewConfig:
-    data: dict[str, Any] = {}
-    if environ.get(workload.CONFIG_FILE_ENV) or environ.get(workload.CONFIG_ENV):
-        data = runtime.load_config(md_api.ReviewConfig, environ).model_dump()
     flags = {
         "uri": args.uri,
         "deployment": args.deployment,
@@ -54,13 +49,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.Rev
         "refresh_seconds": args.refresh_seconds,
         "user_headers": [] if args.no_user_headers else None,
     }
-    data.update({k: v for k, v in flags.items() if v is not None})
-    if "uri" not in data:
-        raise runtime.WorkloadError("MissingConfig", "give --uri or a config with uri")
-    try:
-        return md_api.ReviewConfig.model_validate(data)
-    except Exception as exc:
-        raise runtime.WorkloadError("InvalidConfig", str(exc)) from exc
+    data = runtime.config_with_flags(md_api.ReviewConfig, environ, flags)
+    return runtime.validate_config(
+        md_api.ReviewConfig, data, required="uri", hint="give --uri or a config with uri"
+    )
 
 
 def build(config: md_api.ReviewConfig) -> server.Server:

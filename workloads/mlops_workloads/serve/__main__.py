@@ -22,7 +22,7 @@ import sys
 import tempfile
 from typing import Any
 
-from mlops_operator.api import common, workload
+from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as md_api
 from mlops_workloads import runtime
 
@@ -65,9 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.ServeConfig:
-    data: dict[str, Any] = {}
-    if environ.get(workload.CONFIG_FILE_ENV) or environ.get(workload.CONFIG_ENV):
-        data = runtime.load_config(md_api.ServeConfig, environ).model_dump()
     flags = {
         "model_dir": args.model_dir,
         "model_name": args.model_name,
@@ -80,7 +77,7 @@ def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.Ser
         "drift_window": args.drift_window,
         "drain_seconds": args.drain_seconds,
     }
-    data.update({k: v for k, v in flags.items() if v is not None})
+    data = runtime.config_with_flags(md_api.ServeConfig, environ, flags)
     capture_flags = {
         "uri": args.capture_uri,
         "sample_rate": args.capture_sample_rate,
@@ -93,12 +90,9 @@ def load_config(args: argparse.Namespace, environ: dict[str, str]) -> md_api.Ser
         if data.get("capture") is None and "uri" not in given:
             raise runtime.WorkloadError("InvalidConfig", "the --capture-* flags need --capture-uri")
         data["capture"] = {**(data.get("capture") or {}), **given}
-    if "model_dir" not in data:
-        raise runtime.WorkloadError("MissingConfig", "give --model-dir or a config with modelDir")
-    try:
-        return md_api.ServeConfig.model_validate(data)
-    except Exception as exc:
-        raise runtime.WorkloadError("InvalidConfig", str(exc)) from exc
+    return runtime.validate_config(
+        md_api.ServeConfig, data, required="model_dir", hint="give --model-dir or a config with modelDir"
+    )
 
 
 def model_path(config: md_api.ServeConfig) -> str:
