@@ -56,6 +56,28 @@ def test_predict_over_http_with_keep_alive(base: str) -> None:
             assert r.headers["Content-Type"] == "application/json"
 
 
+def test_an_old_connection_is_closed_after_its_answer_so_clients_rebalance(
+    model_dir: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Service spreads connections, not requests: past its age a kept-alive connection's next
+    answer says Connection: close (and is whole), so the client reconnects, maybe to a new pod."""
+    monkeypatch.setenv("MLOPS_SERVE_MAX_CONNECTION_AGE_SECONDS", "1")
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running(model_dir, tmp_path) as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(live)
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200") and b"Connection: close" not in first
+            time.sleep(1.5)
+            sock.sendall(live)
+            second = b""
+            while chunk := sock.recv(65536):
+                second += chunk
+            assert second.startswith(b"HTTP/1.1 200") and b"Connection: close" in second
+            assert second.rstrip().endswith(b"}"), second  # the whole answer, then the close
+
+
 def test_pipelined_requests_answer_in_order(base: str) -> None:
     body = json.dumps({"instances": [ROW]}).encode()
     predict = (

@@ -20,6 +20,8 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
+import random
 import signal
 import socket
 import time
@@ -43,6 +45,12 @@ REASONS = {
 MAX_PIPELINED = 64
 MAX_JOINT_ROWS = 4096
 KEEP_ALIVE_SECONDS = 75.0  # idle connections are closed after this (longer than typical LB idle timeouts)
+# A kept-alive connection is answered with Connection: close once it is this old (±20%, so that
+# connections do not all reconnect at once), as gRPC's MAX_CONNECTION_AGE does: a Service spreads
+# connections, not requests, so without it a keep-alive client never reaches a pod that started
+# after it connected (a canary, a scaled-up replica).
+# MLOPS_SERVE_MAX_CONNECTION_AGE_SECONDS overrides it (0: never).
+MAX_CONNECTION_AGE_SECONDS = float(os.environ.get("MLOPS_SERVE_MAX_CONNECTION_AGE_SECONDS", "20"))
 
 
 class _Slot:
@@ -177,6 +185,8 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.idle_timer: asyncio.TimerHandle | None = None
+        age = MAX_CONNECTION_AGE_SECONDS * random.uniform(0.8, 1.2)
+        self.retire_at = time.monotonic() + age if age > 0 else float("inf")
 
     # asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -256,8 +266,12 @@ class _Connection(asyncio.Protocol):
         method = self.parser.get_method().decode("ascii", "replace")
         # While draining, every answer closes its connection: a keep-alive client reconnects
         # (through the Service, to a pod that stays) instead of finding its socket closed later.
+        # So does a connection past its age: the client's next one may reach another pod.
         keep_alive = (
-            bool(self.parser.should_keep_alive()) and not self.closing and not self.server.app.draining
+            bool(self.parser.should_keep_alive())
+            and not self.closing
+            and not self.server.app.draining
+            and time.monotonic() < self.retire_at
         )
         slot = _Slot(keep_alive)
         self.slots.append(slot)
