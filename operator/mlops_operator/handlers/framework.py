@@ -431,7 +431,7 @@ def watch_children(group: str, version: str, plural: str) -> None:
 
 def carry_out(ctx: Context, namespace: str, plan: rplan.Plan[Any]) -> Outcome:
     """Do what a pure plan decided, in one order for every kind: delete, create once, apply,
-    patch; then hand the status and Events to ``run``, which writes them.
+    patch, apply under another field manager; then hand the status and Events to ``run``, which writes them.
 
     ``create_once`` children (a sweep's trials) are applied in order, one after the other, so a
     crash mid-batch leaves a prefix, never a gap; the plan lists only those not made yet.
@@ -442,4 +442,6 @@ def carry_out(ctx: Context, namespace: str, plan: rplan.Plan[Any]) -> Outcome:
         ctx.kube.apply(manifest)
     for ref, patch in plan.patch:
         ctx.kube.patch(ref.api_version, ref.kind, ref.name, namespace, patch)
+    for manager, manifest in plan.apply_as:
+        ctx.kube.apply(manifest, field_manager=manager)
     return Outcome(status=plan.status, events=list(plan.events))

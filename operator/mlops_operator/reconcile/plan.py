@@ -55,6 +55,9 @@ class Plan(Generic[StatusT]):
       with server-side apply only when the observed children do not have them yet;
     - ``apply``: children whose whole desired state is applied every pass;
     - ``patch``: merge patches of fields of existing children (a Job's ``suspend``);
+    - ``apply_as``: objects server-side applied under a field manager of their own, after the
+      patches (a retraining run moving a Model's alias as ``mlops-retrain``: the Model's alias
+      history then says what moved it);
     - ``status``: the full new status (None: keep what is stored);
     - ``events``: posted after the status is written.
     """
@@ -65,3 +68,4 @@ class Plan(Generic[StatusT]):
     delete: list[ChildRef] = dataclasses.field(default_factory=list)
     events: list[EventNote] = dataclasses.field(default_factory=list)
     create_once: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    apply_as: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)

@@ -170,24 +170,37 @@ def batch_container(
     resources: dict[str, Any] | None = None,
     env: Iterable[dict[str, Any]] = (),
     ports: Iterable[dict[str, Any]] = (),
+    config_json: str | None = None,
 ) -> dict[str, Any]:
     """A batch workload's container: its config file and ``/tmp`` mounted first, its result read
     from the termination message (or the log tail when it died before writing one); ``env``
-    comes after the contract's variables."""
+    comes after the contract's variables. With ``config_json`` the config travels in the pod
+    spec (``$MLOPS_CONFIG``) instead of a mounted ConfigMap (the Job is built with
+    ``config_map=None``)."""
+    config_env = (
+        {"name": contract.CONFIG_ENV, "value": config_json}
+        if config_json is not None
+        else {"name": contract.CONFIG_FILE_ENV, "value": contract.CONFIG_FILE}
+    )
+    config_mounts = (
+        []
+        if config_json is not None
+        else [{"name": CONFIG_VOLUME, "mountPath": contract.CONFIG_DIR, "readOnly": True}]
+    )
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(command),
         "env": [
-            {"name": contract.CONFIG_FILE_ENV, "value": contract.CONFIG_FILE},
+            config_env,
             {"name": "HOME", "value": contract.TMP_DIR},
             {"name": "TMPDIR", "value": contract.TMP_DIR},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             *env,
         ],
         "volumeMounts": [
-            {"name": CONFIG_VOLUME, "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            *config_mounts,
             {"name": TMP_VOLUME, "mountPath": contract.TMP_DIR},
             *mounts,
         ],
@@ -227,7 +240,7 @@ def job(
     *,
     name: str,
     component: str,
-    config_map: str,
+    config_map: str | None,
     container: dict[str, Any],
     volumes: Iterable[dict[str, Any]] = (),
     backoff_limit: int,
@@ -240,14 +253,15 @@ def job(
     spec_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one workload run: one pod that is never restarted in place, the config
-    ConfigMap and an emptyDir ``/tmp`` as its first volumes. ``labels`` are added to the Job's
+    ConfigMap (unless ``config_map`` is None: the config is in the container's env) and an
+    emptyDir ``/tmp`` as its first volumes. ``labels`` are added to the Job's
     (not the pod's) labels; ``pod_extra`` and ``spec_extra`` are the kind's own pod and Job fields."""
     pod_labels = owner.labels(component)
     pod = pod_spec(
         settings,
         containers=[container],
         volumes=[
-            {"name": CONFIG_VOLUME, "configMap": {"name": config_map}},
+            *([{"name": CONFIG_VOLUME, "configMap": {"name": config_map}}] if config_map is not None else []),
             {"name": TMP_VOLUME, "emptyDir": {}},
             *volumes,
         ],
