@@ -10,13 +10,15 @@ no Secret is readable, and nothing cluster-scoped is writable.
   resources: ["datasets", "trainingjobs", "hyperparametersweeps", "modeldeployments", "models"]
   verbs: ["get", "list", "watch", "patch"]
 # Sweeps server-side-apply their trials (TrainingJobs) and promote into ModelDeployments; drift retraining
-# applies TrainingJobs. Apply of a new object needs create. A sweep that is done (goal reached, budget
-# spent) deletes its unfinished trials.
+# applies TrainingJobs; a retraining run (spec.retrain) its challenger, a TrainingJob or a sweep, and
+# then patches the Dataset's mlops.dev/refresh and applies the Model's alias annotation (patch, above).
+# Apply of a new object needs create. A sweep that is done (goal reached, budget spent) deletes its
+# unfinished trials; retraining deletes the challengers of runs that fall off its history.
 - apiGroups: ["mlops.dev"]
-  resources: ["trainingjobs", "modeldeployments"]
+  resources: ["trainingjobs", "hyperparametersweeps", "modeldeployments"]
   verbs: ["create"]
 - apiGroups: ["mlops.dev"]
-  resources: ["trainingjobs"]
+  resources: ["trainingjobs", "hyperparametersweeps"]
   verbs: ["delete"]
 # Status is written with server-side apply on the status subresource.
 - apiGroups: ["mlops.dev"]
@@ -27,7 +29,8 @@ no Secret is readable, and nothing cluster-scoped is writable.
 - apiGroups: ["mlops.dev"]
   resources: ["datasets/finalizers", "trainingjobs/finalizers", "hyperparametersweeps/finalizers", "modeldeployments/finalizers", "models/finalizers"]
   verbs: ["update"]
-# Dataset preparation and training runs: applied, watched, removed after ttlSecondsAfterFinished.
+# Dataset preparation, training runs and retraining evaluations: applied, watched, removed after
+# ttlSecondsAfterFinished.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

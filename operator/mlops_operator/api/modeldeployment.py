@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import pydantic
 
 from mlops_operator.api import common, workload
+from mlops_operator.api import retrain as retrain_api
 
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 EXACTLY_ONE_MODEL = (
@@ -283,6 +284,11 @@ class DriftPolicy(common.ApiModel):
     )
 
 
+RETRAIN_NEEDS_ALIAS = "!has(self.retrain) || (has(self.model.modelRef) && !has(self.model.modelRef.version))"
+RETRAIN_LABELS_NEED_REVIEW = (
+    "!has(self.retrain) || !has(self.retrain.triggers) || !has(self.retrain.triggers.labelledRows) || "
+    "(has(self.logging) && has(self.logging.review) && self.logging.review.enabled)"
+)
 CAPTURE_SOMETHING = "self.lowConfidence || self.sampleRate > 0.0"
 CAPTURE_S3_ONLY_FOR_S3 = "!has(self.s3) || self.storageUri.startsWith('s3://')"
 
@@ -479,6 +485,24 @@ class ModelDeploymentSpec(common.ApiModel):
                     "message": "set either replicas or autoscaling, not both",
                     "fieldPath": ".replicas",
                 },
+                {
+                    "rule": RETRAIN_NEEDS_ALIAS,
+                    "message": "retrain needs model.modelRef with an alias (the alias a better challenger "
+                    "takes), not a fixed version",
+                    "fieldPath": ".retrain",
+                },
+                {
+                    "rule": "!has(self.retrain) || !has(self.drift.retrain)",
+                    "message": "set retrain (train, evaluate, promote) or drift.retrain (a bare TrainingJob "
+                    "on drift), not both; retrain.triggers.drift covers drift",
+                    "fieldPath": ".drift.retrain",
+                },
+                {
+                    "rule": RETRAIN_LABELS_NEED_REVIEW,
+                    "message": "retrain.triggers.labelledRows needs logging.review.enabled (the review "
+                    "server counts the labels)",
+                    "fieldPath": ".retrain.triggers.labelledRows",
+                },
             ]
         }
     )
@@ -523,11 +547,25 @@ class ModelDeploymentSpec(common.ApiModel):
     image: str | None = pydantic.Field(
         default=None, max_length=512, description="Server image; defaults to the operator's workload image."
     )
+    retrain: retrain_api.RetrainPolicy | None = pydantic.Field(
+        default=None,
+        description="Train a challenger when a trigger fires, score it against the champion on the same "
+        "held-out rows and move the alias only when it wins (then the canary rolls it out).",
+    )
 
     @pydantic.model_validator(mode="after")
     def _replicas_or_autoscaling(self) -> ModelDeploymentSpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("set either replicas or autoscaling, not both")
+        if self.retrain is not None:
+            ref = self.model.model_ref
+            if ref is None or ref.version is not None:
+                raise ValueError("retrain needs model.modelRef with an alias, not a fixed version")
+            if self.drift.retrain is not None:
+                raise ValueError("set retrain or drift.retrain, not both")
+            labelled = self.retrain.triggers.labelled_rows is not None
+            if labelled and (self.logging is None or not self.logging.review.enabled):
+                raise ValueError("retrain.triggers.labelledRows needs logging.review.enabled")
         return self
 
 
@@ -630,6 +668,9 @@ class ModelDeploymentStatus(common.StatusBase):
     drift: DriftStatus | None = pydantic.Field(default=None, description="Drift across the serving pods.")
     review: ReviewStatus | None = pydantic.Field(
         default=None, description="With spec.logging.review.enabled: where the review page is."
+    )
+    retrain: retrain_api.RetrainStatus | None = pydantic.Field(
+        default=None, description="With spec.retrain: the run going on and the last decisions."
     )
 
 

@@ -15,12 +15,17 @@ while a ModelDeployment has a canary each pod's recent scrapes are kept in memor
 (``mmetrics.remember`` trims them to the window and bounds their number); pods that are gone
 are forgotten. Losing them (an operator restart) judges each pod on its counters whole until
 the history spans the window again (see ``mmetrics.window``).
+
+With ``spec.retrain`` the handler also reads the template's Dataset, the current run's
+challenger and evaluation Job (names from ``status.retrain``) and, for the labelledRows
+trigger, the review server's ``/api/stats`` (``ReviewStatsSource``, replaceable in tests).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -33,8 +38,11 @@ from mlops_operator.reconcile import modeldeployment as rmd
 from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+from mlops_operator.reconcile import modeldeployment_retrain as mretrain
+from mlops_operator.reconcile import modeldeployment_review as mreview
 
 RESYNC_SECONDS = 5.0
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 SCRAPE_TIMEOUT = 1.0
 MAX_SCRAPE_THREADS = 16
 HISTORY_POINTS = 120  # scrapes kept per pod and window at most (spacing = window / this)
@@ -45,27 +53,58 @@ class MetricsSource(Protocol):
         """The pod's Prometheus exposition, or None when it cannot be read now."""
 
 
+def get_from_pod(pod: Mapping[str, Any], *, port: int, path: str, timeout: float) -> str | None:
+    """``GET http://<podIP>:<port><path>``'s body, or None (no IP yet, refused, timed out)."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    host = f"[{ip}]" if ":" in str(ip) else str(ip)
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as response:
+            text: str = response.read().decode("utf-8", "replace")
+            return text
+    except (OSError, ValueError):
+        return None
+
+
 class HttpMetricsSource:
     def __init__(self, *, port: int = build.PORT, timeout: float = SCRAPE_TIMEOUT) -> None:
         self.port = port
         self.timeout = timeout
 
     def scrape(self, pod: Mapping[str, Any]) -> str | None:
-        ip = (pod.get("status") or {}).get("podIP")
-        if not ip:
-            return None
-        host = f"[{ip}]" if ":" in str(ip) else str(ip)
+        return get_from_pod(pod, port=self.port, path="/metrics", timeout=self.timeout)
+
+
+class ReviewStatsSource(Protocol):
+    def labelled(self, pod: Mapping[str, Any]) -> int | None:
+        """Rows the review server counts as confirmed or corrected, or None when it cannot say now."""
+
+
+class HttpReviewStatsSource:
+    """``GET http://<podIP>:8080/api/stats`` of the review server: confirmed + corrected."""
+
+    def __init__(self, *, port: int = mreview.PORT, timeout: float = SCRAPE_TIMEOUT) -> None:
+        self.port = port
+        self.timeout = timeout
+
+    def labelled(self, pod: Mapping[str, Any]) -> int | None:
+        text = get_from_pod(pod, port=self.port, path="/api/stats", timeout=self.timeout)
         try:
-            with urllib.request.urlopen(
-                f"http://{host}:{self.port}/metrics", timeout=self.timeout
-            ) as response:
-                text: str = response.read().decode("utf-8", "replace")
-                return text
-        except (OSError, ValueError):
+            stats = json.loads(text) if text is not None else None
+        except ValueError:
             return None
+        actions = stats.get("byAction") if isinstance(stats, dict) else None
+        if not isinstance(actions, dict):
+            return None
+        counts = [actions.get(a, 0) for a in ("confirmed", "corrected")]
+        return (
+            sum(c for c in counts if isinstance(c, int)) if all(isinstance(c, int) for c in counts) else None
+        )
 
 
 _SOURCE: list[MetricsSource] = [HttpMetricsSource()]
+_REVIEW_STATS: list[ReviewStatsSource] = [HttpReviewStatsSource()]
 _BASELINES: dict[str, dict[str, tuple[float, float, float]]] = {}
 _BASELINES_LOCK = threading.Lock()
 # ModelDeployment uid → pod name → that pod's recent scrapes, oldest first (canary window).
@@ -80,6 +119,11 @@ def set_metrics_source(source: MetricsSource | None) -> None:
         _BASELINES.clear()
     with _HISTORY_LOCK:
         _HISTORY.clear()
+
+
+def set_review_stats_source(source: ReviewStatsSource | None) -> None:
+    """Replace how the review server's label count is read (tests); None restores HTTP."""
+    _REVIEW_STATS[0] = source or HttpReviewStatsSource()
 
 
 def forget(uid: str) -> None:
@@ -162,7 +206,37 @@ def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
             )
             _BASELINES[md.metadata.uid] = baseline
         observed.load_sample = load
+    if md.spec.retrain is not None:
+        observed.retrain = _observe_retrain(ctx, md, observed.sources)
     return observed
+
+
+def _observe_retrain(
+    ctx: framework.Context, md: api.ModelDeployment, sources: dict[tuple[str, str], dict[str, Any] | None]
+) -> mretrain.Observed:
+    """What the retraining step needs: only the objects of the run going on, by name."""
+    ns = md.metadata.namespace
+    seen = mretrain.Observed(model=sources.get(("Model", mretrain.model_name(md))))
+    dataset = mretrain.dataset_name(md)
+    if dataset is not None:
+        seen.dataset = ctx.kube.get(common.API_VERSION, "Dataset", dataset, ns)
+    current = md.status.retrain.current if md.status.retrain else None
+    if current is not None and current.challenger and current.challenger_kind:
+        seen.challenger = ctx.kube.get(common.API_VERSION, current.challenger_kind, current.challenger, ns)
+    if current is not None and current.phase == "Evaluating":
+        name = mretrain.evaluation_name(md, current.run)
+        seen.evaluation = ctx.kube.get("batch/v1", "Job", name, ns)
+        if seen.evaluation is not None:
+            seen.evaluation_pods = ctx.kube.list("v1", "Pod", ns, label_selector=f"{JOB_NAME_LABEL}={name}")
+    policy = md.spec.retrain
+    if policy is not None and policy.triggers.labelled_rows is not None and mreview.enabled(md):
+        selector = ",".join(f"{k}={v}" for k, v in mreview.selector(md).items())
+        for pod in ctx.kube.list("v1", "Pod", ns, label_selector=selector):
+            if _pod_ready(pod):
+                seen.labelled_rows = _REVIEW_STATS[0].labelled(pod)
+                if seen.labelled_rows is not None:
+                    break
+    return seen
 
 
 def _remember_scrapes(

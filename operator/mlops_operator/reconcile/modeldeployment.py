@@ -9,6 +9,8 @@ pods and each ready pod's parsed ``/metrics``; this module decides everything:
   tracks' requests over the rollback policy's sliding window (``Observed.pod_history``);
 - drift: the ``DriftDetected`` condition and an optional retraining TrainingJob;
 - the review server of the captured rows (``spec.logging.review``, ``modeldeployment_review``);
+- retraining (``spec.retrain``, ``modeldeployment_retrain``): a challenger trained, scored
+  against the champion and promoted by moving the alias only when it wins;
 - the status (phase, URL, ready/desired, served URI and digest, conditions) and Events.
 """
 
@@ -20,11 +22,13 @@ from typing import Any
 
 from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
+from mlops_operator.api import retrain as retrain_api
 from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_canary as mcanary
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
+from mlops_operator.reconcile import modeldeployment_retrain as mretrain
 from mlops_operator.reconcile import modeldeployment_review as review
 from mlops_operator.reconcile import modeldeployment_source as msource
 from mlops_operator.reconcile import plan as rplan
@@ -48,6 +52,7 @@ class Observed:
     pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # serving pods, both tracks
     load_sample: float | None = None
     retrain_job: dict[str, Any] | None = None
+    retrain: mretrain.Observed = dataclasses.field(default_factory=mretrain.Observed)  # spec.retrain
 
 
 Plan = rplan.Plan[api.ModelDeploymentStatus]
@@ -369,7 +374,32 @@ def plan(
 
     # Drift.
     status = _drift(md, observed, status=status, apply=apply, events=events, now=now)
-    return Plan(apply=apply, delete=delete, status=status, events=events)
+    if spec.retrain is None:
+        return Plan(apply=apply, delete=delete, status=status, events=events)
+
+    # Retraining (spec.retrain): its run's next step; serving above never waits on it.
+    step = mretrain.step(
+        md, observed.retrain, drift_detected=status.is_true("DriftDetected"), now=now, settings=settings
+    )
+    status.retrain = step.status
+    cond_status, cond_reason, cond_message = step.condition
+    status = status.with_condition(
+        retrain_api.CONDITION,
+        "True" if cond_status == "True" else "False",
+        reason=cond_reason,
+        message=cond_message,
+        now=now,
+        generation=generation,
+    )
+    return Plan(
+        apply=apply,
+        delete=[*delete, *step.delete],
+        status=status,
+        events=[*events, *step.events],
+        create_once=step.create_once,
+        patch=step.patch,
+        apply_as=step.apply_as,
+    )
 
 
 MODEL_REFUSED_REASONS = frozenset({"UntrustedModel"})
