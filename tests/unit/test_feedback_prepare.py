@@ -461,3 +461,168 @@ def test_features_the_other_sources_lack_are_a_mismatch(tmp_path: pathlib.Path) 
     with pytest.raises(runtime.WorkloadError) as err:
         sources.load(config(tmp_path, *MERGED), scratch=tmp_path)
     assert err.value.reason == "SchemaMismatch" and "has features ['extra']" in err.value.message
+
+
+# ---------------------------------------------------------------------------------------------
+# An empty feedback source beside other sources: no rows, a warning, the other sources' version
+# ---------------------------------------------------------------------------------------------
+
+EMPTY_STATES = ("no capture root", "an empty capture root", "only unlabelled rows")
+
+
+def seed_empty(base: pathlib.Path, state: str) -> None:
+    """A capture root with no labelled row: absent, an empty directory, or rows nobody confirmed."""
+    if state == "an empty capture root":
+        (base / "capture" / "ml" / "iris").mkdir(parents=True)
+    elif state == "only unlabelled rows":
+        root = root_of(base)
+        write_capture(root, [captured("r1", 0, minute=0), captured("r2", 0, minute=1)])
+        save(root, label("r1", 0, "skipped", None, minute=2))
+
+
+@pytest.mark.parametrize("state", EMPTY_STATES)
+def test_an_empty_feedback_source_beside_others_adds_no_rows_and_says_so(
+    tmp_path: pathlib.Path, state: str
+) -> None:
+    seed_empty(tmp_path, state)
+    alone = sources.load(config(tmp_path, MERGED[0]), scratch=tmp_path)
+    for entries, rows in ((MERGED, (150, 0)), ((MERGED[1], MERGED[0]), (0, 150))):
+        loaded = sources.load(config(tmp_path, *entries), scratch=tmp_path)
+        # Left out, not concatenated: the same frame, dtypes included, as iris alone.
+        pd.testing.assert_frame_equal(loaded.frame, alone.frame)
+        assert loaded.rows_per_source == rows
+        assert loaded.task_hint == "classification"
+        index = rows.index(0)
+        assert len(loaded.warnings) == 1
+        note = loaded.warnings[0]
+        assert note.startswith(f"sources[{index}] (feedback ModelDeployment iris) adds no rows: ")
+        if state == "only unlabelled rows":
+            assert "none of the 2 rows ModelDeployment 'iris' captured has a confirmed or corrected" in note
+        else:
+            assert "ModelDeployment 'iris' has captured no rows under file://" in note
+    assert alone.warnings == ()
+
+
+def test_an_empty_feedback_source_is_no_task_hint(tmp_path: pathlib.Path) -> None:
+    # A regression capture beside a file source: with no rows, its task does not decide the
+    # file's (the file alone gives the hint None, so the feedback's must not count either).
+    pd.DataFrame({"x": [0.5, 1.5, 2.5], "target": [1, 2, 3]}).to_csv(tmp_path / "rows.csv", index=False)
+    write_capture(
+        root_of(tmp_path),
+        [captured("r", 0, minute=0, prediction=1.5, values=(1.0, 2.0, 3.0, 4.0))],
+        features=(("x", "float"),),
+        task="regression",
+        classes=None,
+    )
+    entries = ({"file": {"uri": f"file://{tmp_path}/rows.csv"}}, MERGED[1])
+    loaded = sources.load(config(tmp_path, *entries), scratch=tmp_path)
+    assert loaded.task_hint is None and loaded.rows_per_source == (3, 0)
+    assert str(loaded.frame["target"].dtype) == "int64"
+    save(root_of(tmp_path), label("r", 0, "corrected", "2.5", minute=1))
+    labelled = sources.load(config(tmp_path, *entries), scratch=tmp_path)
+    assert labelled.task_hint == "regression" and labelled.rows_per_source == (3, 1)
+    assert labelled.warnings == ()
+
+
+def test_an_empty_feedback_source_leaves_the_version_of_the_other_sources(tmp_path: pathlib.Path) -> None:
+    results = {}
+    for state in EMPTY_STATES:
+        base = tmp_path / state.replace(" ", "-")
+        base.mkdir()
+        seed_empty(base, state)
+        results[state] = prepare(base, "out")
+    digests = {result["digest"] for result in results.values()}
+    assert len(digests) == 1  # the same spec and no feedback row: the same version
+    (tmp_path / "iris-alone").mkdir()
+    iris_alone = prepare(tmp_path / "iris-alone", "out", MERGED[0])
+    for state, result in results.items():
+        assert result["rows"]["input"] == 150 and result["task"] == "classification"
+        assert [w for w in result["warnings"] if "adds no rows" in w] == [result["warnings"][0]], state
+        assert result["warnings"][0].startswith("sources[1] (feedback ModelDeployment iris) adds no rows")
+        # The rows, split by split, are exactly those of iris alone (the digest differs only in
+        # the spec, which names the feedback source).
+        folder = pathlib.Path(result["storageUri"].removeprefix("file://"))
+        alone = pathlib.Path(iris_alone["storageUri"].removeprefix("file://"))
+        for split in ("train", "validation", "test"):
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(folder / f"{split}.parquet"), pd.read_parquet(alone / f"{split}.parquet")
+            )
+        report = pd.read_json(folder / "report.json", typ="series")
+        assert [s["rows"] for s in report["sources"]] == [150, 0]
+        assert report["warnings"][0] == result["warnings"][0]
+    assert [w for w in iris_alone["warnings"] if "adds no rows" in w] == []
+
+    # One labelled row: a row more, a new digest, no warning about the source.
+    base = tmp_path / "only-unlabelled-rows"
+    save(root_of(base), label("r2", 0, "confirmed", "2", minute=3))
+    more = prepare(base, "more")
+    assert more["rows"]["input"] == 151 and more["digest"] not in digests
+    assert [w for w in more["warnings"] if "adds no rows" in w] == []
+
+
+def test_feedback_sources_alone_still_fail_when_empty(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(runtime.WorkloadError) as err:
+        pipeline.prepare(config(tmp_path), scratch_dir=str(tmp_path))
+    assert err.value.reason == "FeedbackEmpty" and "has captured no rows" in err.value.message
+    # Two feedback sources, one with rows: the empty one still fails the preparation (there is
+    # no base data it could be left out of).
+    root = root_of(tmp_path)
+    write_capture(root, [captured("r1", 0, minute=0)])
+    save(root, label("r1", 0, "confirmed", "2", minute=1))
+    both = config(
+        tmp_path,
+        {"feedback": {"modelDeployment": "iris"}},
+        {"feedback": {"modelDeployment": "iris", "since": "2027-01-01T00:00:00Z"}},
+    )
+    with pytest.raises(runtime.WorkloadError) as err:
+        sources.load(both, scratch=tmp_path)
+    assert err.value.reason == "FeedbackEmpty"
+    assert err.value.message.startswith("sources[1] (feedback ModelDeployment iris): ")
+
+
+def test_an_empty_feedback_source_with_capture_files_is_still_checked_against_the_others(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Captured but unlabelled rows name the model's features: a mismatch shows now, not at the
+    # first label.
+    root = root_of(tmp_path)
+    write_capture(root, [captured("r1", 0, minute=0)], features=(*FEATURES, ("extra", "float")))
+    with pytest.raises(runtime.WorkloadError) as err:
+        sources.load(config(tmp_path, *MERGED), scratch=tmp_path)
+    assert err.value.reason == "SchemaMismatch" and "has features ['extra']" in err.value.message
+    # A column of the file the model never saw: excluded, the empty source passes.
+    table = pd.DataFrame({name: [1.0, 2.0] for name in IRIS} | {"id": ["a", "b"], "target": [0, 1]})
+    table.to_csv(tmp_path / "rows.csv", index=False)
+    other = tmp_path / "other"
+    write_capture(root_of(other), [captured("r1", 0, minute=0)])
+    file_source = {"file": {"uri": f"file://{tmp_path}/rows.csv"}}
+    with pytest.raises(runtime.WorkloadError) as err:
+        sources.load(config(other, file_source, MERGED[1]), scratch=tmp_path)
+    assert err.value.reason == "SchemaMismatch" and "has no columns ['id']" in err.value.message
+    loaded = sources.load(config(other, file_source, MERGED[1], schema={"exclude": ["id"]}), scratch=tmp_path)
+    assert loaded.rows_per_source == (2, 0) and list(loaded.frame.columns) == [*IRIS, "id", "target"]
+    # Nothing captured: no features to check, nothing to refuse.
+    nothing = sources.load(config(tmp_path / "nothing", file_source, MERGED[1]), scratch=tmp_path)
+    assert nothing.rows_per_source == (2, 0)
+    pd.testing.assert_frame_equal(nothing.frame, pd.read_csv(tmp_path / "rows.csv", engine="pyarrow"))
+
+
+def test_read_root_may_answer_an_empty_frame(tmp_path: pathlib.Path) -> None:
+    root = root_of(tmp_path)
+    write_capture(root, [captured("r1", 0, minute=0)])
+    source = api.DatasetSpec.model_validate(
+        {"sources": [{"feedback": {"modelDeployment": "iris"}}], "storage": f"file://{tmp_path}/out"}
+    ).sources[0]
+    assert source.feedback is not None
+    with pytest.raises(runtime.WorkloadError) as err:
+        feedback.read_root(root, source.feedback, target="target", where="here")
+    assert err.value.reason == "FeedbackEmpty"
+    got = feedback.read_root(root, source.feedback, target="target", where="here", allow_empty=True)
+    assert got.frame.empty and list(got.frame.columns) == [*IRIS, "target"]
+    assert (got.captured, got.labelled, got.task) == (1, 0, "classification")
+    assert got.empty is not None and got.empty.startswith("here adds no rows: none of the 1 rows")
+    save(root, label("r1", 0, "confirmed", "2", minute=1))
+    assert (
+        feedback.read_root(root, source.feedback, target="target", where="here", allow_empty=True).empty
+        is None
+    )

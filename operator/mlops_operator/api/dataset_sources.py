@@ -252,7 +252,11 @@ class FeedbackSource(common.ApiModel):
     concatenates with sources that have those columns; request ids, times, probabilities and
     the model's answer are left out. Rows come in capture order (time, request id, row), so the
     same captured and labelled files always give the same version; a new label gives a new
-    digest on the next read (spec.refresh or the mlops.dev/refresh annotation).
+    digest on the next read (spec.refresh or the mlops.dev/refresh annotation). In a Dataset
+    with other sources, a feedback source with no rows yet (nothing captured, or nothing
+    confirmed or corrected) adds no rows, and a warning in status.warnings says so: the data is
+    the other sources' alone until people label. A Dataset whose sources are all feedback
+    sources fails with reason FeedbackEmpty instead.
     """
 
     model_deployment: str = pydantic.Field(
@@ -266,11 +270,13 @@ class FeedbackSource(common.ApiModel):
     labelled: bool = pydantic.Field(
         default=True,
         description="true: only the rows whose latest review confirmed or corrected the model's answer, "
-        "with that label as the target (skipped rows and rows not reviewed yet are left out; no such "
-        "row fails the preparation with reason FeedbackEmpty). false: every captured row, its label "
-        "as the target where it has one and an empty target otherwise; rows without a target are "
-        "then dropped by cleaning like any row missing its target (status.dropped.missingTarget), so "
-        "they count as input rows only.",
+        "with that label as the target (skipped rows and rows not reviewed yet are left out). With no "
+        "such row yet, the source adds no rows in a Dataset with other sources (a warning in "
+        "status.warnings says so), and fails the preparation with reason FeedbackEmpty when all the "
+        "sources are feedback sources. false: every captured row, its label as the target where it "
+        "has one and an empty target otherwise; rows without a target are then dropped by cleaning "
+        "like any row missing its target (status.dropped.missingTarget), so they count as input rows "
+        "only.",
     )
     include: FeedbackInclude = pydantic.Field(
         default="all",

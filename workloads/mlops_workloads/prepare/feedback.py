@@ -10,11 +10,16 @@ target column, nothing else (no request ids, times or probabilities in training 
 
 - ``labelled: true``: the rows whose latest decision is ``confirmed`` or ``corrected``, the
   label as the target (cast to the type of the model's classes, ``labels.cast_labels``);
-  skipped rows and rows nobody reviewed are left out, and none at all is ``FeedbackEmpty``.
+  skipped rows and rows nobody reviewed are left out.
 - ``labelled: false``: every captured row, the label where there is one and a null target
   otherwise (cleaning then drops those like any row missing its target).
 - ``include: lowConfidence`` keeps the rows answered with low confidence, ``since`` those
   captured at or after a time.
+
+No row at all (nothing captured yet, or nothing confirmed or corrected yet) is ``FeedbackEmpty``
+when the source is the Dataset's only kind of source; beside other sources (``allow_empty``,
+decided by ``sources.load``) the source answers its empty frame and why, and the Dataset is
+"the base data plus what people have labelled so far", starting with the base data alone.
 
 Rows are ordered by (time, request id, row), whatever the order of the files or of the
 labels, so the same captured and labelled files give the same frame, hence the same digest;
@@ -57,12 +62,18 @@ class Feedback:
     task: api.Task | None  # the capture's task, when every file agrees
     captured: int  # rows captured (after include and since)
     labelled: int  # of them, rows whose latest label is confirmed or corrected
+    empty: str | None = None  # why the frame has no rows (only with allow_empty)
 
 
 def read(
-    source: api_sources.FeedbackSource, *, index: int, where: str, config: api.PrepareConfig
+    source: api_sources.FeedbackSource,
+    *,
+    index: int,
+    where: str,
+    config: api.PrepareConfig,
+    allow_empty: bool = False,
 ) -> Feedback:
-    """The rows of feedback source ``index`` (see the module docstring)."""
+    """The rows of feedback source ``index`` (see the module docstring and ``read_root``)."""
     resolved = config.feedback_store(index)
     if resolved is None:
         raise runtime.WorkloadError(
@@ -73,7 +84,25 @@ def read(
     root = storage.open_store(
         resolved.uri, connection=resolved.s3, pvc_root=config.pvc_root, secrets_root=config.secrets_root
     )
-    target = config.spec.data_schema.target
+    return read_root(
+        root, source, target=config.spec.data_schema.target, where=where, allow_empty=allow_empty
+    )
+
+
+def read_root(
+    root: storage.Store,
+    source: api_sources.FeedbackSource,
+    *,
+    target: str,
+    where: str,
+    allow_empty: bool = False,
+) -> Feedback:
+    """The rows of ``source`` under the capture root ``root``, the label as column ``target``
+    (see the module docstring; ``read`` without a PrepareConfig, for the evaluation workload).
+
+    No row is ``FeedbackEmpty``; with ``allow_empty`` it is a frame with no rows (the features
+    the capture files name, if any, and the target) and ``empty`` saying why, as a warning.
+    """
     rows, features, task = _captured(root, source, where=where, target=target)
     decided = _latest_labels(root, where=where)
     action, text = _join(rows, decided)
@@ -85,10 +114,13 @@ def read(
     else:
         text = pc.if_else(keep, text, pa.scalar(None, pa.string()))
     where_from = f"under {root.uri}"
+    empty: str | None = None
     if rows.num_rows == 0:
-        raise runtime.WorkloadError(
-            "FeedbackEmpty", _empty_message(source, where, where_from, captured=len(action))
-        )
+        if not allow_empty:
+            raise runtime.WorkloadError(
+                "FeedbackEmpty", _empty_message(source, where, where_from, captured=len(action))
+            )
+        empty = _empty_message(source, f"{where} adds no rows", where_from, captured=len(action))
     target_values = _cast(text, rows.schema.field(_META["prediction"]).type, rows=rows, where=where)
     columns = {name: rows.column(name) for name in features}
     columns[target] = target_values
@@ -103,7 +135,9 @@ def read(
         labelled,
         root.uri,
     )
-    return Feedback(frame=frame, features=features, task=task, captured=len(action), labelled=labelled)
+    return Feedback(
+        frame=frame, features=features, task=task, captured=len(action), labelled=labelled, empty=empty
+    )
 
 
 def _empty_message(source: api_sources.FeedbackSource, where: str, where_from: str, *, captured: int) -> str:

@@ -51,6 +51,7 @@ def prepare(config: api.PrepareConfig, *, scratch_dir: str | None = None) -> dic
         loaded = sources.load(config, scratch=pathlib.Path(scratch))
     rows_in = len(loaded.frame)
     source_rows = loaded.rows_per_source
+    source_notes = list(loaded.warnings)  # e.g. a feedback source that adds no rows yet
     clock = _step(f"load ({rows_in} rows)", clock)
 
     validated = validate_mod.validate(loaded.frame, spec.data_schema, task_hint=loaded.task_hint)
@@ -64,7 +65,7 @@ def prepare(config: api.PrepareConfig, *, scratch_dir: str | None = None) -> dic
     task, target, features = validated.task, validated.target, validated.features
     columns = [*features, target]
     balance = stats.class_balance(frame[target.name]) if task == "classification" else []
-    notes = list(validated.warnings)
+    notes = [*source_notes, *validated.warnings]
     notes += stats.warnings_for(
         frame,
         features=features,

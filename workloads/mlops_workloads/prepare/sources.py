@@ -11,6 +11,15 @@ the model's input features and the target, so a column the other sources carry b
 never saw (an identifier) is missing from it: when ``schema.exclude`` removes that column
 right after loading anyway, the feedback rows get it empty; otherwise it is
 ``SchemaMismatch``, naming the column.
+
+Such a Dataset is "the base data plus what people have labelled so far", so a feedback source
+with no rows yet (nothing captured, or nothing confirmed or corrected) adds no rows beside other
+kinds of sources: it is left out of the concatenation (an empty frame would only change the
+dtypes), its count stays 0, its task is no hint, and a warning says why. The rows are exactly
+the other sources', so the digest (which covers the spec too) is the same whatever made the
+source empty. The features its capture files name, when there are some, are still checked
+against the other sources, so that a mismatch shows before the first label. A Dataset of
+feedback sources only has nothing else to prepare: there it is ``FeedbackEmpty``.
 """
 
 from __future__ import annotations
@@ -46,6 +55,16 @@ class Loaded:
     frame: pd.DataFrame
     task_hint: api.Task | None
     rows_per_source: tuple[int, ...]
+    warnings: tuple[str, ...] = ()  # for the report and status.warnings (an empty feedback source)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    """One source's rows, its task hint, and why it has no rows where it may have none."""
+
+    frame: pd.DataFrame
+    hint: api.Task | None
+    empty: str | None = None
 
 
 def label(index: int, source: api.Source) -> str:
@@ -71,35 +90,53 @@ def label(index: int, source: api.Source) -> str:
 
 
 def load(config: api.PrepareConfig, *, scratch: pathlib.Path) -> Loaded:
-    """Read every source and concatenate them (same columns required)."""
-    frames: list[pd.DataFrame] = []
-    hints: set[api.Task] = set()
-    for index, source in enumerate(config.spec.sources):
-        frame, hint = _load_one(index, source, config=config, scratch=scratch)
-        if hint is not None:
-            hints.add(hint)
-        frames.append(frame)
-    frames = _align_feedback(frames, config)
-    first = list(frames[0].columns)
-    for index, frame in enumerate(frames[1:], start=1):
+    """Read every source and concatenate them (same columns required); a feedback source with
+    no rows beside other kinds of sources is left out, with a warning (module docstring)."""
+    sources_ = config.spec.sources
+    merged = any(s.feedback is None for s in sources_)
+    reads = [
+        _load_one(index, source, config=config, scratch=scratch, allow_empty=merged)
+        for index, source in enumerate(sources_)
+    ]
+    empty = {index for index, read in enumerate(reads) if read.empty is not None}
+    notes = tuple(read.empty for read in reads if read.empty is not None)
+    for note in notes:
+        LOG.warning("%s", note)
+    frames = _align_feedback([read.frame for read in reads], config, empty=empty)
+    kept = [index for index in range(len(frames)) if index not in empty]  # merged: a non-feedback one
+    reference = kept[0]
+    first = list(frames[reference].columns)
+    for index in kept[1:]:
+        frame = frames[index]
         if set(frame.columns) != set(first):
             missing = sorted(set(first) - set(frame.columns))
             extra = sorted(set(frame.columns) - set(first))
             raise runtime.WorkloadError(
                 "SchemaMismatch",
-                f"{label(index, config.spec.sources[index])} does not have the columns of "
-                f"{label(0, config.spec.sources[0])}: missing {missing}, extra {extra}; concatenated "
+                f"{label(index, sources_[index])} does not have the columns of "
+                f"{label(reference, sources_[reference])}: missing {missing}, extra {extra}; concatenated "
                 "sources must have the same columns",
             )
-    rows = tuple(len(f) for f in frames)
-    combined = frames[0] if len(frames) == 1 else pd.concat([f[first] for f in frames], ignore_index=True)
-    return Loaded(frame=combined, task_hint=hints.pop() if len(hints) == 1 else None, rows_per_source=rows)
+    hints = {reads[index].hint for index in kept if reads[index].hint is not None}
+    rows = tuple(0 if index in empty else len(frame) for index, frame in enumerate(frames))
+    chosen = [frames[index] for index in kept]
+    combined = chosen[0] if len(chosen) == 1 else pd.concat([f[first] for f in chosen], ignore_index=True)
+    return Loaded(
+        frame=combined,
+        task_hint=hints.pop() if len(hints) == 1 else None,
+        rows_per_source=rows,
+        warnings=notes,
+    )
 
 
-def _align_feedback(frames: list[pd.DataFrame], config: api.PrepareConfig) -> list[pd.DataFrame]:
+def _align_feedback(
+    frames: list[pd.DataFrame], config: api.PrepareConfig, *, empty: set[int]
+) -> list[pd.DataFrame]:
     """Feedback frames with the columns of the first other source: those they lack are added
     empty when ``schema.exclude`` drops them after loading, else ``SchemaMismatch``; the
-    columns come in that source's order (the order the features keep)."""
+    columns come in that source's order (the order the features keep). The ``empty`` ones (no
+    rows, left out of the concatenation) are only checked, and only when their capture files
+    named features (with nothing captured, the frame has the target alone)."""
     sources_ = config.spec.sources
     reference = next((i for i, s in enumerate(sources_) if s.feedback is None), None)
     if reference is None:
@@ -110,6 +147,8 @@ def _align_feedback(frames: list[pd.DataFrame], config: api.PrepareConfig) -> li
     other = label(reference, sources_[reference])
     for index, (frame, source) in enumerate(zip(frames, sources_, strict=True)):
         if source.feedback is None:
+            continue
+        if index in empty and not [c for c in frame.columns if c != config.spec.data_schema.target]:
             continue
         lacking = [c for c in columns if c not in frame.columns]
         unfit = [c for c in lacking if c not in excluded]
@@ -127,21 +166,23 @@ def _align_feedback(frames: list[pd.DataFrame], config: api.PrepareConfig) -> li
                 f"{label(index, source)} has features {extra[:20]} that {other} lacks: the model was "
                 "trained on other columns than this Dataset's",
             )
-        empty = {c: pd.Series([None] * len(frame), index=frame.index, dtype=object) for c in lacking}
-        out[index] = frame.assign(**empty)[columns]
+        if index in empty:
+            continue
+        filler = {c: pd.Series([None] * len(frame), index=frame.index, dtype=object) for c in lacking}
+        out[index] = frame.assign(**filler)[columns]
     return out
 
 
 def _load_one(
-    index: int, source: api.Source, *, config: api.PrepareConfig, scratch: pathlib.Path
-) -> tuple[pd.DataFrame, api.Task | None]:
+    index: int, source: api.Source, *, config: api.PrepareConfig, scratch: pathlib.Path, allow_empty: bool
+) -> _Read:
     where = label(index, source)
     if source.sklearn is not None:
-        return _sklearn(source.sklearn), source.known_task()
+        return _Read(_sklearn(source.sklearn), source.known_task())
     if source.synthetic is not None:
-        return _synthetic(source.synthetic, where=where), source.synthetic.task
+        return _Read(_synthetic(source.synthetic, where=where), source.synthetic.task)
     if source.file is not None:
-        return read_file_source(source.file, config=config, where=where), None
+        return _Read(read_file_source(source.file, config=config, where=where), None)
     if source.config_map is not None:
         path = pathlib.Path(config.config_map_root) / str(index) / source.config_map.key
         if not path.is_file():
@@ -150,16 +191,18 @@ def _load_one(
                 f"{where}: ConfigMap {source.config_map.name!r} in namespace {config.namespace!r} does not "
                 f"exist or has no key {source.config_map.key!r}; create it or fix the name and key",
             )
-        return read_table(path, fmt="csv", where=where), None
+        return _Read(read_table(path, fmt="csv", where=where), None)
     if source.http is not None:
         path = download(source.http, scratch=scratch, index=index, where=where)
         fmt = source.http.format or infer_format(urllib.parse.urlparse(source.http.url).path)
-        return read_table(path, fmt=fmt, where=where), None
+        return _Read(read_table(path, fmt=fmt, where=where), None)
     if source.sql is not None:
-        return sql.read(source.sql, index=index, where=where, config=config), None
+        return _Read(sql.read(source.sql, index=index, where=where, config=config), None)
     if source.feedback is not None:
-        read = feedback.read(source.feedback, index=index, where=where, config=config)
-        return read.frame, read.task
+        read = feedback.read(
+            source.feedback, index=index, where=where, config=config, allow_empty=allow_empty
+        )
+        return _Read(read.frame, read.task, read.empty)
     raise runtime.WorkloadError("InvalidConfig", f"{where} sets no source kind")
 
 
