@@ -12,34 +12,19 @@ missing browser or driver is a failure (``make test`` installs them: tests/insta
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
-import pytest
-
+import browser
 from mlops_workloads import labels, storage
 from mlops_workloads.review import demo
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REVIEWER = "Ana Tester"
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(
-            f"{name} is not installed: apt-get install -y chromium chromium-driver tmux "
-            "(tests/install-deps.sh does it)",
-            pytrace=False,
-        )
-    return found
 
 
 @contextlib.contextmanager
@@ -85,34 +70,6 @@ def review_server(uri: str, workdir: pathlib.Path) -> Iterator[str]:
     assert code == 0, log_path.read_text()
 
 
-@contextlib.contextmanager
-def chromium(workdir: pathlib.Path) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser = _binary("chromium")
-    driver_path = _binary("chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for argument in (
-        "--headless=new",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--window-size=1280,1000",
-        f"--user-data-dir={workdir / 'profile'}",
-    ):
-        options.add_argument(argument)
-    if os.geteuid() == 0:
-        options.add_argument("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-    service = Service(executable_path=driver_path, log_output=str(workdir / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def test_a_person_confirms_corrects_and_skips_rows_with_the_keyboard(tmp_path: pathlib.Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -122,7 +79,7 @@ def test_a_person_confirms_corrects_and_skips_rows_with_the_keyboard(tmp_path: p
     uri = f"file://{tmp_path}/root"
     demo.seed(uri, requests=10)
     root = storage.open_store(uri)
-    with review_server(uri, tmp_path) as url, chromium(tmp_path) as driver:
+    with review_server(uri, tmp_path) as url, browser.chromium(tmp_path) as driver:
         wait = WebDriverWait(driver, 20)
 
         def text(element_id: str) -> str:
