@@ -531,3 +531,15 @@ def test_plan_carries_the_retraining_step() -> None:
         deployment({"model": {"modelRef": {"name": "iris"}}}), observed=observed, now=NOW, settings=SETTINGS
     )
     assert plain.status.retrain is None and not plain.patch and plain.status.condition("Retraining") is None
+
+
+def test_turning_retraining_off_drops_its_condition_and_keeps_the_history() -> None:
+    md = deployment(spec(), annotations={"mlops.dev/retrain": "go"})
+    observed = rmd.Observed(
+        sources={("Model", "iris"): model()}, retrain=mretrain.Observed(model=model(), dataset=dataset(D1))
+    )
+    on = rmd.plan(md, observed=observed, now=NOW, settings=SETTINGS).status
+    assert on.condition("Retraining") is not None
+    plain = {k: v for k, v in spec().items() if k != "retrain"}
+    off = rmd.plan(deployment(plain, on.to_api()), observed=observed, now=NOW, settings=SETTINGS).status
+    assert off.condition("Retraining") is None and off.retrain is not None and off.retrain.runs == 1

@@ -492,7 +492,7 @@ class ModelDeploymentSpec(common.ApiModel):
                     "fieldPath": ".retrain",
                 },
                 {
-                    "rule": "!has(self.retrain) || !has(self.drift.retrain)",
+                    "rule": "!has(self.retrain) || !has(self.drift) || !has(self.drift.retrain)",
                     "message": "set retrain (train, evaluate, promote) or drift.retrain (a bare TrainingJob "
                     "on drift), not both; retrain.triggers.drift covers drift",
                     "fieldPath": ".drift.retrain",

@@ -375,6 +375,9 @@ def plan(
     # Drift.
     status = _drift(md, observed, status=status, apply=apply, events=events, now=now)
     if spec.retrain is None:
+        # Turned off: the condition goes (it would describe a policy that is not there); the
+        # history stays in status.retrain for people to read.
+        status.conditions = [c for c in status.conditions if c.type != retrain_api.CONDITION]
         return Plan(apply=apply, delete=delete, status=status, events=events)
 
     # Retraining (spec.retrain): its run's next step; serving above never waits on it.
