@@ -305,8 +305,18 @@ def _deleted_children() -> set[tuple[str, str]]:
         version = "mlops.dev/v1alpha1" if api_version == "common.API_VERSION" else api_version.strip('"')
         group = version.rsplit("/", 1)[0] if "/" in version else ""
         found.add((group, plurals.get(kind, kind.lower() + "s")))
-    # The Dataset reconciler deletes the Jobs and ConfigMaps it owns by a loop over kinds.
-    found |= {("batch", "jobs"), ("", "configmaps")}
+    # The Dataset reconciler deletes the Jobs and ConfigMaps it owns by a loop over kinds;
+    # retraining deletes the challengers (a TrainingJob or a sweep, by the kind in its history) of
+    # runs that fall off status.retrain.history.
+    found |= {
+        ("batch", "jobs"),
+        ("", "configmaps"),
+        ("mlops.dev", "trainingjobs"),
+        ("mlops.dev", "hyperparametersweeps"),
+    }
+    # Plan.patch takes a ChildRef too: retraining merge-patches a Dataset's mlops.dev/refresh
+    # annotation and never deletes one (FORBIDDEN below checks the chart does not grant it).
+    found -= {("mlops.dev", "datasets")}
     return found
 
 
@@ -361,6 +371,10 @@ NEEDED = [
     ("get", "modeldeployments.mlops.dev"),
     ("create", "trainingjobs.mlops.dev"),
     ("create", "modeldeployments.mlops.dev"),
+    ("create", "hyperparametersweeps.mlops.dev"),  # a retraining run's challenger
+    ("delete", "hyperparametersweeps.mlops.dev"),  # ... removed when it falls off the history
+    ("patch", "datasets.mlops.dev"),  # its mlops.dev/refresh annotation
+    ("patch", "models.mlops.dev"),  # the alias a better challenger takes (server-side apply)
     ("patch", "datasets.mlops.dev/status"),
     ("patch", "modeldeployments.mlops.dev/status"),
     ("update", "trainingjobs.mlops.dev/finalizers"),
@@ -392,7 +406,6 @@ FORBIDDEN = [
     ("create", "pods/exec"),
     ("update", "datasets.mlops.dev"),  # the operator never writes users' spec
     ("delete", "datasets.mlops.dev"),
-    ("delete", "hyperparametersweeps.mlops.dev"),
     ("create", "serviceaccounts/token"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("*", "*"),
