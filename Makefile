@@ -97,7 +97,7 @@ lint: venv ## ruff, mypy --strict and the import-layer contracts.
 
 .PHONY: test-unit
 test-unit: venv ## Unit tests only (no cluster).
-	$(VENV)/bin/pytest tests/unit -q
+	$(VENV)/bin/pytest tests/unit -q -n auto
 
 .PHONY: test-e2e
 test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built images, pods that really run.
@@ -105,7 +105,8 @@ test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built ima
 
 .PHONY: test
 test: venv bin test-deps mlflow-venv lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
-	$(VENV)/bin/pytest tests/unit tests/integration tests/e2e -q
+	$(VENV)/bin/pytest tests/unit -q -n auto
+	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 # ---------------------------------------------------------------------------------------------
 # Run it
