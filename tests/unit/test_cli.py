@@ -145,6 +145,18 @@ def world() -> dict[str, list[dict[str, Any]]]:
                 "desiredReplicas": 2,
                 "url": "http://iris-rf.team-a.svc.cluster.local/v2/models/iris-rf",
                 "drift": {"score": 0.31, "feature": "petal_width"},
+                "retrain": {
+                    "runs": 3,
+                    "history": [
+                        {
+                            "run": 3,
+                            "trigger": "LabelledRows",
+                            "phase": "Rejected",
+                            "metric": "accuracy",
+                            "overall": {"rows": 40, "champion": 0.93, "challenger": 0.91},
+                        }
+                    ],
+                },
             },
         ),
         obj(
@@ -220,7 +232,8 @@ def test_chain_tree_links_data_runs_sweeps_and_serving() -> None:
     )
     assert (
         "│   └── ModelDeployment/iris-rf" in text
-        and "2/2 ready · production · drift 0.31 on petal_width" in text
+        and "2/2 ready · production · drift 0.31 on petal_width · retrain 3 Rejected (accuracy 0.91 vs 0.93)"
+        in text
     )
     assert "└── HyperparameterSweep/iris-sweep" in text
     assert "tpe · 4/10 trials · 1 running · 1 failed · best accuracy 0.97 (iris-sweep-trial-2)" in text

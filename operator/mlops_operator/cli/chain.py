@@ -166,11 +166,28 @@ def deployment_detail(obj: dict[str, Any]) -> str:
             f"drift {fmt.number(drift['score'])}"
             + (f" on {drift['feature']}" if drift.get("feature") else "")
         )
+    parts.append(_retrain(status.get("retrain") or {}))
     if status.get("url"):
         parts.append(str(status["url"]))
     if _phase(obj) == "Failed":
         parts.append(_why(status))
     return " · ".join(p for p in parts if p)
+
+
+def _retrain(retrain: dict[str, Any]) -> str:
+    """The run going on (its phase), else the last decision with its numbers: ``retrain 3 Rejected
+    (accuracy 0.91 vs 0.93)``."""
+    current = retrain.get("current") or {}
+    if current:
+        return f"retrain {current.get('run', '?')} {current.get('phase', '?')}"
+    last = (retrain.get("history") or [{}])[0]
+    if not last:
+        return ""
+    text = f"retrain {last.get('run', '?')} {last.get('phase', '?')}"
+    judged = last.get("overall") or last.get("test") or {}
+    if last.get("metric") and judged.get("challenger") is not None and judged.get("champion") is not None:
+        text += f" ({last['metric']} {fmt.number(judged['challenger'])} vs {fmt.number(judged['champion'])})"
+    return text
 
 
 def _node(kind: str, obj: dict[str, Any], detail: str) -> Node:
