@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlops_operator.api import model as api
-from mlops_operator.api import modeldeployment, sweep, trainingjob
+from mlops_operator.api import dataset, modeldeployment, sweep, trainingjob
 from mlops_operator.crdgen import crd
 from mlops_operator.reconcile import trainingjob_build
 
@@ -122,6 +122,7 @@ def test_examples_parse(path: pathlib.Path) -> None:
         "Model": api.Model,
         "HyperparameterSweep": sweep.HyperparameterSweep,
         "TrainingJob": trainingjob.TrainingJob,
+        "Dataset": dataset.Dataset,
         "ModelDeployment": modeldeployment.ModelDeployment,
     }
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
