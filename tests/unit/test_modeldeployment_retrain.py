@@ -543,3 +543,13 @@ def test_turning_retraining_off_drops_its_condition_and_keeps_the_history() -> N
     plain = {k: v for k, v in spec().items() if k != "retrain"}
     off = rmd.plan(deployment(plain, on.to_api()), observed=observed, now=NOW, settings=SETTINGS).status
     assert off.condition("Retraining") is None and off.retrain is not None and off.retrain.runs == 1
+
+
+def test_a_model_promotion_rule_on_the_served_alias_blocks_runs() -> None:
+    ruled = {**model(), "spec": {"promotion": {"alias": "champion", "metric": "accuracy"}}}
+    md = deployment(spec(), annotations={"mlops.dev/retrain": "now"})
+    out = step(md, model=ruled, dataset=dataset(D2))
+    assert out.condition[1] == "ConflictingPromotionRule" and "spec.promotion" in out.condition[2]
+    assert out.status.current is None and not out.patch
+    other = {**model(), "spec": {"promotion": {"alias": "staging", "metric": "accuracy"}}}
+    assert step(md, model=other, dataset=dataset(D2)).status.current is not None

@@ -235,6 +235,20 @@ def _finished(body: dict[str, Any] | None) -> tuple[str, str, str] | None:
     return str(phase), reason, message
 
 
+def _promotion_conflict(md: api.ModelDeployment, model: dict[str, Any] | None) -> str | None:
+    """Why no run may start: the Model's own promotion rule moves the served alias (on a new
+    version's validation score, before any evaluation: the challenger would take the alias at
+    registration and then be scored against itself)."""
+    rule = (((model or {}).get("spec") or {}).get("promotion")) or {}
+    if not rule or (rule.get("alias") or "champion") != alias(md):
+        return None
+    return (
+        f"Model {model_name(md)}'s spec.promotion moves alias {alias(md)!r} by itself on a version's "
+        "validation score; remove it (or let it move another alias) so that only the evaluation "
+        "of spec.retrain moves it"
+    )
+
+
 def _elapsed(since: str | None, now: datetime.datetime) -> float:
     start = common.parse_rfc3339(since)
     return 0.0 if start is None else (now - start).total_seconds()
@@ -550,6 +564,9 @@ def step(
         chosen = template(md)
     except ValueError as exc:
         return Step(status=rs, condition=("False", "InvalidTemplate", str(exc)[:1024]))
+    conflict = _promotion_conflict(md, observed.model)
+    if conflict is not None:
+        return Step(status=rs, condition=("False", "ConflictingPromotionRule", conflict))
     champion = msource.resolve(md.spec.model, {("Model", model_name(md)): observed.model})
     champion_record = next((v for v in _versions(observed.model) if v.version == champion.version), None)
     out = Step(status=rs, condition=("False", "Idle", "no run is going on"))
