@@ -237,6 +237,18 @@ def test_an_xgboost_model_on_string_labels_is_scored_by_its_labels(tmp_path: pat
     assert result["test"]["challenger"] == six(skm.accuracy_score(y, decoded))
     assert result["test"]["champion"] == six(skm.accuracy_score(y, pipeline_of(lr).predict(x)))
     assert result["test"]["challenger"] > 0.8
+    # The model server answers the labels too (it used to answer XGBoost's indices 0, 1, 2).
+    from mlops_workloads.serve import app as app_mod
+    from mlops_workloads.serve import bundle as bundle_mod
+
+    loaded = bundle_mod.load(xgb)
+    assert loaded.classes == ("setosa", "versicolor", "virginica")
+    served = app_mod.App(loaded, model_name="iris")
+    rows = [{k: float(v) for k, v in row.items()} for row in x.iloc[:5].to_dict("records")]
+    response = served.handle("POST", "/v1/models/iris:predict", json.dumps({"instances": rows}).encode())
+    answer = json.loads(response.body)
+    assert response.status == 200, answer
+    assert [p["prediction"] if isinstance(p, dict) else p for p in answer["predictions"]] == list(decoded[:5])
 
 
 # ---------------------------------------------------------------------------------------------

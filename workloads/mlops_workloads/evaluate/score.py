@@ -5,8 +5,8 @@ A classifier's answer is the class of its highest probability, as the model serv
 over the classes both models are scored on (the sorted union of both models' classes and the
 labels seen, see ``union``), a class the model does not know getting probability 0: precision,
 recall and F1's positive class, ROC AUC and log loss then mean the same for both models. An
-XGBoost classifier trained on labels other than 0..n-1 answers class indices; its model card's
-``labelEncoding`` maps them back to the labels.
+XGBoost classifier trained on labels other than 0..n-1 has class indices; the bundle maps them
+back to the labels with the model card's ``labelEncoding`` (``serve.bundle.decoded_classes``).
 
 Labels are normalised before they are compared (a numpy scalar becomes a Python value, an
 integral float an int), so a label ``1`` captured from a request and a ``1.0`` in a split are
@@ -73,18 +73,10 @@ class Model:
 
 
 def model_classes(bundle: bundle_mod.Bundle) -> tuple[Any, ...] | None:
-    """The labels of a classifier's probability columns (decoded by ``labelEncoding``)."""
+    """The labels of a classifier's probability columns (the bundle decodes ``labelEncoding``)."""
     if bundle.task != "classification":
         return None
-    classes = tuple(normalise_label(c) for c in bundle.classes or ())
-    encoding = bundle.card.get("labelEncoding")
-    if (
-        isinstance(encoding, list)
-        and len(encoding) == len(classes)
-        and list(classes) == list(range(len(classes)))
-    ):
-        return tuple(normalise_label(c) for c in encoding)
-    return classes
+    return tuple(normalise_label(c) for c in bundle.classes or ())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -276,6 +276,20 @@ def _load_onnx(path: pathlib.Path, *, schema: Schema, card: dict[str, Any]) -> O
     return OnnxPipeline(preprocessor=preprocessor, model=model, session=session, task=task, classes=classes)
 
 
+def decoded_classes(classes: tuple[Any, ...], card: dict[str, Any]) -> tuple[Any, ...]:
+    """The labels of the probability columns: XGBoost trains on 0..n-1, and the trainer records
+    the Dataset's labels in the card's ``labelEncoding`` (index -> label) when they differ, so
+    an answer is ``setosa``, never ``0``."""
+    encoding = card.get("labelEncoding")
+    if (
+        isinstance(encoding, list)
+        and len(encoding) == len(classes)
+        and list(classes) == list(range(len(classes)))
+    ):
+        return tuple(encoding)
+    return classes
+
+
 def load(model_dir: str | pathlib.Path) -> Bundle:
     """Load and check a model directory; raise ``WorkloadError`` with what is wrong."""
     path = pathlib.Path(model_dir)
@@ -306,6 +320,7 @@ def load(model_dir: str | pathlib.Path) -> Bundle:
         classes = tuple(v.item() if hasattr(v, "item") else v for v in raw_list)
         if not classes:
             raise runtime.WorkloadError("InvalidModel", "the classifier has no classes_ and schema.json none")
+        classes = decoded_classes(classes, card)
     return Bundle(
         path=path,
         pipeline=pipeline,
