@@ -6,9 +6,9 @@ are answered with low confidence, so the server captures them on the volume; a p
 driving headless Chromium through the review page, keyboard only) confirms or corrects 20 of
 them; the labelledRows trigger refreshes the feedback Dataset (a new version: the base rows plus
 the labelled ones), trains a challenger, scores champion and challenger on the same held-out
-rows, and moves the alias, which the automatic canary then rolls out. A second run, with a
-template that trains a worse model, registers its version and is refused with the numbers in
-the Event. Every answer during the whole run is a 200.
+rows, and moves the alias, which the automatic canary then rolls out. A second run, a sweep whose
+trials are all worse, registers its best trial and is refused with the numbers in the Event.
+Every answer during the whole run is a 200.
 """
 
 from __future__ import annotations
@@ -269,8 +269,17 @@ def test_reviewed_rows_train_a_challenger_that_must_beat_the_champion(
             timeout=60,
         )
 
-        # Run 2, by hand, with a template that trains a worse model: registered, not promoted.
-        patch = {"spec": {"retrain": {"template": {"trainingJob": _trainer("iris-plus", 0.001)}}}}
+        # Run 2, by hand, with a sweep whose trials are all worse: its best trial is registered
+        # (under the alias challenger), not promoted.
+        sweep = {
+            "trialTemplate": _trainer("iris-plus", 1.0),
+            "searchSpace": [{"name": "C", "type": "categorical", "values": [0.001, 0.002]}],
+            "objective": {"metric": "accuracy", "direction": "maximize"},
+            "algorithm": {"name": "grid"},
+            "maxTrials": 2,
+            "parallelism": 2,
+        }
+        patch = {"spec": {"retrain": {"template": {"trainingJob": None, "sweep": sweep}}}}
         cluster.kubectl("patch", "-n", ns, f"modeldeployment/{NAME}", "--type=merge", "-p", json.dumps(patch))
         cluster.kubectl("annotate", "-n", ns, f"modeldeployment/{NAME}", "mlops.dev/retrain=second")
         second = until(
@@ -289,7 +298,9 @@ def test_reviewed_rows_train_a_challenger_that_must_beat_the_champion(
             and second["championVersion"] == 2
         )
         assert [v["version"] for v in get("model")["versions"]][:3] == [3, 2, 1]
-        assert get("model").get("champion") == 2
+        assert get("model")["versions"][0]["source"]["kind"] == "HyperparameterSweep"
+        aliases = {a["name"]: a["version"] for a in get("model")["aliases"]}
+        assert aliases == {"champion": 2, "challenger": 3}, aliases
         time.sleep(5)
         assert get("modeldeployment").get("servedModelVersion") == 2
         answers = load.snapshot()
