@@ -252,3 +252,87 @@ def test_a_failure_writes_only_fields_the_kind_s_status_has() -> None:
     again = RecordingKube()
     framework.run(reg, _ctx(again), _body(stored))
     assert again.events == [] and again.statuses == []
+
+
+class EventKube(RecordingKube):
+    """Also answers GETs (the retry re-reads the object) and hands out resourceVersions."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__()
+        self.body = body
+        self.gets = 0
+        self.version = 10
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        self.gets += 1
+        return self.body
+
+    def apply_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        super().apply_status(api_version, kind, name, namespace, status)
+        self.version += 1
+        self.body = {**self.body, "metadata": {**self.body["metadata"], "resourceVersion": str(self.version)}}
+        return self.body
+
+
+@dataclasses.dataclass
+class Memo:
+    kube: Any
+    settings: rworkload.WorkloadSettings = dataclasses.field(default_factory=rworkload.WorkloadSettings)
+    executor: Any = None
+
+
+def test_watch_events_reconcile_skip_own_writes_and_retry_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event reconciles (no kopf diff base), except the event of this process's own status
+    write; a failed pass is retried with backoff after re-reading the object; DELETED forgets."""
+    import asyncio
+
+    body = {
+        "metadata": {"name": "a", "namespace": "ns", "uid": "u-ev", "resourceVersion": "10", "generation": 1}
+    }
+    kube = EventKube(body)
+    calls: list[str] = []
+    failures: list[Exception] = [RuntimeError("the API went away")]
+
+    def reconcile(ctx: framework.Context, seen: Mapping[str, Any]) -> framework.Outcome:
+        calls.append(str(seen["metadata"]["resourceVersion"]))
+        if failures:
+            raise failures.pop()
+        return framework.Outcome(status={"phase": "Ready", "observedGeneration": 1})
+
+    forgotten: list[str] = []
+    reg = framework.register(kind="Toy", plural="toyevents", reconcile=reconcile, forget=forgotten.append)
+
+    async def handler(*, event: dict[str, Any], memo: Any, logger: Any) -> None:
+        await framework.handle_event(reg, event, memo, logger)
+
+    monkeypatch.setattr(framework, "RETRY_DELAYS", (0.01,))
+    memo = Memo(kube=kube)
+    log = logging.getLogger("test")
+
+    async def scenario() -> None:
+        # A change: the pass fails, a retry re-reads the object and succeeds.
+        await handler(event={"type": "MODIFIED", "object": body}, memo=memo, logger=log)
+        for _ in range(100):
+            if kube.statuses:
+                break
+            await asyncio.sleep(0.01)
+        assert (
+            calls == ["10", "10"]
+            and kube.gets == 1
+            and kube.statuses == [{"phase": "Ready", "observedGeneration": 1}]
+        )
+        # The event of that status write (resourceVersion 11) is this process's own: no pass.
+        await handler(event={"type": "MODIFIED", "object": kube.body}, memo=memo, logger=log)
+        assert calls == ["10", "10"]
+        # Someone else's change (resourceVersion 12) reconciles again.
+        other = {**kube.body, "metadata": {**kube.body["metadata"], "resourceVersion": "12"}}
+        kube.body = other
+        await handler(event={"type": "MODIFIED", "object": other}, memo=memo, logger=log)
+        assert calls[-1] == "12"
+        await handler(event={"type": "DELETED", "object": other}, memo=memo, logger=log)
+        assert forgotten == ["u-ev"]
+
+    asyncio.run(scenario())
+    assert reg.kind == "Toy"

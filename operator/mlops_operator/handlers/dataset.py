@@ -5,8 +5,8 @@ Thin on purpose: names, the Job, the status and the Events are all decided in
 ``reconcile.dataset``. This module lists the children by label, deletes those of an older
 spec hash or refresh round (a Job's pod template is immutable, so a spec change or a re-read
 means a new Job), applies what the plan asks with server-side apply, and hands the status and
-Events to the framework. It runs on create, update (a new ``mlops.dev/refresh`` annotation
-included), resume, every ``RESYNC_SECONDS`` and whenever a prepare Job or pod changes;
+Events to the framework. It runs on every change of the Dataset (a new ``mlops.dev/refresh``
+annotation included), at start-up, every ``RESYNC_SECONDS`` and whenever a prepare Job or pod changes;
 deleting the Dataset removes its children through their owner references. A Dataset with
 feedback sources also reads the ModelDeployments they name (one GET each per pass); one that
 waits for its deployment (or for the deployment's spec.logging) is prepared on the first

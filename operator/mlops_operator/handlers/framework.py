@@ -1,7 +1,8 @@
 """One level-triggered reconcile loop per kind, wired to kopf.
 
 Each kind module calls ``register(kind=..., plural=..., reconcile=fn)``. The same ``fn`` runs
-on create, update and resume, on a periodic resync, and whenever a labelled child (Job, Pod, Deployment,
+on every watch event of the object (the listing at start-up, any change but this process's own
+status write), on a periodic resync, and whenever a labelled child (Job, Pod, Deployment,
 TrainingJob...) changes: whichever event arrives, the whole state is recomputed from the
 cluster, so a missed event heals on the next pass and a restart loses nothing.
 
@@ -258,24 +259,97 @@ def register(
     )
     REGISTRY[plural] = reg
 
-    def on_change(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        run(reg, memo_context(memo, logger), body)
-
-    def on_event(event: kopf.RawEvent, **_: Any) -> None:
-        if event.get("type") == "DELETED":
-            uid = ((event.get("object") or {}).get("metadata") or {}).get("uid", "")
-            metrics.PHASES.forget(kind, uid)
-            _LOCKS.pop(uid, None)
-            _WRITTEN_RV.pop(uid, None)
-            if forget is not None:
-                forget(str(uid))
+    async def on_event(event: kopf.RawEvent, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await handle_event(reg, event, memo, logger)
 
     group, version = common.GROUP, common.VERSION
-    kopf.on.resume(group, version, plural, id="reconcile")(on_change)
-    kopf.on.create(group, version, plural, id="reconcile")(on_change)
-    kopf.on.update(group, version, plural, id="reconcile")(on_change)
-    kopf.on.event(group, version, plural, id="track")(on_event)
+    kopf.on.event(group, version, plural, id="reconcile")(on_event)
     return reg
+
+
+async def handle_event(reg: Registration, event: Mapping[str, Any], memo: Any, logger: Any) -> None:
+    """One watch event of a registered kind: DELETED forgets the object's memory; the event of
+    this process's own status write is skipped; anything else reconciles."""
+    body: dict[str, Any] = dict(event.get("object") or {})
+    meta: dict[str, Any] = dict(body.get("metadata") or {})
+    uid = str(meta.get("uid", ""))
+    if event.get("type") == "DELETED":
+        metrics.PHASES.forget(reg.kind, uid)
+        _LOCKS.pop(uid, None)
+        _WRITTEN_RV.pop(uid, None)
+        _ATTEMPTS.pop(uid, None)
+        if reg.forget is not None:
+            reg.forget(uid)
+        return
+    if meta.get("resourceVersion") is not None and _WRITTEN_RV.get(uid) == meta.get("resourceVersion"):
+        return  # the event of this process's own status write: nothing else changed
+    await _reconcile_event(reg, memo, logger, body)
+
+
+# Failed passes of an object in a row (for the retry delay); reset by a pass that succeeds.
+_ATTEMPTS: dict[str, int] = {}
+RETRY_DELAYS: tuple[float, ...] = (1, 2, 5, 10, 30, 60)
+
+
+async def _reconcile_event(reg: Registration, memo: Any, logger: Any, body: dict[str, Any]) -> None:
+    """Reconcile the object of a watch event (every event: the initial listing at start-up, a
+    change by anyone but this process's own status write). kopf's change handlers are not used:
+    they keep a copy of the spec in an annotation (the diff base) and patch it after every
+    change, which a level-triggered reconciler does not need. A failed pass is retried with
+    backoff (``RETRY_DELAYS``; a ``kopf.TemporaryError``'s own delay first) by re-reading the
+    object, as kopf would; the resync loop stays the safety net."""
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid", ""))
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(
+            getattr(memo, "executor", None), run, reg, memo_context(memo, logger), body
+        )
+    except Exception as exc:  # retried below, never lost
+        attempt = _ATTEMPTS.get(uid, 0)
+        _ATTEMPTS[uid] = attempt + 1
+        delay = getattr(exc, "delay", None) or RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+        logger.warning(
+            "reconcile of %s %s/%s failed (retry in %s s): %s",
+            reg.kind,
+            meta.get("namespace"),
+            meta.get("name"),
+            delay,
+            exc,
+        )
+        task = asyncio.create_task(
+            _retry(
+                reg,
+                memo,
+                logger,
+                name=str(meta.get("name")),
+                namespace=str(meta.get("namespace")),
+                delay=delay,
+            )
+        )
+        _RETRIES.add(task)
+        task.add_done_callback(_RETRIES.discard)
+        return
+    _ATTEMPTS.pop(uid, None)
+
+
+_RETRIES: set[asyncio.Task[None]] = set()
+
+
+async def _retry(
+    reg: Registration, memo: Any, logger: Any, *, name: str, namespace: str, delay: float
+) -> None:
+    await asyncio.sleep(delay)
+    loop = asyncio.get_running_loop()
+    try:
+        fresh = await loop.run_in_executor(
+            getattr(memo, "executor", None), memo.kube.get, common.API_VERSION, reg.kind, name, namespace
+        )
+    except Exception as exc:  # the resync loop tries again
+        logger.warning("retry of %s %s/%s could not read it: %s", reg.kind, namespace, name, exc)
+        return
+    if fresh is not None:
+        await _reconcile_event(reg, memo, logger, fresh)
 
 
 def _watched(namespace: str | None, patterns: tuple[str, ...]) -> bool:

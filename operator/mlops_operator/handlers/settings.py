@@ -89,6 +89,9 @@ def configure(config: OperatorConfig) -> None:
 def apply_kopf_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.persistence.finalizer = "mlops.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlops.dev")
+    # The framework registers only watch-event handlers (level-triggered passes): kopf keeps no
+    # diff base and no progress for them, so it writes nothing to the objects. These name where
+    # it would, under our prefix, should a change handler ever be added.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="mlops.dev", key="last-handled-configuration"
     )

@@ -6,7 +6,7 @@ the new ones (server-side apply under deterministic names, so a retried pass is 
 stops unfinished trials when the sweep ended, and hands the best model on: it reads the target
 ModelDeployment and applies what ``reconcile.sweep.decide_promotion`` says (only ever one that the
 operator creates or created itself; a user's or GitOps' spec is never written). The framework
-runs it on create, update, resume, every ``RESYNC_SECONDS`` and whenever a trial TrainingJob
+runs it on every change of the sweep, at start-up, every ``RESYNC_SECONDS`` and whenever a trial TrainingJob
 changes (they carry the sweep as controller owner), and writes the status.
 """
 
