@@ -12,6 +12,7 @@ import pathlib
 import urllib.request
 from typing import Any
 
+import pytest
 import realnode
 
 from conftest import Cluster, OperatorProcess, wait_until
@@ -36,7 +37,7 @@ def _get(url: str) -> dict[str, Any]:
 
 
 def test_low_confidence_rows_are_captured_on_the_volume_and_labelled_through_the_review_server(
-    cluster: Cluster, real_node: RealNode, e2e_namespace: str
+    cluster: Cluster, real_node: RealNode, e2e_namespace: str, request: pytest.FixtureRequest
 ) -> None:
     ns = e2e_namespace
     volume = realnode.ensure_data_claim(ns)
@@ -54,6 +55,7 @@ def test_low_confidence_rows_are_captured_on_the_volume_and_labelled_through_the
             "MLOPS_WORKLOAD_TOLERATIONS": json.dumps([realnode.REAL_NODE_TOLERATION]),
         },
     ).start()
+    request.addfinalizer(operator.kill)  # the operator process must not outlive its test
 
     def explain() -> dict[str, Any]:
         md = cluster.get("modeldeployment", NAME, ns) or {}

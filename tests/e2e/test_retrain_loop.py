@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+import pytest
 import realnode
 from sklearn import datasets as sk_datasets
 
@@ -63,7 +64,11 @@ def _trainer(dataset: str, c: float) -> dict[str, Any]:
 
 
 def test_reviewed_rows_train_a_challenger_that_must_beat_the_champion(
-    cluster: Cluster, real_node: RealNode, e2e_namespace: str, tmp_path: pathlib.Path
+    cluster: Cluster,
+    real_node: RealNode,
+    e2e_namespace: str,
+    request: pytest.FixtureRequest,
+    tmp_path: pathlib.Path,
 ) -> None:
     ns = e2e_namespace
     volume = realnode.ensure_data_claim(ns)
@@ -85,6 +90,7 @@ def test_reviewed_rows_train_a_challenger_that_must_beat_the_champion(
             "MLOPS_WORKLOAD_TOLERATIONS": json.dumps([realnode.REAL_NODE_TOLERATION]),
         },
     ).start()
+    request.addfinalizer(operator.kill)  # the operator process must not outlive its test
 
     def get(kind: str, name: str = NAME) -> dict[str, Any]:
         return dict((cluster.get(kind, name, ns) or {}).get("status") or {})
