@@ -10,8 +10,8 @@ import pydantic
 import pytest
 import yaml
 
-from mlops_operator.api import model as api
 from mlops_operator.api import dataset, modeldeployment, sweep, trainingjob
+from mlops_operator.api import model as api
 from mlops_operator.crdgen import crd
 from mlops_operator.reconcile import trainingjob_build
 
