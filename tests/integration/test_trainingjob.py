@@ -214,9 +214,18 @@ def test_gpu_job_is_built_and_scheduled_on_a_gpu_node(
         "tolerations"
     ]
     assert container["securityContext"]["runAsNonRoot"] is True
-    config = json.loads(cluster.get("configmap", f"{name}-train", namespace)["data"]["config.json"])
+    # The config travels in the pod template (read by the pod as a downwardAPI file), not a ConfigMap.
+    config = json.loads(job["spec"]["template"]["metadata"]["annotations"]["mlops.dev/config"])
     assert config["gpuParams"] == {"device": "cuda", "tree_method": "hist"}
     assert config["datasetUri"] == STORAGE
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["config"]["downwardAPI"]["items"] == [
+        {
+            "path": "config.json",
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.annotations['mlops.dev/config']"},
+        }
+    ]
+    assert {"name": "MLOPS_CONFIG_FILE", "value": "/etc/mlops/config/config.json"} in container["env"]
     # kwok runs the pod on a GPU node and completes it (no termination message: NoResult).
     pod = wait_until(
         lambda: next(
@@ -230,6 +239,9 @@ def test_gpu_job_is_built_and_scheduled_on_a_gpu_node(
     assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
     assert status["datasetDigest"] == DIGEST and status["reason"] == "NoResult"
     assert status["podStartTime"] and status["durationSeconds"] >= 0
+    # No TTL here, so nothing would have deleted a ConfigMap: none was ever created for the run.
+    assert cluster.get("configmap", f"{name}-train", namespace) is None
+    assert cluster.list("configmaps", namespace, selector=f"mlops.dev/trainingjob={name}") == []
     assert "mlops_operator_trainingjob_pod_start_seconds_count" in operator.metrics()
 
 
@@ -363,11 +375,8 @@ def test_ttl_removes_children_and_keeps_results(
     )
     assert status["phase"] == "Succeeded" and status["datasetDigest"] == DIGEST
     wait_until(lambda: cluster.get("job", f"{name}-train", namespace) is None, timeout=30, what="Job deleted")
-    wait_until(
-        lambda: cluster.get("configmap", f"{name}-train", namespace) is None,
-        timeout=30,
-        what="ConfigMap deleted",
-    )
+    # The run never had a ConfigMap (its config was in the Job's pod template).
+    assert cluster.list("configmaps", namespace, selector=f"mlops.dev/trainingjob={name}") == []
     # The resource and its results stay; nothing is re-created on later passes.
     cluster.kubectl("annotate", "tj", name, "-n", namespace, "poke=1")
     wait_until(

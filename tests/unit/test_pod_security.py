@@ -129,8 +129,8 @@ def _dataset(storage: str, source: str) -> dataset_api.Dataset:
     )
 
 
-def _training(dataset_uri: str, *, gpu: int = 0) -> dict[str, Any]:
-    estimator = "XGBClassifier" if gpu else "RandomForestClassifier"
+def _training(dataset_uri: str, *, gpu: int = 0, workers: int = 1) -> dict[str, Any]:
+    estimator = "TorchMLPClassifier" if workers > 1 else "XGBClassifier" if gpu else "RandomForestClassifier"
     tj = tj_api.TrainingJob.from_body(
         {
             "metadata": {"name": "iris", "namespace": "ml", "uid": "u-tj", "generation": 1},
@@ -138,11 +138,13 @@ def _training(dataset_uri: str, *, gpu: int = 0) -> dict[str, Any]:
                 "datasetRef": {"name": "iris"},
                 "model": {"estimator": estimator},
                 "resources": {"cpu": "1", "memory": "1Gi", "gpu": gpu},
+                "workers": workers,
             },
         }
     )
     config = tj_build.train_config(tj, dataset_uri=dataset_uri, dataset_digest="sha256:ab", settings=SETTINGS)
-    return tj_build.job(tj, config=config, settings=SETTINGS, suspend=False)
+    master = "10.96.0.9" if workers > 1 else None
+    return tj_build.job(tj, config=config, settings=SETTINGS, suspend=False, master_addr=master)
 
 
 def _serving(model_uri: str, track: str) -> dict[str, Any]:
@@ -164,6 +166,7 @@ def workload_pods(scheme: str) -> dict[str, dict[str, Any]]:
         ),
         "train": _training(f"{root}/datasets/iris/abc"),
         "train-gpu": _training(f"{root}/datasets/iris/abc", gpu=1),
+        "train-workers": _training(f"{root}/datasets/iris/abc", workers=2),
         "serve-stable": _serving(f"{root}/models/iris/v1", "stable"),
         "serve-canary": _serving(f"{root}/models/iris/v2", "canary"),
     }
@@ -176,6 +179,15 @@ def test_every_workload_pod_passes_the_restricted_profile(name: str) -> None:
     assert restricted_violations(pod) == []
     assert pod["serviceAccountName"] == "mlops-workload"  # the admin's account, still without a token
     assert pod["enableServiceLinks"] is False
+
+
+def test_training_pods_read_their_config_from_their_own_annotation() -> None:
+    """A run's config is a downwardAPI file (allowed by ``restricted``), not a ConfigMap."""
+    for name in ("train", "train-gpu", "train-workers"):
+        pod = workload_pods("pvc")[name]
+        config = next(v for v in pod["volumes"] if v["name"] == rworkload.CONFIG_VOLUME)
+        assert set(config) == {"name", "downwardAPI"}, name
+        assert not any("configMap" in v for v in pod["volumes"]), name
 
 
 def test_file_storage_adds_only_host_path_volumes() -> None:

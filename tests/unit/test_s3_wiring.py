@@ -123,7 +123,9 @@ def _tj(spec: dict[str, Any]) -> tj_api.TrainingJob:
 def _started(tj: tj_api.TrainingJob, dataset: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = rtj.plan(tj, observed=rtj.Observed(dataset=dataset), now=NOW, settings=SETTINGS)
     kinds = {o["kind"]: o for o in plan.apply}
-    config: dict[str, Any] = json.loads(kinds["ConfigMap"]["data"][workload.CONFIG_KEY])
+    assert "ConfigMap" not in kinds  # the config travels in the pod template
+    annotations = kinds["Job"]["spec"]["template"]["metadata"]["annotations"]
+    config: dict[str, Any] = json.loads(annotations["mlops.dev/config"])
     return kinds["Job"], config
 
 
@@ -168,7 +170,6 @@ def test_a_pvc_output_from_an_s3_dataset_mounts_the_claim() -> None:
 def test_the_succeeded_run_records_how_to_reach_its_model() -> None:
     tj = _tj({})
     plan = rtj.plan(tj, observed=rtj.Observed(dataset=READY_S3), now=NOW, settings=SETTINGS)
-    configmap = next(o for o in plan.apply if o["kind"] == "ConfigMap")
     job = next(o for o in plan.apply if o["kind"] == "Job")
     stored = tj_api.TrainingJob.from_body(
         {
@@ -202,11 +203,17 @@ def test_the_succeeded_run_records_how_to_reach_its_model() -> None:
     }
     done = rtj.plan(
         stored,
-        observed=rtj.Observed(dataset=READY_S3, job=job, pods=[pod], configmap=configmap),
+        observed=rtj.Observed(dataset=READY_S3, job=job, pods=[pod]),
         now=NOW,
         settings=SETTINGS,
     )
     assert done.status.phase == "Succeeded", done.status.message
+    assert done.status.model_s3 is not None and done.status.model_s3.to_api() == S3
+    # A status written before status.modelS3 existed: the Job's config annotation still knows it.
+    older = stored.model_copy(update={"status": stored.status.model_copy(update={"model_s3": None})})
+    done = rtj.plan(
+        older, observed=rtj.Observed(dataset=READY_S3, job=job, pods=[pod]), now=NOW, settings=SETTINGS
+    )
     assert done.status.model_s3 is not None and done.status.model_s3.to_api() == S3
 
 

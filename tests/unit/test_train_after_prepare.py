@@ -17,6 +17,7 @@ from mlops_operator.api import dataset as dataset_api
 from mlops_operator.api import trainingjob, workload
 from mlops_operator.reconcile import trainingjob as rtj
 from mlops_operator.reconcile import workload as rworkload
+from mlops_workloads import runtime
 from mlops_workloads.prepare import pipeline
 from mlops_workloads.train import artifacts, run
 
@@ -66,8 +67,13 @@ def test_prepare_then_train(tmp_path: pathlib.Path) -> None:
         now=pd.Timestamp("2025-01-01", tz="UTC"),
         settings=rworkload.WorkloadSettings(),
     )
-    cm = next(o for o in plan.apply if o["kind"] == "ConfigMap")
-    config = trainingjob.TrainConfig.model_validate_json(cm["data"][workload.CONFIG_KEY])
+    job = next(o for o in plan.apply if o["kind"] == "Job")
+    # The pod's config file is its template's annotation (a downwardAPI volume): write the text
+    # where $MLOPS_CONFIG_FILE names it and let the trainer read it as in the pod.
+    config_file = tmp_path / "config" / workload.CONFIG_KEY
+    config_file.parent.mkdir()
+    config_file.write_text(job["spec"]["template"]["metadata"]["annotations"]["mlops.dev/config"])
+    config = runtime.load_config(trainingjob.TrainConfig, {workload.CONFIG_FILE_ENV: str(config_file)})
     assert config.output_uri == f"file://{tmp_path}/datasets/models/team/rows-hgb"
 
     result = run.train(config)

@@ -54,8 +54,10 @@ def plan(tj: api.TrainingJob, ds: dict[str, Any] | None, **observed: Any) -> rtj
 
 
 def config(p: rtj.Plan) -> dict[str, Any]:
-    cm = next(o for o in p.apply if o["kind"] == "ConfigMap")
-    data: dict[str, Any] = json.loads(cm["data"]["config.json"])
+    """The run's config as its pods read it (the Job's pod template annotation)."""
+    job = next(o for o in p.apply if o["kind"] == "Job")
+    assert not any(o["kind"] == "ConfigMap" for o in p.apply)
+    data: dict[str, Any] = json.loads(job["spec"]["template"]["metadata"]["annotations"]["mlops.dev/config"])
     return data
 
 

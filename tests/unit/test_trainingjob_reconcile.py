@@ -70,8 +70,32 @@ def created_job(plan: rtj.Plan) -> dict[str, Any]:
     return job
 
 
-def configmap_of(plan: rtj.Plan) -> dict[str, Any]:
-    return next(o for o in plan.apply if o["kind"] == "ConfigMap")
+def config_of(plan: rtj.Plan) -> dict[str, Any]:
+    """The run's config as its pods read it: the Job's pod template annotation."""
+    job = next(o for o in plan.apply if o["kind"] == "Job")
+    config: dict[str, Any] = json.loads(
+        job["spec"]["template"]["metadata"]["annotations"]["mlops.dev/config"]
+    )
+    return config
+
+
+def older_job(job: dict[str, Any], tj: api.TrainingJob) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``job`` as an operator before the config annotation made it, and the ConfigMap it wrote:
+    the same config, mounted from a ConfigMap volume, and no annotation on the pod template."""
+    old = copy.deepcopy(job)
+    template = old["spec"]["template"]
+    text = template["metadata"].pop("annotations")[build.CONFIG_ANNOTATION]
+    template["spec"]["volumes"] = [
+        {"name": "config", "configMap": {"name": build.config_name(tj)}} if v["name"] == "config" else v
+        for v in template["spec"]["volumes"]
+    ]
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": build.config_name(tj), "namespace": tj.metadata.namespace},
+        "data": {workload.CONFIG_KEY: json.dumps(json.loads(text), sort_keys=True, indent=1)},
+    }
+    return old, configmap
 
 
 def pod(
@@ -135,7 +159,7 @@ def test_waits_for_the_dataset(dataset: dict[str, Any] | None, reason: str) -> N
     assert plan.events[0][:2] == ("Normal", "WaitingForData")
 
 
-def test_ready_dataset_creates_configmap_and_job() -> None:
+def test_ready_dataset_creates_the_job_carrying_its_config() -> None:
     tj = make_tj(
         {
             "datasetRef": {"name": "iris"},
@@ -146,7 +170,7 @@ def test_ready_dataset_creates_configmap_and_job() -> None:
         }
     )
     new, plan = start(tj)
-    assert [o["kind"] for o in plan.apply] == ["ConfigMap", "Job"]
+    assert [o["kind"] for o in plan.apply] == ["Job"]  # no ConfigMap: the config is in the pod
     job = created_job(plan)
     assert job["metadata"]["name"] == "iris-rf-train"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
@@ -167,10 +191,21 @@ def test_ready_dataset_creates_configmap_and_job() -> None:
     assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
     assert pod_spec["automountServiceAccountToken"] is False and pod_spec["enableServiceLinks"] is False
     # Dataset and output share the claim: one volume, mounted once.
-    assert [v["name"] for v in pod_spec["volumes"]] == ["config", "tmp", "output"]
+    assert [v["name"] for v in pod_spec["volumes"]] == ["tmp", "config", "output"]
     assert pod_spec["volumes"][2] == {"name": "output", "persistentVolumeClaim": {"claimName": "data"}}
+    assert pod_spec["volumes"][1] == {
+        "name": "config",
+        "downwardAPI": {
+            "items": [
+                {"path": "config.json", "fieldRef": {"fieldPath": "metadata.annotations['mlops.dev/config']"}}
+            ]
+        },
+    }
+    assert {"name": "config", "mountPath": "/etc/mlops/config", "readOnly": True} in container["volumeMounts"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    assert set(spec["template"]["metadata"]["annotations"]) == {"mlops.dev/config"}
+    assert "mlops.dev/config" not in job["metadata"]["annotations"]  # on the pods, not the Job
+    config = config_of(plan)
     assert config["outputUri"] == "pvc://data/models/team/iris-rf"
     assert config["datasetUri"] == "pvc://data/datasets/iris/abc123"
     assert config["importPath"] == "sklearn.ensemble.RandomForestClassifier"
@@ -178,6 +213,24 @@ def test_ready_dataset_creates_configmap_and_job() -> None:
     api.TrainConfig.model_validate(config)
     assert new.status.phase == "Pending" and new.status.dataset_digest == "sha256:abc123def456"
     assert ("Normal", "JobCreated") in [e[:2] for e in plan.events]
+
+
+def test_the_annotation_holds_the_config_the_configmap_held() -> None:
+    tj = make_tj()
+    _, plan = start(tj)
+    expected = build.train_config(
+        tj,
+        dataset_uri="pvc://data/datasets/iris/abc123",
+        dataset_digest="sha256:abc123def456",
+        settings=SETTINGS,
+    )
+    text = created_job(plan)["spec"]["template"]["metadata"]["annotations"][build.CONFIG_ANNOTATION]
+    # What the per-run ConfigMap's config.json held before: the same document, only indented.
+    configmap_text = json.dumps(expected.to_api(), sort_keys=True, indent=1)
+    assert json.loads(text) == json.loads(configmap_text)
+    assert api.TrainConfig.model_validate(json.loads(text)) == expected
+    assert text == build.config_json(expected) and "\n" not in text and len(text) < len(configmap_text)
+    assert build.run_config(created_job(plan)) == expected.to_api()
 
 
 def test_gpu_job_gets_gpu_resources_selector_and_toleration() -> None:
@@ -201,7 +254,7 @@ def test_gpu_job_gets_gpu_resources_selector_and_toleration() -> None:
         {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
     ]
     assert pod_spec["affinity"] == {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
-    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    config = config_of(plan)
     assert config["gpu"] == 1 and config["gpuParams"] == {"device": "cuda", "tree_method": "hist"}
 
 
@@ -267,9 +320,7 @@ def test_success_maps_the_result_into_status() -> None:
             terminated={"exitCode": 0, "reason": "Completed", "message": json.dumps(result)},
         )
     ]
-    plan = rtj.plan(
-        tj, observed=rtj.Observed(dataset=READY, job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS
-    )
+    plan = rtj.plan(tj, observed=rtj.Observed(dataset=READY, job=job, pods=pods), now=NOW, settings=SETTINGS)
     s = plan.status
     assert s.phase == "Succeeded" and s.reason == "Completed"
     assert s.metrics is not None and s.metrics["f1"].validation == 0.9 and s.metrics["accuracy"].test == 0.9
@@ -348,7 +399,7 @@ def test_failures_name_their_reason(
     job = created_job(plan)
     job["status"] = {"startTime": "2025-01-01T12:00:00Z", **job_status}
     job["status"]["conditions"][0]["lastTransitionTime"] = "2025-01-01T12:10:00Z"
-    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods), now=NOW, settings=SETTINGS)
     assert plan.status.phase == "Failed" and plan.status.reason == reason
     assert plan.status.completion_time == "2025-01-01T12:10:00Z" and plan.status.duration_seconds == 600
     assert plan.events[0][:2] == ("Warning", reason)
@@ -383,7 +434,7 @@ def test_permanent_failure_exit_code_fails_the_job_at_once() -> None:
     }
     message = json.dumps({"ok": False, "reason": "InvalidParams", "error": "penalty l1 needs solver saga"})
     pods = [pod(phase="Failed", terminated={"exitCode": 3, "reason": "Error", "message": message})]
-    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods), now=NOW, settings=SETTINGS)
     assert (plan.status.phase, plan.status.reason) == ("Failed", "InvalidParams")
     assert plan.status.message == "penalty l1 needs solver saga"
 
@@ -399,7 +450,7 @@ def test_unschedulable_gpu_pod_is_reported_while_pending() -> None:
     msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     plan = rtj.plan(
         tj,
-        observed=rtj.Observed(job=job, pods=[pod(unschedulable=msg, started=None)], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(unschedulable=msg, started=None)]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -415,7 +466,7 @@ def test_image_pull_backoff_is_reported() -> None:
     waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
     plan = rtj.plan(
         tj,
-        observed=rtj.Observed(job=job, pods=[pod(waiting=waiting)], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(waiting=waiting)]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -428,7 +479,7 @@ def test_running_then_suspend_and_resume() -> None:
     job["status"] = {"active": 1, "ready": 1, "startTime": "2025-01-01T12:00:00Z"}
     plan = rtj.plan(
         tj,
-        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -441,7 +492,7 @@ def test_running_then_suspend_and_resume() -> None:
     )
     plan = rtj.plan(
         suspended,
-        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -450,18 +501,18 @@ def test_running_then_suspend_and_resume() -> None:
     suspended = stored(suspended, plan)
     job["spec"]["suspend"] = True
     job["status"] = {"conditions": [{"type": "Suspended", "status": "True"}]}
-    plan = rtj.plan(suspended, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
+    plan = rtj.plan(suspended, observed=rtj.Observed(job=job), now=NOW, settings=SETTINGS)
     assert plan.patch == [] and plan.status.phase == "Suspended" and plan.status.is_true("Suspended")
 
     resumed = suspended.model_copy(update={"spec": tj.spec})
-    plan = rtj.plan(resumed, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
+    plan = rtj.plan(resumed, observed=rtj.Observed(job=job), now=NOW, settings=SETTINGS)
     assert plan.patch == [(rplan.ChildRef("batch/v1", "Job", "iris-rf-train"), {"spec": {"suspend": False}})]
     resumed = stored(resumed, plan)
     job["spec"]["suspend"] = False
     job["status"] = {"active": 1}
     plan = rtj.plan(
         resumed,
-        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -477,7 +528,7 @@ def test_make_demo_running_never_reads_pending_again() -> None:
     job["status"] = {"active": 1, "ready": 1}
     plan = rtj.plan(
         tj,
-        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -485,15 +536,13 @@ def test_make_demo_running_never_reads_pending_again() -> None:
     assert tj.status.phase == "Running"
     job["status"] = {"active": 1, "ready": 0}
     finished = pod(phase="Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": "{}"})
-    plan = rtj.plan(
-        tj, observed=rtj.Observed(job=job, pods=[finished], configmap={}), now=NOW, settings=SETTINGS
-    )
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=[finished]), now=NOW, settings=SETTINGS)
     assert (plan.status.phase, plan.status.reason) == ("Running", "PodSucceeded")
     assert plan.events == [] and plan.status.is_true("Running") and plan.status.is_true("Reconciling")
     # Seen through a pod cache that still has the pod Pending: the stored phase holds.
     plan = rtj.plan(
         tj,
-        observed=rtj.Observed(job=job, pods=[pod(phase="Pending")], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Pending")]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -502,9 +551,7 @@ def test_make_demo_running_never_reads_pending_again() -> None:
     retry = pod(unschedulable="0/3 nodes are available")
     retry["metadata"] = {"name": "iris-rf-train-fghij", "creationTimestamp": "2025-01-01T12:00:09Z"}
     job["status"] = {"active": 1, "failed": 1}
-    plan = rtj.plan(
-        tj, observed=rtj.Observed(job=job, pods=[failed, retry], configmap={}), now=NOW, settings=SETTINGS
-    )
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=[failed, retry]), now=NOW, settings=SETTINGS)
     assert (plan.status.phase, plan.status.reason) == ("Running", "Unschedulable")
     assert plan.events == [("Warning", "Unschedulable", "0/3 nodes are available")]
 
@@ -531,14 +578,14 @@ def test_kueue_job_is_created_suspended_and_never_unsuspended_by_us() -> None:
     assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
     assert tj.status.phase == "Queued"
     job["status"] = {}
-    plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=NOW, settings=SETTINGS)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=NOW, settings=SETTINGS)
     assert plan.patch == [] and plan.status.phase == "Queued" and plan.status.reason == "Queued"
     # Kueue admits: it un-suspends the Job; we follow and never suspend it back.
     job["spec"]["suspend"] = False
     job["status"] = {"active": 1}
     plan = rtj.plan(
         stored(tj, plan),
-        observed=rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={}),
+        observed=rtj.Observed(job=job, pods=[pod(phase="Running")]),
         now=NOW,
         settings=SETTINGS,
     )
@@ -561,7 +608,7 @@ def _finished(ttl: int | None) -> tuple[api.TrainingJob, dict[str, Any]]:
     }
     result = {"ok": True, "metrics": {"validation": {"accuracy": 0.97}}, "modelUri": "pvc://data/m"}
     pods = [pod(phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps(result)})]
-    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods, configmap={}), now=NOW, settings=SETTINGS)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods), now=NOW, settings=SETTINGS)
     return stored(tj, plan), job
 
 
@@ -569,14 +616,12 @@ def test_ttl_deletes_children_and_keeps_results() -> None:
     tj, job = _finished(ttl=120)
     assert tj.status.phase == "Succeeded"
     early = NOW.replace(hour=12, minute=2)
-    plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=early, settings=SETTINGS)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=early, settings=SETTINGS)
     assert plan.delete == [] and plan.cleanup_at == datetime.datetime(2025, 1, 1, 12, 3, tzinfo=datetime.UTC)
     late = NOW.replace(hour=12, minute=3)
-    plan = rtj.plan(tj, observed=rtj.Observed(job=job, configmap={}), now=late, settings=SETTINGS)
-    assert plan.delete == [
-        rplan.ChildRef("batch/v1", "Job", "iris-rf-train"),
-        rplan.ChildRef("v1", "ConfigMap", "iris-rf-train"),
-    ]
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=late, settings=SETTINGS)
+    # The run has no ConfigMap: deleting its Job is the whole cleanup.
+    assert plan.delete == [rplan.ChildRef("batch/v1", "Job", "iris-rf-train")]
     assert plan.status.children_deleted is True and plan.status.phase == "Succeeded"
     assert plan.status.objective_value == 0.97 and plan.status.model_uri == "pvc://data/m"
     assert ("Normal", "ChildrenDeleted") in [e[:2] for e in plan.events]
@@ -586,11 +631,51 @@ def test_ttl_deletes_children_and_keeps_results() -> None:
     assert plan.status.phase == "Succeeded" and plan.status.objective_value == 0.97
 
 
+def test_ttl_deletes_the_configmap_of_a_run_an_older_operator_started() -> None:
+    tj, job = _finished(ttl=120)
+    old_job, _ = older_job(job, tj)
+    late = NOW.replace(hour=12, minute=3)
+    assert rtj.cleanup_due(tj, tj.status, late) and not rtj.cleanup_due(tj, tj.status, NOW)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=old_job), now=late, settings=SETTINGS)
+    assert plan.delete == [
+        rplan.ChildRef("batch/v1", "Job", "iris-rf-train"),
+        rplan.ChildRef("v1", "ConfigMap", "iris-rf-train"),
+    ]
+    assert plan.status.children_deleted is True
+    # A Job already gone says nothing of a ConfigMap: none is deleted (the owner reference
+    # still collects an older one with the TrainingJob).
+    plan = rtj.plan(tj, observed=rtj.Observed(), now=late, settings=SETTINGS)
+    assert plan.delete == [rplan.ChildRef("batch/v1", "Job", "iris-rf-train")]
+    assert not rtj.cleanup_due(stored(tj, plan), stored(tj, plan).status, late)
+
+
+def test_a_run_finishing_past_its_ttl_cleans_up_by_its_job() -> None:
+    spec = {
+        "datasetRef": {"name": "iris"},
+        "model": {"estimator": "RandomForestClassifier"},
+        "runPolicy": {"ttlSecondsAfterFinished": 0},
+    }
+    tj, plan = start(make_tj(spec))
+    job = created_job(plan)
+    job["status"] = {
+        "startTime": "2025-01-01T12:00:00Z",
+        "completionTime": "2025-01-01T12:00:30Z",
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    pods = [pod(phase="Succeeded", terminated={"exitCode": 0, "message": json.dumps({"ok": True})})]
+    later = NOW.replace(minute=1)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods), now=later, settings=SETTINGS)
+    assert plan.status.phase == "Succeeded" and plan.status.children_deleted is True
+    assert plan.delete == [rplan.ChildRef("batch/v1", "Job", "iris-rf-train")]
+    old_job, _ = older_job(job, tj)
+    plan = rtj.plan(tj, observed=rtj.Observed(job=old_job, pods=pods), now=later, settings=SETTINGS)
+    assert rplan.ChildRef("v1", "ConfigMap", "iris-rf-train") in plan.delete
+
+
 def test_finished_job_without_ttl_keeps_its_children() -> None:
     tj, job = _finished(ttl=None)
-    plan = rtj.plan(
-        tj, observed=rtj.Observed(job=job, configmap={}), now=NOW.replace(year=2026), settings=SETTINGS
-    )
+    plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=NOW.replace(year=2026), settings=SETTINGS)
     assert plan.delete == [] and plan.apply == [] and plan.cleanup_at is None
 
 
@@ -605,42 +690,59 @@ def test_editing_a_finished_job_starts_a_new_run() -> None:
             )
         }
     )
-    plan = rtj.plan(
-        edited, observed=rtj.Observed(dataset=READY, job=job, configmap={}), now=NOW, settings=SETTINGS
-    )
+    plan = rtj.plan(edited, observed=rtj.Observed(dataset=READY, job=job), now=NOW, settings=SETTINGS)
     assert plan.delete == [rplan.ChildRef("batch/v1", "Job", "iris-rf-train")]
     assert (
         plan.status.phase == "Pending" and plan.status.metrics is None and plan.status.reason == "SpecChanged"
     )
     plan = rtj.plan(stored(edited, plan), observed=rtj.Observed(dataset=READY), now=NOW, settings=SETTINGS)
-    assert [o["kind"] for o in plan.apply] == ["ConfigMap", "Job"]
-    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    assert [o["kind"] for o in plan.apply] == ["Job"]
+    config = config_of(plan)
     assert config["params"] == {"n_estimators": 50}
+
+
+REPREPARED = {
+    "status": {"phase": "Ready", "digest": "sha256:new", "storageUri": "pvc://data/datasets/iris/new"}
+}
 
 
 def test_a_running_job_keeps_its_dataset_version() -> None:
     tj, plan = start(make_tj())
-    configmap = configmap_of(plan)
     job = created_job(plan)
     job["status"] = {"active": 1}
-    reprepared = {
-        "status": {"phase": "Ready", "digest": "sha256:new", "storageUri": "pvc://data/datasets/iris/new"}
-    }
+    running = [pod(phase="Running")]
     plan = rtj.plan(
-        tj,
-        observed=rtj.Observed(dataset=reprepared, job=job, pods=[pod(phase="Running")], configmap=configmap),
-        now=NOW,
-        settings=SETTINGS,
+        tj, observed=rtj.Observed(dataset=REPREPARED, job=job, pods=running), now=NOW, settings=SETTINGS
     )
     assert plan.status.dataset_digest == "sha256:abc123def456"
-    # Even with the status lost (restored from a backup), the run's ConfigMap pins the version.
+    # Even with the status lost (restored from a backup), the Job's config annotation pins the
+    # version: no ConfigMap is needed.
     bare = make_tj()
     plan = rtj.plan(
-        bare,
-        observed=rtj.Observed(dataset=reprepared, job=job, pods=[pod(phase="Running")], configmap=configmap),
-        now=NOW,
-        settings=SETTINGS,
+        bare, observed=rtj.Observed(dataset=REPREPARED, job=job, pods=running), now=NOW, settings=SETTINGS
     )
+    assert plan.status.dataset_uri == "pvc://data/datasets/iris/abc123"
+    assert plan.status.dataset_digest == "sha256:abc123def456"
+    assert plan.apply == []
+
+
+def test_a_run_an_older_operator_started_keeps_its_version_from_its_configmap() -> None:
+    tj, plan = start(make_tj())
+    job, configmap = older_job(created_job(plan), tj)
+    job["status"] = {"active": 1}
+    running = [pod(phase="Running")]
+    bare = make_tj()  # the status lost: only the ConfigMap knows the version
+    observed = rtj.Observed(dataset=REPREPARED, job=job, pods=running, configmap=configmap)
+    plan = rtj.plan(bare, observed=observed, now=NOW, settings=SETTINGS)
+    assert plan.status.dataset_uri == "pvc://data/datasets/iris/abc123"
+    assert plan.status.dataset_digest == "sha256:abc123def456"
+    assert plan.apply == [] and plan.delete == []
+    # The annotation wins over a ConfigMap when a Job has both.
+    new_job = created_job(start(make_tj())[1])
+    stale = copy.deepcopy(configmap)
+    stale["data"][workload.CONFIG_KEY] = json.dumps({"datasetUri": "pvc://data/datasets/iris/stale"})
+    observed = rtj.Observed(dataset=REPREPARED, job=new_job, pods=running, configmap=stale)
+    plan = rtj.plan(bare, observed=observed, now=NOW, settings=SETTINGS)
     assert plan.status.dataset_uri == "pvc://data/datasets/iris/abc123"
 
 
@@ -650,7 +752,7 @@ def test_lost_job_is_recreated_with_the_pinned_version() -> None:
         "status": {"phase": "Ready", "digest": "sha256:new", "storageUri": "pvc://data/datasets/iris/new"}
     }
     plan = rtj.plan(tj, observed=rtj.Observed(dataset=reprepared), now=NOW, settings=SETTINGS)
-    config = json.loads(configmap_of(plan)["data"]["config.json"])
+    config = config_of(plan)
     assert config["datasetUri"] == "pvc://data/datasets/iris/abc123"
 
 
@@ -658,7 +760,7 @@ def test_status_is_stable_between_passes() -> None:
     tj, plan = start(make_tj())
     job = created_job(plan)
     job["status"] = {"active": 1}
-    observed = rtj.Observed(job=job, pods=[pod(phase="Running")], configmap={})
+    observed = rtj.Observed(job=job, pods=[pod(phase="Running")])
     first = rtj.plan(tj, observed=observed, now=NOW, settings=SETTINGS)
     later = NOW + datetime.timedelta(minutes=5)
     second = rtj.plan(stored(tj, first), observed=observed, now=later, settings=SETTINGS)

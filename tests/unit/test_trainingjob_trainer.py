@@ -82,8 +82,33 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_of(plan: rtj.Plan) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(child(plan, "ConfigMap")["data"][workload.CONFIG_KEY])
+    """The config every pod of the run reads: its pod template's annotation (no ConfigMap)."""
+    assert not any(o["kind"] == "ConfigMap" for o in plan.apply)
+    template = child(plan, "Job")["spec"]["template"]
+    loaded: dict[str, Any] = json.loads(template["metadata"]["annotations"][build.CONFIG_ANNOTATION])
     return loaded
+
+
+def assert_config_file_from_annotation(job: dict[str, Any]) -> None:
+    """The pod's config file (``$MLOPS_CONFIG_FILE``) is its own annotation, by the downward API."""
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert env_of(job)[workload.CONFIG_FILE_ENV] == workload.CONFIG_FILE
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    assert volume == {
+        "name": "config",
+        "downwardAPI": {
+            "items": [
+                {
+                    "path": workload.CONFIG_KEY,
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{build.CONFIG_ANNOTATION}']"},
+                }
+            ]
+        },
+    }
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert mount == {"name": "config", "mountPath": workload.CONFIG_DIR, "readOnly": True}
+    assert not any("configMap" in v for v in pod["volumes"] if v["name"] != "code")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,6 +149,8 @@ def test_trainer_gets_its_params_unchecked_as_config_and_env() -> None:
     assert code == {"name": "code", "mountPath": api.CODE_DIR, "readOnly": True}
     volume = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "code")
     assert volume["configMap"] == {"name": "own-code", "optional": True}
+    # A team's image reads the same $MLOPS_CONFIG_FILE as the built-in trainer.
+    assert_config_file_from_annotation(job)
     # The same contract as every workload pod: no API token, restricted.
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -270,6 +297,9 @@ def test_workers_make_an_indexed_job_and_a_rendezvous_service() -> None:
     }
     assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert config_of(plan)["workers"] == 2
+    # One pod template for every rank: each worker reads the same config from its own annotation.
+    assert_config_file_from_annotation(job)
+    assert [o["kind"] for o in plan.apply] == ["Service", "Job"]
 
 
 def test_only_distributed_estimators_take_workers() -> None:

@@ -1,7 +1,8 @@
 """The workloads' side of the operator contract (defined in ``mlops_operator.api.workload``).
 
 Config comes in as one JSON document: the file named by ``MLOPS_CONFIG_FILE`` (the operator
-mounts it from a ConfigMap) or the ``MLOPS_CONFIG`` environment variable. The result goes
+mounts it from a ConfigMap, or for a TrainingJob from the pod's own annotation through a
+downwardAPI volume) or the ``MLOPS_CONFIG`` environment variable. The result goes
 out as compact JSON (at most 4 KiB) to the termination-message path, which the kubelet
 copies into the pod's status where the operator reads it. Users' own training images follow
 the same contract.

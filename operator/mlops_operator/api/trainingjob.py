@@ -10,7 +10,8 @@ oriented: phase, conditions, times, attempts, per-metric validation/test values,
 objective value, the model URI and the dataset digest it was trained on.
 
 ``TrainConfig`` is the workload's config (``python -m mlops_workloads.train``, or a user's
-image): the operator writes it as JSON into a ConfigMap mounted at ``MLOPS_CONFIG_FILE``; the
+image): the operator puts it as JSON in the pod's ``mlops.dev/config`` annotation, mounted
+through a downwardAPI volume as the file named by ``MLOPS_CONFIG_FILE``; the
 workload answers with one JSON object (at most 4 KiB) on ``/dev/termination-log`` holding
 ``ok``, ``metrics`` (``{"validation": {...}, "test": {...}, "cv": {...}}``),
 ``objectiveValue``, ``modelUri``, ``modelVersion``, ``datasetDigest``, ``fitSeconds`` and

@@ -1,12 +1,15 @@
 """The contract between the operator and every workload container, defined once for both sides.
 
-The operator writes a workload's config as JSON into a ConfigMap and mounts it at
-``CONFIG_FILE`` (named by ``$MLOPS_CONFIG_FILE``; a person running a workload by hand may pass
-the JSON in ``$MLOPS_CONFIG`` instead). The workload answers with one compact JSON object of at
-most ``RESULT_LIMIT`` bytes at ``TERMINATION_MESSAGE_PATH``, which the kubelet copies into the
-pod's status, and exits with ``PERMANENT_EXIT_CODE`` when retrying cannot help, so the Job's
-podFailurePolicy fails at once instead of running ``backoffLimit`` identical attempts. Users' own
-training images follow the same contract.
+The operator hands a batch workload its config as JSON: a Dataset round's in a ConfigMap, a
+TrainingJob run's in its pod's own annotation ``mlops.dev/config`` (no ConfigMap per run),
+either mounted as the file ``CONFIG_FILE`` (named by ``$MLOPS_CONFIG_FILE``; the annotation
+through a downwardAPI volume, so a trainer reads the same file either way); a retrain
+evaluation's, like a person running a workload by hand, in ``$MLOPS_CONFIG`` itself. The
+workload answers with one compact JSON object of at most ``RESULT_LIMIT`` bytes at
+``TERMINATION_MESSAGE_PATH``, which the kubelet copies into the pod's status, and exits with
+``PERMANENT_EXIT_CODE`` when retrying cannot help, so the Job's podFailurePolicy fails at once
+instead of running ``backoffLimit`` identical attempts. Users' own training images follow the
+same contract.
 
 Both sides import this module (the reconcilers to build pods, ``mlops_workloads.runtime`` and the
 entry points to honour them) because the values drifted when each side kept its own copy; it is

@@ -1,10 +1,14 @@
 """TrainingJob handler: read the run's children, let the pure reconciler decide, carry it out.
 
 Thin on purpose: every decision is in ``reconcile.trainingjob``. This module reads what the
-plan needs (the Job, its pods, the Dataset, the run's ConfigMap) and no more: a finished run
-whose spec did not change reads nothing, so thousands of finished jobs cost no API calls on
-the resync timer. It then deletes, applies and patches what the plan says, observes the
-training metrics, and hands the status and Events back to the framework.
+plan needs (the Job, its pods, the Dataset) and no more: a finished run whose spec did not
+change reads nothing, so thousands of finished jobs cost no API calls on the resync timer,
+until its TTL is due (then the Job alone, to know whether it is an older operator's run with a
+ConfigMap to delete too). A run's config travels in its Job's pod template
+(``trainingjob_build.CONFIG_ANNOTATION``); the ConfigMap is read only for a Job an older
+operator made, when the status has lost the pinned Dataset version. It then deletes, applies
+and patches what the plan says, observes the training metrics, and hands the status and Events
+back to the framework.
 
 A TrainingJob waiting for its Dataset is reconciled when that Dataset becomes Ready (an
 event handler on Datasets), not only on the next resync.
@@ -49,15 +53,18 @@ def _pods(ctx: framework.Context, job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def observe(ctx: framework.Context, tj: api.TrainingJob) -> rtj.Observed:
-    if not _needs_children(tj):
-        return rtj.Observed()
     ns = tj.metadata.namespace
+    if not _needs_children(tj):
+        if rtj.cleanup_due(tj, tj.status, ctx.now):
+            return rtj.Observed(job=ctx.kube.get("batch/v1", "Job", build.job_name(tj), ns))
+        return rtj.Observed()
     job = ctx.kube.get("batch/v1", "Job", build.job_name(tj), ns)
     dataset = None
     if job is None:
         dataset = ctx.kube.get(common.API_VERSION, "Dataset", tj.spec.dataset_ref.name, ns)
     configmap = None
-    if job is not None and not tj.status.dataset_uri:
+    if job is not None and not tj.status.dataset_uri and build.job_config_text(job) is None:
+        # Only a Job an older operator made keeps its config in a ConfigMap.
         configmap = ctx.kube.get("v1", "ConfigMap", build.config_name(tj), ns)
     service = None
     if job is None and tj.spec.workers > 1:

@@ -6,12 +6,14 @@ carries out the returned ``Plan``. The rules, in order:
 1. A spec the estimator cannot take (bad params, a metric it cannot give, a GPU it cannot
    use) fails at once with ``InvalidSpec``: no pod ever starts.
 2. A finished run stays finished: its status is kept, and ``ttlSecondsAfterFinished`` after
-   completion the Job and ConfigMap are deleted (the TrainingJob and its results stay).
+   completion the Job is deleted (the TrainingJob and its results stay), with the ConfigMap of
+   a run an older operator started (its Job has no config annotation).
    Editing the spec of a finished job (a new ``run_hash``) starts a new run.
 3. Without a Job, the run waits for the Dataset to be Ready (``WaitingForData``), pins its
    version (digest and directory, so a re-prepared or refreshed Dataset does not change a
-   run), and creates the ConfigMap and the Job (suspended when ``runPolicy.suspend`` or Kueue
-   asks). ``datasetRef.version`` pins one of the versions the Dataset keeps
+   run), and creates the Job (suspended when ``runPolicy.suspend`` or Kueue asks), whose pod
+   template carries the run's config (``trainingjob_build.CONFIG_ANNOTATION``): no ConfigMap.
+   ``datasetRef.version`` pins one of the versions the Dataset keeps
    (``status.versions``) instead of its current one; a version it does not keep fails the run
    with ``DatasetVersionNotFound`` once the Dataset is Ready and not re-reading its sources.
 4. With a Job, its outcome (``common.job_outcome``) becomes the phase; ``suspend`` is kept in
@@ -33,13 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import re
 from typing import Any
 
 import pydantic
 
-from mlops_operator.api import common, workload
+from mlops_operator.api import common
 from mlops_operator.api import trainingjob as api
 from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import owner as rowner
@@ -63,7 +64,8 @@ PAUSED_PHASES: tuple[str, ...] = ("Suspended", "Queued")
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """What the handler read: the Dataset named by datasetRef, the run's Job, pods and ConfigMap."""
+    """What the handler read: the Dataset named by datasetRef, the run's Job and pods, and the
+    ConfigMap of a run an older operator started (a Job without the config annotation)."""
 
     dataset: dict[str, Any] | None = None
     job: dict[str, Any] | None = None
@@ -189,13 +191,17 @@ def dataset_s3(dataset: dict[str, Any] | None) -> common.S3Connection | None:
         return None  # admission validated it; an older schema's leftovers are not ours to fix
 
 
-def _config_output_s3(configmap: dict[str, Any] | None) -> common.S3Connection | None:
-    """The run's ``outputS3`` from its ConfigMap (a status written before status.modelS3 existed)."""
-    data = ((configmap or {}).get("data") or {}).get(workload.CONFIG_KEY)
+def _run_config(observed: Observed) -> dict[str, Any] | None:
+    """What the run was told: its Job's config annotation, else an older run's ConfigMap."""
+    return build.run_config(observed.job, observed.configmap)
+
+
+def _config_output_s3(observed: Observed) -> common.S3Connection | None:
+    """The run's ``outputS3`` from its config (a status written before status.modelS3 existed)."""
+    raw = (_run_config(observed) or {}).get("outputS3")
     try:
-        raw = json.loads(data).get("outputS3") if data else None
         return common.S3Connection.model_validate(raw) if raw else None
-    except (ValueError, AttributeError):
+    except pydantic.ValidationError:
         return None
 
 
@@ -295,7 +301,23 @@ def _fresh(tj: api.TrainingJob, **fields: Any) -> api.TrainingJobStatus:
     return api.TrainingJobStatus(conditions=tj.status.conditions, **fields)
 
 
-def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datetime, plan: Plan) -> None:
+def cleanup_due(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datetime) -> bool:
+    """Whether ``ttlSecondsAfterFinished`` has run out for a finished run whose children remain
+    (the handler then reads the Job, to know whether an older run's ConfigMap goes too)."""
+    ttl = tj.spec.run_policy.ttl_seconds_after_finished
+    finished = common.parse_rfc3339(status.completion_time)
+    if ttl is None or finished is None or status.children_deleted:
+        return False
+    return now >= finished + datetime.timedelta(seconds=ttl)
+
+
+def _ttl(
+    tj: api.TrainingJob,
+    status: api.TrainingJobStatus,
+    now: datetime.datetime,
+    plan: Plan,
+    job: dict[str, Any] | None,
+) -> None:
     ttl = tj.spec.run_policy.ttl_seconds_after_finished
     finished = common.parse_rfc3339(status.completion_time)
     if ttl is None or finished is None or status.children_deleted:
@@ -304,9 +326,11 @@ def _ttl(tj: api.TrainingJob, status: api.TrainingJobStatus, now: datetime.datet
     if now < due:
         plan.cleanup_at = due
         return
-    # Deleting what is already gone is a no-op, so the handler need not read the children.
+    # Deleting what is already gone is a no-op. A ConfigMap exists only beside a Job an older
+    # operator made (no config annotation); a run of this one costs no DELETE for it.
     plan.delete.append(rplan.ChildRef("batch/v1", "Job", build.job_name(tj)))
-    plan.delete.append(rplan.ChildRef("v1", "ConfigMap", build.config_name(tj)))
+    if job is not None and build.job_config_text(job) is None:
+        plan.delete.append(rplan.ChildRef("v1", "ConfigMap", build.config_name(tj)))
     if tj.spec.workers > 1:
         plan.delete.append(rplan.ChildRef("v1", "Service", build.service_name(tj)))
     plan.status = status.model_copy(update={"children_deleted": True})
@@ -347,7 +371,7 @@ def _plan(
 
     if old.phase in api.FINISHED_PHASES and old.spec_hash == h:
         out = Plan(status=old.model_copy())
-        _ttl(tj, old, now, out)
+        _ttl(tj, old, now, out, job)
         return out
 
     errors = api.validate_spec(spec)
@@ -398,17 +422,13 @@ def _active(job: dict[str, Any]) -> bool:
 
 
 def _pinned_dataset(tj: api.TrainingJob, observed: Observed) -> tuple[str, str] | None:
-    """The Dataset version of the current run: from the status, else from the run's ConfigMap."""
+    """The Dataset version of the current run: from the status, else from what the run was told
+    (its Job's config annotation, or an older run's ConfigMap)."""
     if tj.status.dataset_uri and tj.status.spec_hash == build.run_hash(tj.spec):
         return tj.status.dataset_uri, tj.status.dataset_digest or ""
-    data = ((observed.configmap or {}).get("data") or {}).get(workload.CONFIG_KEY)
-    if data:
-        try:
-            config = json.loads(data)
-        except ValueError:
-            return None
-        if config.get("datasetUri"):
-            return str(config["datasetUri"]), str(config.get("datasetDigest") or "")
+    config = _run_config(observed) or {}
+    if config.get("datasetUri"):
+        return str(config["datasetUri"]), str(config.get("datasetDigest") or "")
     return None
 
 
@@ -510,7 +530,6 @@ def _start(
         attempts=0,
     )
     out = Plan(status=status)
-    out.apply.append(build.configmap(tj, config))
     if tj.spec.workers > 1:
         out.apply.append(build.service(tj))
     out.apply.append(
@@ -537,7 +556,7 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
         "spec_hash": pinned_hash,
         "dataset_uri": pinned[0] if pinned else old.dataset_uri,
         "dataset_digest": (pinned[1] if pinned else old.dataset_digest) or None,
-        "model_s3": old.model_s3 or _config_output_s3(observed.configmap),
+        "model_s3": old.model_s3 or _config_output_s3(observed),
         "attempts": outcome.attempts,
         "start_time": outcome.start_time or old.start_time,
         "pod_start_time": outcome.pod_started or old.pod_start_time,
@@ -606,7 +625,7 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
             update={"phase": "Pending", "reason": outcome.reason, "message": outcome.message[:1024]}
         )
     if out.status.phase in api.FINISHED_PHASES:
-        _ttl(tj, out.status, now, out)
+        _ttl(tj, out.status, now, out, observed.job)
     return out
 
 

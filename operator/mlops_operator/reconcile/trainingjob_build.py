@@ -1,10 +1,18 @@
-"""The children of a TrainingJob: its config (a ConfigMap) and its batch/v1 Job.
+"""The children of a TrainingJob: its batch/v1 Job (and a several-worker run's Service).
 
 Pure builders: everything comes in as arguments (the TrainingJob, the pinned Dataset
 version, the settings), and plain dicts come out, ready for server-side apply. The Job's
 pod template is immutable once created, so a run is identified by ``run_hash`` (the spec
 minus what may change during a run: ``suspend`` and the TTL); a different hash means a new
 run, never an in-place edit.
+
+The run's config travels in the pod template itself, as the annotation ``CONFIG_ANNOTATION``,
+which a downwardAPI volume exposes as the file ``api.workload.CONFIG_FILE``: the trainer reads
+the same file it read when the config was a ConfigMap, and a run costs one object (the Job)
+instead of two, with no ConfigMap to write, read or delete. The pod template is immutable, so
+the annotation is also the record of what the run was told (its pinned Dataset version).
+Jobs an older operator made carry no annotation and mount the ConfigMap ``config_name``;
+``run_config`` reads either.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ CODE_VERSION_ANNOTATION = "mlops.dev/code-version"
 MODEL_STAGING_DIR = f"{workload.STAGING_DIR}/model"
 """Where the trainer writes its model, whatever the output's scheme; the workload then publishes it
 as ``<output_uri>/<version>/`` (``mlops_workloads.train.staging``)."""
+CONFIG_ANNOTATION = "mlops.dev/config"
+"""The pod template annotation holding the run's ``TrainConfig`` as compact JSON."""
 DATASET_FILES = {
     "train": "train.parquet",
     "validation": "validation.parquet",
@@ -50,6 +60,7 @@ def job_name(tj: api.TrainingJob) -> str:
 
 
 def config_name(tj: api.TrainingJob) -> str:
+    """The ConfigMap an older operator wrote for a run (read and deleted, never written now)."""
     return owner(tj).child_name(COMPONENT)
 
 
@@ -276,13 +287,51 @@ def cluster_ip(service: dict[str, Any] | None) -> str | None:
     return str(ip) if ip and ip != "None" else None
 
 
-def configmap(tj: api.TrainingJob, config: api.TrainConfig) -> dict[str, Any]:
+def config_json(config: api.TrainConfig) -> str:
+    """The run's config as the pod annotation holds it (and the trainer reads it): compact JSON."""
+    return json.dumps(config.to_api(), sort_keys=True, separators=(",", ":"))
+
+
+def config_volume() -> dict[str, Any]:
+    """The ``config`` volume: the pod's own ``CONFIG_ANNOTATION`` as the file ``CONFIG_KEY``,
+    mounted at ``CONFIG_DIR`` like the ConfigMap it replaces (``$MLOPS_CONFIG_FILE`` is unchanged)."""
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _child_metadata(tj, config_name(tj)),
-        "data": {workload.CONFIG_KEY: json.dumps(config.to_api(), sort_keys=True, indent=1)},
+        "name": rworkload.CONFIG_VOLUME,
+        "downwardAPI": {
+            "items": [
+                {
+                    "path": workload.CONFIG_KEY,
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"},
+                }
+            ]
+        },
     }
+
+
+def _parse_config(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def job_config_text(job: dict[str, Any] | None) -> str | None:
+    """The config annotation of a Job's pod template; None for a Job an older operator made."""
+    template = ((job or {}).get("spec") or {}).get("template") or {}
+    text = ((template.get("metadata") or {}).get("annotations") or {}).get(CONFIG_ANNOTATION)
+    return text if isinstance(text, str) else None
+
+
+def run_config(job: dict[str, Any] | None, configmap: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What a run was told, as wire JSON: its Job's pod annotation, else (a Job an older operator
+    made) its ConfigMap's ``config.json``; None when neither holds a JSON object."""
+    text = job_config_text(job)
+    if text is not None:
+        return _parse_config(text)
+    return _parse_config(((configmap or {}).get("data") or {}).get(workload.CONFIG_KEY))
 
 
 def _volumes(
@@ -326,7 +375,8 @@ def job(
     master_addr: str | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one run: one pod, or an Indexed Job of ``workers`` pods that meet at
-    ``master_addr`` (the rendezvous Service's ClusterIP)."""
+    ``master_addr`` (the rendezvous Service's ClusterIP). ``config`` travels in the pod
+    template's ``CONFIG_ANNOTATION`` and reaches the trainer as the file ``CONFIG_FILE``."""
     spec = tj.spec
     volumes, mounts = _volumes(config, settings)
     code_volumes, code_mounts = _code_volume(spec)
@@ -352,12 +402,12 @@ def job(
     if spec.workers > 1:
         # One pod per rank: the completion index is the rank.
         spec_extra["completionMode"] = "Indexed"
-    return rworkload.job(
+    built = rworkload.job(
         owner(tj),
         settings,
         name=job_name(tj),
         component=COMPONENT,
-        config_map=config_name(tj),
+        config_map=None,  # the config volume is the downward API's (config_volume)
         container=rworkload.batch_container(
             settings,
             name=CONTAINER,
@@ -368,7 +418,7 @@ def job(
             env=env,
             ports=[{"name": "rendezvous", "containerPort": MASTER_PORT}] if spec.workers > 1 else [],
         ),
-        volumes=[*volumes, *code_volumes],
+        volumes=[config_volume(), *volumes, *code_volumes],
         # A failed worker takes the others down with it (their collectives fail), so one retry
         # of a run of N workers is N failed pods.
         backoff_limit=spec.run_policy.backoff_limit * spec.workers,
@@ -381,3 +431,10 @@ def job(
         pod_extra=pod_extra,
         spec_extra=spec_extra,
     )
+    # Every pod of the run (each rank of an Indexed Job) reads its config from this annotation.
+    template_meta = built["spec"]["template"]["metadata"]
+    template_meta["annotations"] = {
+        **template_meta.get("annotations", {}),
+        CONFIG_ANNOTATION: config_json(config),
+    }
+    return built
