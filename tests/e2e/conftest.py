@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -23,12 +24,40 @@ from typing import Any
 
 import pytest
 
-from conftest import Cluster, wait_until
+from conftest import Cluster, OperatorProcess, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 
 import realnode  # noqa: E402
+
+
+def chown_for_workloads(path: pathlib.Path) -> None:
+    """Give ``path`` and everything under it to uid/gid 1000, the workloads' non-root user (the
+    test writes files into the data claim's directory as root)."""
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), 1000, 1000)
+    os.chown(path, 1000, 1000)
+
+
+def operator_on_real_node(
+    cluster: Cluster, real_node: RealNode, namespace: str, request: pytest.FixtureRequest
+) -> OperatorProcess:
+    """The operator as a local process for ``namespace``, its workload pods on the real node with
+    the locally built image; killed when the test ends (it must not outlive it)."""
+    operator = OperatorProcess(
+        cluster=cluster,
+        namespace=namespace,
+        env={
+            "MLOPS_WORKLOAD_IMAGE": real_node.workload_image,
+            "MLOPS_IMAGE_PULL_POLICY": "Never",
+            "MLOPS_WORKLOAD_NODE_SELECTOR": json.dumps(realnode.REAL_NODE_SELECTOR),
+            "MLOPS_WORKLOAD_TOLERATIONS": json.dumps([realnode.REAL_NODE_TOLERATION]),
+        },
+    ).start()
+    request.addfinalizer(operator.kill)
+    return operator
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import pathlib
 import urllib.request
 from typing import Any
 
 import pytest
 import realnode
 
-from conftest import Cluster, OperatorProcess, wait_until
-from e2e.conftest import RealNode
+from conftest import Cluster, wait_until
+from e2e.conftest import RealNode, chown_for_workloads, operator_on_real_node
 from mlops_workloads import capture, labels, storage
 from mlops_workloads.serve import demo
 
 NAME = "iris-review"
 ROW = {"sepal_length": 6.0, "sepal_width": 2.9, "petal_length": 4.8, "petal_width": 1.7, "site": "north"}
-
-
-def _chown(path: pathlib.Path) -> None:
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), 1000, 1000)
-    os.chown(path, 1000, 1000)
 
 
 def _get(url: str) -> dict[str, Any]:
@@ -43,19 +34,9 @@ def test_low_confidence_rows_are_captured_on_the_volume_and_labelled_through_the
     volume = realnode.ensure_data_claim(ns)
     demo.build(volume / "models" / "review-v1")
     (volume / "captures").mkdir(exist_ok=True)
-    _chown(volume / "models")
-    _chown(volume / "captures")
-    operator = OperatorProcess(
-        cluster=cluster,
-        namespace=ns,
-        env={
-            "MLOPS_WORKLOAD_IMAGE": real_node.workload_image,
-            "MLOPS_IMAGE_PULL_POLICY": "Never",
-            "MLOPS_WORKLOAD_NODE_SELECTOR": json.dumps(realnode.REAL_NODE_SELECTOR),
-            "MLOPS_WORKLOAD_TOLERATIONS": json.dumps([realnode.REAL_NODE_TOLERATION]),
-        },
-    ).start()
-    request.addfinalizer(operator.kill)  # the operator process must not outlive its test
+    chown_for_workloads(volume / "models")
+    chown_for_workloads(volume / "captures")
+    operator = operator_on_real_node(cluster, real_node, ns, request)
 
     def explain() -> dict[str, Any]:
         md = cluster.get("modeldeployment", NAME, ns) or {}

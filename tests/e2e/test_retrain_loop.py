@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import pathlib
 import time
 import urllib.request
@@ -28,8 +27,8 @@ import realnode
 from sklearn import datasets as sk_datasets
 
 import browser
-from conftest import Cluster, OperatorProcess, wait_until
-from e2e.conftest import RealNode
+from conftest import Cluster, wait_until
+from e2e.conftest import RealNode, chown_for_workloads, operator_on_real_node
 from e2e.load import LoadGenerator
 from mlops_workloads.serve import bundle
 
@@ -39,13 +38,6 @@ THRESHOLD = 0.7
 LABELLED = 20
 SMALL = {"cpu": "250m", "memory": "512Mi"}
 SPLIT = {"train": 0.7, "validation": 0.15, "test": 0.15, "seed": 42}
-
-
-def _chown(path: pathlib.Path) -> None:
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), 1000, 1000)
-    os.chown(path, 1000, 1000)
 
 
 def _iris() -> pd.DataFrame:
@@ -77,20 +69,10 @@ def test_reviewed_rows_train_a_challenger_that_must_beat_the_champion(
     (volume / "raw").mkdir(exist_ok=True)
     base.to_csv(volume / "raw" / "base.csv", index=False)
     (volume / "captures").mkdir(exist_ok=True)
-    _chown(volume / "raw")
-    _chown(volume / "captures")
+    chown_for_workloads(volume / "raw")
+    chown_for_workloads(volume / "captures")
     claim = realnode.DATA_CLAIM
-    operator = OperatorProcess(
-        cluster=cluster,
-        namespace=ns,
-        env={
-            "MLOPS_WORKLOAD_IMAGE": real_node.workload_image,
-            "MLOPS_IMAGE_PULL_POLICY": "Never",
-            "MLOPS_WORKLOAD_NODE_SELECTOR": json.dumps(realnode.REAL_NODE_SELECTOR),
-            "MLOPS_WORKLOAD_TOLERATIONS": json.dumps([realnode.REAL_NODE_TOLERATION]),
-        },
-    ).start()
-    request.addfinalizer(operator.kill)  # the operator process must not outlive its test
+    operator = operator_on_real_node(cluster, real_node, ns, request)
 
     def get(kind: str, name: str = NAME) -> dict[str, Any]:
         return dict((cluster.get(kind, name, ns) or {}).get("status") or {})

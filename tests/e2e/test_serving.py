@@ -10,15 +10,15 @@ import collections
 import io
 import itertools
 import json
-import os
 import pathlib
 import time
 from typing import Any
 
+import pytest
 import realnode
 
-from conftest import Cluster, OperatorProcess, wait_until
-from e2e.conftest import RealNode
+from conftest import Cluster, wait_until
+from e2e.conftest import RealNode, chown_for_workloads, operator_on_real_node
 from e2e.load import LoadGenerator
 from mlops_operator import cli
 from mlops_operator.reconcile import owner as rowner
@@ -35,13 +35,6 @@ def _infer_body() -> dict[str, Any]:
             for k, v in ROW.items()
         ]
     }
-
-
-def _chown(path: pathlib.Path) -> None:
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), 1000, 1000)
-    os.chown(path, 1000, 1000)
 
 
 def _rolled_out(cluster: Cluster, ns: str) -> dict[str, Any] | None:
@@ -80,7 +73,7 @@ def _predict_through_a_port_forward(cluster: Cluster, ns: str) -> None:
 
 
 def test_autoscales_under_load_and_rolls_out_without_a_failed_request(
-    cluster: Cluster, real_node: RealNode, e2e_namespace: str
+    cluster: Cluster, real_node: RealNode, e2e_namespace: str, request: pytest.FixtureRequest
 ) -> None:
     ns = e2e_namespace
     volume = realnode.ensure_data_claim(ns)
@@ -88,19 +81,10 @@ def test_autoscales_under_load_and_rolls_out_without_a_failed_request(
     for version in ("v1", "v2"):
         demo.build(volume / "models" / version)
         uris[version] = f"pvc://{realnode.DATA_CLAIM}/models/{version}"
-    _chown(volume / "models")
+    chown_for_workloads(volume / "models")
     served = {v: rowner.spec_hash(uri)[:12] for v, uri in uris.items()}  # the model_version answered
 
-    operator = OperatorProcess(
-        cluster=cluster,
-        namespace=ns,
-        env={
-            "MLOPS_WORKLOAD_IMAGE": real_node.workload_image,
-            "MLOPS_IMAGE_PULL_POLICY": "Never",
-            "MLOPS_WORKLOAD_NODE_SELECTOR": json.dumps(realnode.REAL_NODE_SELECTOR),
-            "MLOPS_WORKLOAD_TOLERATIONS": json.dumps([realnode.REAL_NODE_TOLERATION]),
-        },
-    ).start()
+    operator = operator_on_real_node(cluster, real_node, ns, request)
 
     def state() -> dict[str, Any]:
         md = cluster.get("modeldeployment", NAME, ns) or {}

@@ -49,7 +49,8 @@ def _termination(pod: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def parse_result(message: str | None) -> dict[str, Any] | None:
-    """The JSON a workload wrote to /dev/termination-log, or None when it is not JSON."""
+    """The JSON object in ``message`` (what a workload wrote to /dev/termination-log, a run's config
+    annotation), or None when it is not one."""
     if not message:
         return None
     try:

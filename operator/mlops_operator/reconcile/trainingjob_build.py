@@ -308,16 +308,6 @@ def config_volume() -> dict[str, Any]:
     }
 
 
-def _parse_config(text: Any) -> dict[str, Any] | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def job_config_text(job: dict[str, Any] | None) -> str | None:
     """The config annotation of a Job's pod template; None for a Job an older operator made."""
     template = ((job or {}).get("spec") or {}).get("template") or {}
@@ -330,8 +320,8 @@ def run_config(job: dict[str, Any] | None, configmap: dict[str, Any] | None = No
     made) its ConfigMap's ``config.json``; None when neither holds a JSON object."""
     text = job_config_text(job)
     if text is not None:
-        return _parse_config(text)
-    return _parse_config(((configmap or {}).get("data") or {}).get(workload.CONFIG_KEY))
+        return rjobs.parse_result(text)
+    return rjobs.parse_result(((configmap or {}).get("data") or {}).get(workload.CONFIG_KEY))
 
 
 def _volumes(
