@@ -20,8 +20,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-from test_review_page import ROOT, _binary, review_server
+from test_review_page import ROOT, review_server
 
+import browser
 from mlops_workloads import labels, storage
 from mlops_workloads.review import demo
 
@@ -32,7 +33,7 @@ ANSWER = re.compile(r"model says: (\S+)")
 @contextlib.contextmanager
 def tmux_session(command: str, workdir: pathlib.Path) -> Iterator[Callable[..., str]]:
     """A detached tmux session (its own server socket) running ``command``; yields ``tmux(*args)``."""
-    binary = _binary("tmux")
+    binary = browser.binary("tmux")
     socket = f"mlops-review-{uuid.uuid4().hex[:8]}"
 
     def tmux(*args: str) -> str:
