@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,13 +23,12 @@ import mlflow_server
 import pytest
 import subprocess_operator
 import yaml
-from kubernetes import client as k8s
+from namespace_api import GROUP, VERSION, NamespaceApi
 
 from conftest import ROOT, Cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
-GROUP, VERSION = "mlops.dev", "v1alpha1"
 DIGEST = "cd" * 32
 TOKEN = "tok-3f9a-never-in-status"  # sent as MLflow's bearer token; must appear nowhere else
 LAUNCH = """
@@ -76,32 +74,14 @@ def export_operator(
 
 
 @dataclasses.dataclass
-class Api:
-    cluster: Cluster
-    namespace: str
-
-    def __post_init__(self) -> None:
-        self.custom = k8s.CustomObjectsApi(self.cluster.api_client())
-        self.core = k8s.CoreV1Api(self.cluster.api_client())
-
+class Api(NamespaceApi):
     def apply(
         self, kind: str, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
     ) -> None:
-        manifest = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": kind,
-            "metadata": {"name": name, "namespace": self.namespace, "annotations": annotations or {}},
-            "spec": spec,
-        }
-        self.cluster.kubectl(
-            "apply", "--server-side", "--field-manager=gitops-user", "-f", "-", input=json.dumps(manifest)
-        )
+        self.gitops_apply(kind, name, spec, annotations=annotations or {})
 
     def model(self) -> dict[str, Any]:
-        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "models", "iris"
-        )
-        return obj
+        return self.get("models", "iris")
 
     def status(self) -> dict[str, Any]:
         return dict(self.model().get("status") or {})
@@ -122,20 +102,7 @@ class Api:
             },
             annotations={"mlops.dev/code-version": f"git-{name}"},
         )
-        status = {
-            "phase": "Succeeded",
-            "objectiveMetric": "accuracy",
-            "objectiveValue": value,
-            "metrics": {"accuracy": {"validation": value, "test": value - 0.01}},
-            "modelUri": f"pvc://models/{self.namespace}/{name}/0123456789abcdef",
-            "datasetDigest": DIGEST,
-            "specHash": f"hash-{name}",
-            "durationSeconds": 12.5,
-            "completionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, "trainingjobs", name, {"status": status}
-        )
+        self.finish(name, value, durationSeconds=12.5)
 
     def annotate(self, *pairs: str) -> None:
         self.cluster.kubectl("annotate", "--overwrite", "-n", self.namespace, "models/iris", *pairs)
@@ -148,7 +115,7 @@ class Api:
 
 @pytest.fixture
 def api(cluster: Cluster, isolated_namespace: str) -> Api:
-    return Api(cluster=cluster, namespace=isolated_namespace)
+    return Api(cluster=cluster, namespace=isolated_namespace, dataset_digest=DIGEST)
 
 
 def condition(status: dict[str, Any]) -> dict[str, Any]:

@@ -14,21 +14,19 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import subprocess_operator
 from kubernetes import client as k8s
+from namespace_api import GITOPS, GROUP, VERSION, NamespaceApi
 
 from conftest import Cluster, wait_until
 from mlops_operator import cli
 
 pytestmark = pytest.mark.integration
 
-GROUP, VERSION = "mlops.dev", "v1alpha1"
-GITOPS = "gitops-user"
 DIGEST = "ab" * 32
 LAUNCH = """
 import sys, kopf, logging
@@ -51,50 +49,13 @@ class RegistryOperator(subprocess_operator.SubprocessOperator):
 
 
 @dataclasses.dataclass
-class Api:
-    cluster: Cluster
-    namespace: str
-
+class Api(NamespaceApi):
     def __post_init__(self) -> None:
-        self.custom = k8s.CustomObjectsApi(self.cluster.api_client())
-        self.core = k8s.CoreV1Api(self.cluster.api_client())
+        super().__post_init__()
         self.apps = k8s.AppsV1Api(self.cluster.api_client())
-
-    def gitops_apply(self, kind: str, name: str, spec: dict[str, Any]) -> None:
-        manifest = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": kind,
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": spec,
-        }
-        self.cluster.kubectl(
-            "apply", "--server-side", f"--field-manager={GITOPS}", "-f", "-", input=json.dumps(manifest)
-        )
-
-    def get(self, plural: str, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name
-        )
-        return obj
 
     def model(self) -> dict[str, Any]:
         return dict(self.get("models", "iris").get("status") or {})
-
-    def finish(self, name: str, value: float, *, spec_hash: str | None = None) -> None:
-        """Succeeded with a model and its lineage, as the TrainingJob controller reports it."""
-        status = {
-            "phase": "Succeeded",
-            "objectiveMetric": "accuracy",
-            "objectiveValue": value,
-            "metrics": {"accuracy": {"validation": value, "test": value - 0.01}},
-            "modelUri": f"pvc://models/{self.namespace}/{name}/0123456789abcdef",
-            "datasetDigest": DIGEST,
-            "specHash": spec_hash or f"hash-{name}",
-            "completionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, "trainingjobs", name, {"status": status}
-        )
 
     def trials(self, sweep: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
@@ -195,7 +156,7 @@ def registry(cluster: Cluster, isolated_namespace: str) -> Iterator[RegistryOper
 
 @pytest.fixture
 def api(cluster: Cluster, isolated_namespace: str) -> Api:
-    return Api(cluster=cluster, namespace=isolated_namespace)
+    return Api(cluster=cluster, namespace=isolated_namespace, dataset_digest=DIGEST)
 
 
 def test_versions_aliases_and_lineage_outlive_their_sources(

@@ -11,6 +11,7 @@ the same contract.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import sys
@@ -115,3 +116,16 @@ def main_wrapper(run: Callable[[], dict[str, Any]]) -> int:
         return 1
     write_result({"ok": True, **result})
     return 0
+
+
+def server_main(run: Callable[[], int]) -> int:
+    """A long-running server's process: logs at INFO (with level and logger), then ``run``'s exit
+    code. A ``WorkloadError`` (a bad config, a refused model, a port it cannot bind) is written as
+    the result, and as JSON on stderr for a person at a terminal, and exits 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run()
+    except WorkloadError as exc:
+        write_result({"ok": False, "reason": exc.reason, "error": exc.message})
+        print(json.dumps({"error": exc.message, "reason": exc.reason}), file=sys.stderr)
+        return 1

@@ -16,7 +16,6 @@ gets its credentials Secret mounted like a model's.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mlops_operator.api import common, workload
@@ -180,80 +179,54 @@ def deployment(
         LABEL_STAGE: md.spec.stage,
     }
     resources = md.spec.resources
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": md.spec.image or settings.workload_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "mlops_workloads.serve"],
-        "env": [
-            {
-                "name": "MLOPS_CONFIG",
-                "value": json.dumps(config.to_api(), sort_keys=True, separators=(",", ":")),
-            },
-            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": f"{workload.TMP_DIR}/metrics"}
-            if md.spec.workers > 1
-            else None,
-        ],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 2,
-            "timeoutSeconds": 2,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
-            "periodSeconds": 10,
-            "failureThreshold": 3,
-            "timeoutSeconds": 5,
-        },
-        "startupProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 150,
-            "timeoutSeconds": 2,
-        },
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
-        "resources": resources.to_requirements(gpu_resource=settings.gpu_resource),
-        "securityContext": rworkload.restricted_security_context(settings.run_as_user),
-        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": workload.TMP_DIR}],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    container["env"] = [e for e in container["env"] if e is not None]
-    node_selector, tolerations = rworkload.placement(settings, gpu=resources.gpu)
-    pod_spec = rworkload.pod_spec(
+    metrics_env = [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": f"{workload.TMP_DIR}/metrics"}]
+    container = rworkload.server_container(
         settings,
-        containers=[container],
-        volumes=[*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}}],
-        node_selector=node_selector,
-        tolerations=tolerations,
-    )
-    pod_spec["terminationGracePeriodSeconds"] = 30
-    spec: dict[str, Any] = {
-        "selector": {"matchLabels": {**selector(md), LABEL_TRACK: track}},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "revisionHistoryLimit": 3,
-        "minReadySeconds": 0,
-        "template": {
-            "metadata": {
-                "labels": pod_labels,
-                "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(PORT),
-                    "prometheus.io/path": "/metrics",
-                },
-            },
-            "spec": pod_spec,
+        name=CONTAINER,
+        image=md.spec.image or settings.workload_image,
+        command=["python", "-m", "mlops_workloads.serve"],
+        config=config.to_api(),
+        env=metrics_env if md.spec.workers > 1 else [],
+        port=PORT,
+        probes={
+            "readinessProbe": rworkload.http_probe(
+                "/v2/health/ready", period_seconds=2, failure_threshold=2, timeout_seconds=2
+            ),
+            "livenessProbe": rworkload.http_probe(
+                "/v2/health/live", period_seconds=10, failure_threshold=3, timeout_seconds=5
+            ),
+            "startupProbe": rworkload.http_probe(
+                "/v2/health/live", period_seconds=2, failure_threshold=150, timeout_seconds=2
+            ),
         },
-    }
+        lifecycle={"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        resources=resources.to_requirements(gpu_resource=settings.gpu_resource),
+        mounts=mounts,
+    )
+    spec = rworkload.server_deployment_spec(
+        settings,
+        container=container,
+        volumes=volumes,
+        tmp_size=tmp_size,
+        gpu=resources.gpu,
+        termination_grace_period_seconds=30,
+        selector={**selector(md), LABEL_TRACK: track},
+        min_ready_seconds=0,
+        pod_labels=pod_labels,
+        pod_annotations={
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PORT),
+            "prometheus.io/path": "/metrics",
+        },
+    )
     if replicas is not None:
         spec["replicas"] = replicas
-    meta = _meta(md, name, **{LABEL_TRACK: track})
-    meta["annotations"] = {
-        rowner.ANNOTATION_SPEC_HASH: rowner.spec_hash({"uri": model_uri, "spec": spec}),
-        ANNOTATION_MODEL_URI: model_uri,
-    }
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+    return rworkload.deployment(
+        metadata=_meta(md, name, **{LABEL_TRACK: track}),
+        spec=spec,
+        spec_hash_of={"uri": model_uri, "spec": spec},
+        annotations={ANNOTATION_MODEL_URI: model_uri},
+    )
 
 
 def model_uri_of(deployment: dict[str, Any] | None) -> str | None:

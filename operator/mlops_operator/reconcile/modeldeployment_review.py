@@ -11,11 +11,9 @@ serving labels, so neither the model's Service nor its PDB ever select the revie
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mlops_operator.api import modeldeployment as api
-from mlops_operator.api import workload
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
@@ -83,67 +81,42 @@ def deployment(md: api.ModelDeployment, *, settings: rworkload.WorkloadSettings)
     config = review_config(md)
     secret_volumes, secret_mounts = rworkload.s3_secret_mounts([config.s3])
     store_volumes, store_mounts = build.capture_volume(md, [])
-    resources = logging.review.resources
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": md.spec.image or settings.workload_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "mlops_workloads.review"],
-        "env": [
-            {
-                "name": "MLOPS_CONFIG",
-                "value": json.dumps(config.to_api(), sort_keys=True, separators=(",", ":")),
-            },
-            {"name": "HOME", "value": workload.TMP_DIR},
-            {"name": "TMPDIR", "value": workload.TMP_DIR},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": {
-            "httpGet": {"path": "/healthz", "port": "http"},
-            "periodSeconds": 5,
-            "failureThreshold": 3,
-            "timeoutSeconds": 2,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "http"},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 20,
-            "failureThreshold": 3,
-            "timeoutSeconds": 5,
-        },
-        "resources": resources.to_requirements(gpu_resource=settings.gpu_resource),
-        "securityContext": rworkload.restricted_security_context(settings.run_as_user),
-        "volumeMounts": [
-            *store_mounts,
-            *secret_mounts,
-            {"name": rworkload.TMP_VOLUME, "mountPath": workload.TMP_DIR},
-        ],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    node_selector, tolerations = rworkload.placement(settings)
-    pod_spec = rworkload.pod_spec(
+    container = rworkload.server_container(
         settings,
-        containers=[container],
-        volumes=[
-            *store_volumes,
-            *secret_volumes,
-            {"name": rworkload.TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
-        ],
-        node_selector=node_selector,
-        tolerations=tolerations,
+        name=CONTAINER,
+        image=md.spec.image or settings.workload_image,
+        command=["python", "-m", "mlops_workloads.review"],
+        config=config.to_api(),
+        env=rworkload.process_env(),
+        port=PORT,
+        probes={
+            "readinessProbe": rworkload.http_probe(
+                "/healthz", period_seconds=5, failure_threshold=3, timeout_seconds=2
+            ),
+            "livenessProbe": rworkload.http_probe(
+                "/healthz",
+                initial_delay_seconds=10,
+                period_seconds=20,
+                failure_threshold=3,
+                timeout_seconds=5,
+            ),
+        },
+        resources=logging.review.resources.to_requirements(gpu_resource=settings.gpu_resource),
+        mounts=[*store_mounts, *secret_mounts],
     )
-    pod_spec["terminationGracePeriodSeconds"] = 10
-    spec: dict[str, Any] = {
+    spec = {
         "replicas": 1,
-        "selector": {"matchLabels": selector(md)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "revisionHistoryLimit": 3,
-        "template": {"metadata": {"labels": build.owner(md).labels(COMPONENT)}, "spec": pod_spec},
+        **rworkload.server_deployment_spec(
+            settings,
+            container=container,
+            volumes=[*store_volumes, *secret_volumes],
+            tmp_size="64Mi",
+            termination_grace_period_seconds=10,
+            selector=selector(md),
+            pod_labels=build.owner(md).labels(COMPONENT),
+        ),
     }
-    meta = _meta(md)
-    meta["annotations"] = {rowner.ANNOTATION_SPEC_HASH: rowner.spec_hash(spec)}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+    return rworkload.deployment(metadata=_meta(md), spec=spec)
 
 
 def service(md: api.ModelDeployment) -> dict[str, Any]:

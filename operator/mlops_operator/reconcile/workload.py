@@ -13,6 +13,7 @@ only what is its own: volumes, resources, env, placement. Pure, like the rest of
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -287,3 +288,138 @@ def job(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+# Long-running workloads (the serving and review servers): an apps/v1 Deployment whose pods
+# get the same basics as the batch ones, plus HTTP probes on a named port and a rolling update
+# that never takes a ready pod away before its successor is ready.
+
+
+def process_env() -> list[dict[str, Any]]:
+    """The variables that make a Python process at home on the read-only root: ``$HOME`` and
+    ``$TMPDIR`` on the writable /tmp, unbuffered output for the logs."""
+    return [
+        {"name": "HOME", "value": contract.TMP_DIR},
+        {"name": "TMPDIR", "value": contract.TMP_DIR},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+
+
+def http_probe(
+    path: str,
+    *,
+    period_seconds: int,
+    failure_threshold: int,
+    timeout_seconds: int,
+    initial_delay_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A probe that GETs ``path`` on the container's ``http`` port."""
+    probe: dict[str, Any] = {"httpGet": {"path": path, "port": "http"}}
+    if initial_delay_seconds is not None:
+        probe["initialDelaySeconds"] = initial_delay_seconds
+    probe.update(
+        {
+            "periodSeconds": period_seconds,
+            "failureThreshold": failure_threshold,
+            "timeoutSeconds": timeout_seconds,
+        }
+    )
+    return probe
+
+
+def server_container(
+    settings: WorkloadSettings,
+    *,
+    name: str,
+    image: str,
+    command: Sequence[str],
+    config: dict[str, Any],
+    port: int,
+    probes: dict[str, dict[str, Any]],
+    resources: dict[str, Any],
+    env: Iterable[dict[str, Any]] = (),
+    mounts: Iterable[dict[str, Any]] = (),
+    lifecycle: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A server's container: its config as compact JSON in ``$MLOPS_CONFIG`` (then ``env``), one
+    TCP port named ``http``, ``probes`` by field name (``readinessProbe``, ...), the restricted
+    securityContext, ``mounts`` then ``/tmp``, and the log tail as its termination message."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(command),
+        "env": [
+            {"name": contract.CONFIG_ENV, "value": json.dumps(config, sort_keys=True, separators=(",", ":"))},
+            *env,
+        ],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        **probes,
+    }
+    if lifecycle is not None:
+        container["lifecycle"] = lifecycle
+    container.update(
+        {
+            "resources": resources,
+            "securityContext": restricted_security_context(settings.run_as_user),
+            "volumeMounts": [*mounts, {"name": TMP_VOLUME, "mountPath": contract.TMP_DIR}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    )
+    return container
+
+
+def server_deployment_spec(
+    settings: WorkloadSettings,
+    *,
+    container: dict[str, Any],
+    volumes: Iterable[dict[str, Any]],
+    tmp_size: str,
+    selector: dict[str, str],
+    pod_labels: dict[str, str],
+    termination_grace_period_seconds: int,
+    gpu: int = 0,
+    min_ready_seconds: int | None = None,
+    pod_annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A server's Deployment spec (without ``replicas``: the caller's to place): one pod of
+    ``container`` with ``volumes`` then a ``tmp_size`` emptyDir /tmp, placed by ``placement``,
+    rolled one surge pod at a time with none unavailable."""
+    node_selector, tolerations = placement(settings, gpu=gpu)
+    pod = pod_spec(
+        settings,
+        containers=[container],
+        volumes=[*volumes, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": tmp_size}}],
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    pod["terminationGracePeriodSeconds"] = termination_grace_period_seconds
+    template_meta: dict[str, Any] = {"labels": pod_labels}
+    if pod_annotations is not None:
+        template_meta["annotations"] = pod_annotations
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 3,
+    }
+    if min_ready_seconds is not None:
+        spec["minReadySeconds"] = min_ready_seconds
+    spec["template"] = {"metadata": template_meta, "spec": pod}
+    return spec
+
+
+def deployment(
+    *,
+    metadata: dict[str, Any],
+    spec: dict[str, Any],
+    spec_hash_of: Any = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment of ``spec``, annotated with the spec hash of ``spec_hash_of``
+    (the spec itself unless given: what a change must roll) and then ``annotations``."""
+    hashed = spec if spec_hash_of is None else spec_hash_of
+    meta = {
+        **metadata,
+        "annotations": {rowner.ANNOTATION_SPEC_HASH: rowner.spec_hash(hashed), **(annotations or {})},
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}

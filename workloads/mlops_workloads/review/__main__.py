@@ -9,7 +9,6 @@ and SIGINT stop it; a decision is saved by the request that makes it, so nothing
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import pathlib
@@ -102,13 +101,7 @@ def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) ->
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run()
-    except runtime.WorkloadError as exc:
-        runtime.write_result({"ok": False, "reason": exc.reason, "error": exc.message})
-        print(json.dumps({"error": exc.message, "reason": exc.reason}), file=sys.stderr)
-        return 1
+    return runtime.server_main(run)
 
 
 if __name__ == "__main__":
