@@ -119,7 +119,11 @@ def test_s3_dataset_to_s3_model_to_prediction(cluster: Cluster, operator_ns: str
     truth = list(frame[ds["target"]].head(20))
     accuracy = sum(int(p == t) for p, t in zip(answer["predictions"], truth, strict=True)) / 20
     assert accuracy >= 0.8, answer
-    # Nothing mounted a volume: the pods of the chain had only their config, /tmp and the Secret.
+    # Nothing mounted a volume: the pods of the chain had only their config (a ConfigMap, or a
+    # training run's own annotation through the downward API), /tmp and the Secret.
     for pod in cluster.list("pod", ns, selector="app.kubernetes.io/managed-by=mlops-operator"):
         kinds = {k for v in pod["spec"].get("volumes") or [] for k in v if k != "name"}
-        assert kinds <= {"configMap", "emptyDir", "secret", "projected"}, (pod["metadata"]["name"], kinds)
+        assert kinds <= {"configMap", "downwardAPI", "emptyDir", "secret", "projected"}, (
+            pod["metadata"]["name"],
+            kinds,
+        )

@@ -20,6 +20,7 @@ from test_dataset import finish_pod, wait_running_pod
 
 from conftest import Cluster, OperatorHandle, wait_until
 from mlops_operator.api import dataset as api
+from mlops_operator.reconcile import trainingjob_build as tj_build
 from mlops_workloads import runtime
 from mlops_workloads.prepare import pipeline
 
@@ -106,9 +107,10 @@ def pinned(cluster: Cluster, ns: str, tj: str) -> tuple[str, str]:
         what=f"TrainingJob {tj} to start on a Dataset version",
         explain=lambda: tj_status(cluster, ns, tj),
     )
-    configmap = cluster.get("configmap", status["jobName"], ns)
-    assert configmap is not None
-    config = json.loads(configmap["data"]["config.json"])
+    job = cluster.get("job", status["jobName"], ns)
+    assert job is not None
+    # The run's config travels in its pod template (no ConfigMap per run).
+    config = json.loads(job["spec"]["template"]["metadata"]["annotations"][tj_build.CONFIG_ANNOTATION])
     assert config["datasetDigest"] == status["datasetDigest"]
     return str(status["datasetDigest"]), str(config["datasetUri"])
 

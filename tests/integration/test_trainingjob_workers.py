@@ -17,6 +17,7 @@ from test_trainingjob import (
 )
 
 from conftest import Cluster, OperatorHandle, wait_until
+from mlops_operator.reconcile import trainingjob_build as tj_build
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +132,9 @@ def test_own_code_gets_its_params_and_reports_its_metric(
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLOPS_PARAM_EPOCHS"] == "7" and env["MLOPS_PARAM_OPTIMIZER"] == "adam"
     assert container["image"] == "registry.example/team/train:1.4"
-    config = json.loads(cluster.get("configmap", f"{name}-train", namespace)["data"]["config.json"])
+    job = cluster.get("job", f"{name}-train", namespace)
+    assert job is not None
+    config = json.loads(job["spec"]["template"]["metadata"]["annotations"][tj_build.CONFIG_ANNOTATION])
     assert config["trainer"] == "custom" and config["params"] == {"epochs": 7, "optimizer": "adam"}
     result = {"ok": True, "metrics": {"validation": {"val_auc": 0.91}}, "device": "cpu", "epochs": 7}
     finish_pod(cluster, namespace, pod, exit_code=0, reason="Completed", message=json.dumps(result))
