@@ -263,3 +263,23 @@ def test_labelled_rows_come_from_the_review_server_over_http(review: tuple[str, 
     assert source.labelled(pod) == 2  # skipped rows are no labels
     assert handler.HttpReviewStatsSource(port=1, timeout=1).labelled(pod) is None  # nothing listens
     assert source.labelled({"status": {}}) is None
+
+
+def test_an_idle_deployment_without_the_dataset_trigger_does_not_read_the_dataset() -> None:
+    kube = FakeKube()
+    kube.put(model([V1_RECORD]))
+    reads: list[str] = []
+    get = kube.get
+
+    def counting(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        reads.append(kind)
+        return get(api_version, kind, name, namespace)
+
+    kube.get = counting  # type: ignore[method-assign]
+    body = deployment({}, {})
+    body["spec"]["retrain"]["triggers"] = {"newDatasetVersion": False}
+    handler.reconcile(ctx(kube), body)
+    assert "Dataset" not in reads and "Model" in reads
+    body["spec"]["retrain"]["triggers"] = {"newDatasetVersion": True}
+    handler.reconcile(ctx(kube), body)
+    assert "Dataset" in reads

@@ -217,10 +217,15 @@ def _observe_retrain(
     """What the retraining step needs: only the objects of the run going on, by name."""
     ns = md.metadata.namespace
     seen = mretrain.Observed(model=sources.get(("Model", mretrain.model_name(md))))
-    dataset = mretrain.dataset_name(md)
-    if dataset is not None:
-        seen.dataset = ctx.kube.get(common.API_VERSION, "Dataset", dataset, ns)
     current = md.status.retrain.current if md.status.retrain else None
+    policy = md.spec.retrain
+    dataset = mretrain.dataset_name(md)
+    # Idle, the Dataset matters only to the newDatasetVersion trigger (a run that starts refreshes
+    # it by name): a deployment without that trigger reads it only while a run goes on.
+    if dataset is not None and (
+        current is not None or (policy is not None and policy.triggers.new_dataset_version)
+    ):
+        seen.dataset = ctx.kube.get(common.API_VERSION, "Dataset", dataset, ns)
     if current is not None and current.challenger and current.challenger_kind:
         seen.challenger = ctx.kube.get(common.API_VERSION, current.challenger_kind, current.challenger, ns)
     if current is not None and current.phase == "Evaluating":
@@ -228,7 +233,6 @@ def _observe_retrain(
         seen.evaluation = ctx.kube.get("batch/v1", "Job", name, ns)
         if seen.evaluation is not None:
             seen.evaluation_pods = ctx.kube.list("v1", "Pod", ns, label_selector=f"{JOB_NAME_LABEL}={name}")
-    policy = md.spec.retrain
     if policy is not None and policy.triggers.labelled_rows is not None and mreview.enabled(md):
         selector = ",".join(f"{k}={v}" for k, v in mreview.selector(md).items())
         for pod in ctx.kube.list("v1", "Pod", ns, label_selector=selector):

@@ -195,9 +195,7 @@ def batch_container(
         "command": list(command),
         "env": [
             config_env,
-            {"name": "HOME", "value": contract.TMP_DIR},
-            {"name": "TMPDIR", "value": contract.TMP_DIR},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *process_env(),
             *env,
         ],
         "volumeMounts": [
