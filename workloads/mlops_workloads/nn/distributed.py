@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import gc
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -105,7 +106,14 @@ def session(world: World, device: torch.device) -> Iterator[None]:
     )
     try:
         yield
+        # Every rank reaches the teardown before any tears down: a rank that destroys its
+        # group while a peer's last collective is still in flight makes gloo abort the peer.
+        dist.barrier()
     finally:
+        # Whatever still holds the group (a wrapper left in a reference cycle) is freed now,
+        # while the group exists, not by the collector at interpreter exit, where gloo's
+        # thread teardown can abort the process ("terminate called without an active exception").
+        gc.collect()
         dist.destroy_process_group()
 
 
