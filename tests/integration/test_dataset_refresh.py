@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 import uuid
 from typing import Any
 
@@ -141,6 +142,11 @@ def test_a_scheduled_refresh_makes_a_new_version_that_new_training_jobs_use(
     manifest = dataset_manifest(
         name, source, storage, refresh={"schedule": "* * * * *"}, retention={"keepVersions": 3}
     )
+    # Round 0 and the new rows must both fall before the schedule's next minute: a round 1
+    # that starts while round 0 is being checked would read the rows before they arrive.
+    into_minute = time.time() % 60
+    if into_minute > 20:
+        time.sleep(61 - into_minute)
     cluster.apply(manifest, namespace=namespace)
 
     # Round 0: the first version.
@@ -150,8 +156,8 @@ def test_a_scheduled_refresh_makes_a_new_version_that_new_training_jobs_use(
         cluster,
         namespace,
         name,
-        lambda s: s.get("phase") == "Ready" and s.get("versions"),
-        "the first version",
+        lambda s: s.get("phase") == "Ready" and s.get("versions") and s.get("nextCheck"),
+        "the first version, the next check scheduled",
     )
     assert status["digest"] == first["digest"] and [v["digest"] for v in status["versions"]] == [
         first["digest"]
