@@ -92,6 +92,7 @@ def test_a_worker_that_cannot_be_scheduled_fails_the_run(
             estimator="TorchMLPClassifier",
             workers=2,
             nodeSelector={"mlops.dev/node-pool": "no-such-pool"},
+            runPolicy={"schedulingTimeoutSeconds": 5},
         ),
         namespace=namespace,
     )
@@ -101,7 +102,7 @@ def test_a_worker_that_cannot_be_scheduled_fails_the_run(
         name,
         lambda s: s.get("phase") == "Failed",
         "Failed: a worker stays Unschedulable",
-        timeout=150,
+        timeout=60,
     )
     assert status["reason"] == "Unschedulable", status
     assert "could not be scheduled" in status["message"]

@@ -617,7 +617,7 @@ def test_ttl_deletes_children_and_keeps_results() -> None:
     assert tj.status.phase == "Succeeded"
     early = NOW.replace(hour=12, minute=2)
     plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=early, settings=SETTINGS)
-    assert plan.delete == [] and plan.cleanup_at == datetime.datetime(2025, 1, 1, 12, 3, tzinfo=datetime.UTC)
+    assert plan.delete == [] and plan.wake_at == datetime.datetime(2025, 1, 1, 12, 3, tzinfo=datetime.UTC)
     late = NOW.replace(hour=12, minute=3)
     plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=late, settings=SETTINGS)
     # The run has no ConfigMap: deleting its Job is the whole cleanup.
@@ -676,7 +676,7 @@ def test_a_run_finishing_past_its_ttl_cleans_up_by_its_job() -> None:
 def test_finished_job_without_ttl_keeps_its_children() -> None:
     tj, job = _finished(ttl=None)
     plan = rtj.plan(tj, observed=rtj.Observed(job=job), now=NOW.replace(year=2026), settings=SETTINGS)
-    assert plan.delete == [] and plan.apply == [] and plan.cleanup_at is None
+    assert plan.delete == [] and plan.apply == [] and plan.wake_at is None
 
 
 def test_editing_a_finished_job_starts_a_new_run() -> None:

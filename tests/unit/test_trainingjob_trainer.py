@@ -352,6 +352,19 @@ def test_a_worker_that_cannot_be_scheduled_fails_the_run(waited: int, fails: boo
         assert out.events[0][:2] == ("Warning", "Unschedulable")
     else:
         assert out.status.phase in {"Pending", "Running"} and out.delete == []
+        # The deadline is a wake-up, so the run fails on time, not on the next resync.
+        assert out.wake_at == NOW - datetime.timedelta(seconds=waited) + datetime.timedelta(seconds=60)
+
+
+def test_the_scheduling_timeout_is_the_run_policys() -> None:
+    spec = {**DDP, "runPolicy": {"schedulingTimeoutSeconds": 10}}
+    tj, plan = started(spec)
+    job = copy.deepcopy(child(plan, "Job"))
+    job["status"] = {"active": 2, "startTime": "2025-01-01T11:58:00Z"}
+    since = (NOW - datetime.timedelta(seconds=11)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pods = [_pod(0, phase="Running"), _pod(1, phase="Pending", unschedulable_since=since)]
+    out = rtj.plan(tj, observed=rtj.Observed(job=job, pods=pods), now=NOW, settings=SETTINGS)
+    assert out.status.phase == "Failed" and "for 10s" in (out.status.message or "")
 
 
 def test_ttl_removes_the_service_of_a_several_worker_run() -> None:

@@ -205,6 +205,15 @@ class RunPolicy(common.ApiModel):
         default=False,
         description="Suspend the run: no pod runs while true (a running pod is stopped); false resumes it.",
     )
+    scheduling_timeout_seconds: int = pydantic.Field(
+        default=60,
+        ge=5,
+        le=7 * 24 * 3600,
+        description="A run of several workers fails (reason Unschedulable) when one of its workers "
+        "has been unschedulable this long: the workers that did start would wait in the rendezvous "
+        "for good (Kubeflow's schedulingPolicy.scheduleTimeoutSeconds). A queue that admits the "
+        "workers together (Kueue) makes them wait before any pod exists instead.",
+    )
 
 
 class Output(common.ApiModel):

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import fnmatch
+import functools
+import heapq
 import logging
 import threading
 import time
@@ -56,6 +59,7 @@ class Outcome:
 
     status: common.StatusBase | dict[str, Any] | None
     events: list[rplan.EventNote] = dataclasses.field(default_factory=list)
+    wake_at: datetime.datetime | None = None
 
 
 class PermanentFailure(Exception):
@@ -150,6 +154,7 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
     result = "ok"
     new_status: dict[str, Any] | None = None
     events: list[rplan.EventNote] = []
+    wake_at: datetime.datetime | None = None
     with _LOCKS[uid]:
         written = _WRITTEN_RV.get(uid)
         if written is not None and written != meta.get("resourceVersion"):
@@ -162,6 +167,7 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
                 outcome = reg.reconcile(ctx, body)
                 new_status = _status_dict(outcome.status)
                 events = outcome.events
+                wake_at = outcome.wake_at
             except pydantic.ValidationError as exc:
                 raise PermanentFailure("InvalidSpec", _validation_message(exc)) from exc
         except PermanentFailure as exc:
@@ -195,6 +201,7 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=reg.kind).observe(time.perf_counter() - started)
         _write(reg, ctx, body, new_status, events)
+    schedule_wake(reg, ctx, body, wake_at)
     metrics.RECONCILES.labels(kind=reg.kind, result=result).inc()
     if new_status is not None:
         metrics.PHASES.observe(reg.kind, uid, new_status.get("phase"))
@@ -240,6 +247,110 @@ def reconcile_by_name(plural: str, ctx: Context, name: str, namespace: str) -> d
     return run(reg, ctx, body)
 
 
+WAKE_MARGIN_SECONDS = 0.5  # wake just after the time, so the pass finds it due
+
+
+class _Wakes:
+    """One thread that holds every pending wake-up in a heap (not a thread per object: 5,000
+    runs with a short TTL would be 5,000 threads), and hands a due one to a small pool."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, tuple[str, str]]] = []
+        self.pending: dict[tuple[str, str], tuple[datetime.datetime, int, Callable[[], None]]] = {}
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def put(
+        self, key: tuple[str, str], at: datetime.datetime, delay: float, call: Callable[[], None]
+    ) -> None:
+        with self._cond:
+            current = self.pending.get(key)
+            if current is not None and current[0] == at:
+                return
+            self._seq += 1
+            self.pending[key] = (at, self._seq, call)
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), self._seq, key))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="mlops-wakes", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def drop(self, key: tuple[str, str]) -> None:
+        with self._cond:
+            self.pending.pop(key, None)  # its heap entry is skipped when it comes up
+
+    def clear(self) -> None:
+        with self._cond:
+            self.pending.clear()
+            self._heap.clear()
+            pool, self._pool = self._pool, None
+            self._cond.notify()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                when, seq, key = self._heap[0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                current = self.pending.get(key)
+                if current is None or current[1] != seq:
+                    continue  # replaced or dropped meanwhile
+                del self.pending[key]
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="mlops-wake")
+                pool = self._pool
+            pool.submit(current[2])
+
+
+_WAKES = _Wakes()
+
+
+def _wake(reg: Registration, ctx: Context, name: str, namespace: str) -> None:
+    fresh = dataclasses.replace(ctx, now=datetime.datetime.now(datetime.UTC))
+    try:
+        reconcile_by_name(reg.plural, fresh, name, namespace)
+    except Exception as exc:  # the resync retries; a wake-up never raises into a thread
+        ctx.logger.warning("scheduled pass of %s %s/%s failed: %s", reg.kind, namespace, name, exc)
+
+
+def schedule_wake(
+    reg: Registration, ctx: Context, body: Mapping[str, Any], at: datetime.datetime | None
+) -> None:
+    """Reconcile the object again at ``at`` (``Plan.wake_at``: a refresh schedule, a deadline,
+    a TTL) when that comes before its kind's next resync, like controller-runtime's
+    RequeueAfter. One pending wake-up per object, replaced when the time moves. It is only a
+    wake-up call: what is due is decided from the status and the clock, so one lost to a
+    restart costs at most one resync, and no per-object kopf timer (which would put a
+    finalizer on the object) is needed."""
+    meta = body.get("metadata") or {}
+    key = (reg.plural, str(meta.get("uid", "")))
+    delay = None if at is None else (at - ctx.now).total_seconds() + WAKE_MARGIN_SECONDS
+    if at is None or delay is None or delay > reg.interval:
+        _WAKES.drop(key)  # nothing due, or the resync comes round first (and plans again)
+        return
+    name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+    _WAKES.put(key, at, delay, functools.partial(_wake, reg, ctx, name, namespace))
+
+
+def cancel_wake(reg: Registration, uid: str) -> None:
+    """The object is gone: drop its wake-up."""
+    _WAKES.drop((reg.plural, uid))
+
+
+def cancel_wakes() -> None:
+    """The operator stops: no wake-up may call a closed client."""
+    _WAKES.clear()
+
+
 def register(
     *,
     kind: str,
@@ -278,6 +389,7 @@ async def handle_event(reg: Registration, event: Mapping[str, Any], memo: Any, l
         _LOCKS.pop(uid, None)
         _WRITTEN_RV.pop(uid, None)
         _ATTEMPTS.pop(uid, None)
+        cancel_wake(reg, uid)
         if reg.forget is not None:
             reg.forget(uid)
         return
@@ -518,4 +630,4 @@ def carry_out(ctx: Context, namespace: str, plan: rplan.Plan[Any]) -> Outcome:
         ctx.kube.patch(ref.api_version, ref.kind, ref.name, namespace, patch)
     for manager, manifest in plan.apply_as:
         ctx.kube.apply(manifest, field_manager=manager)
-    return Outcome(status=plan.status, events=list(plan.events))
+    return Outcome(status=plan.status, events=list(plan.events), wake_at=plan.wake_at)

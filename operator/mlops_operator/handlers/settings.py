@@ -141,6 +141,7 @@ async def start_resync(memo: kopf.Memo, logger: Any, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    framework.cancel_wakes()
     task = getattr(memo, "resync", None)
     if task is not None:
         task.cancel()

@@ -77,9 +77,7 @@ class Observed:
 
 @dataclasses.dataclass
 class Plan(rplan.Plan[api.DatasetStatus]):
-    """The generic plan, and when the next scheduled refresh falls due (None: no timer needed)."""
-
-    wake_at: datetime.datetime | None = None
+    """The generic plan; its ``wake_at`` is when the next scheduled refresh falls due."""
 
 
 def stale_children(ds: api.Dataset, observed: Observed, *, keep: set[str]) -> list[rplan.ChildRef]:

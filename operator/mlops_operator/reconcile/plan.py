@@ -13,6 +13,7 @@ Pure: no kopf, no client, no clock.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 StatusT = TypeVar("StatusT")
@@ -59,7 +60,9 @@ class Plan(Generic[StatusT]):
       patches (a retraining run moving a Model's alias as ``mlops-retrain``: the Model's alias
       history then says what moved it);
     - ``status``: the full new status (None: keep what is stored);
-    - ``events``: posted after the status is written.
+    - ``events``: posted after the status is written;
+    - ``wake_at``: when time alone makes the next pass due (a refresh schedule, a deadline);
+      the framework reconciles again then if that comes before the next resync.
     """
 
     status: StatusT
@@ -69,3 +72,4 @@ class Plan(Generic[StatusT]):
     events: list[EventNote] = dataclasses.field(default_factory=list)
     create_once: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     apply_as: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    wake_at: datetime.datetime | None = None

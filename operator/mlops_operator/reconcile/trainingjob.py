@@ -76,9 +76,8 @@ class Observed:
 
 @dataclasses.dataclass
 class Plan(rplan.Plan[api.TrainingJobStatus]):
-    """The generic plan, and when the TTL will delete the children."""
-
-    cleanup_at: datetime.datetime | None = None  # when the TTL will delete the children
+    """The generic plan; its ``wake_at`` is when the TTL deletes the children or a waiting
+    worker's scheduling deadline runs out."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +92,6 @@ class DatasetState:
 
 
 METRICS_MAX = 16  # status.metrics maxProperties
-SCHEDULING_TIMEOUT = datetime.timedelta(seconds=60)
-"""How long a worker of a several-worker run may stay Unschedulable before the run fails: the
-workers start together or not at all, since the others would wait for it in the rendezvous."""
 
 
 def _bare(digest: str) -> str:
@@ -324,7 +320,7 @@ def _ttl(
         return
     due = finished + datetime.timedelta(seconds=ttl)
     if now < due:
-        plan.cleanup_at = due
+        plan.wake_at = due
         return
     # Deleting what is already gone is a no-op. A ConfigMap exists only beside a Job an older
     # operator made (no config annotation); a run of this one costs no DELETE for it.
@@ -579,14 +575,17 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
             )
             return out
     stuck = rjobs.unschedulable_since(observed.pods) if tj.spec.workers > 1 else None
-    if stuck is not None and outcome.state in {"Pending", "Running"} and now - stuck[0] >= SCHEDULING_TIMEOUT:
+    timeout = datetime.timedelta(seconds=tj.spec.run_policy.scheduling_timeout_seconds)
+    if stuck is not None and outcome.state in {"Pending", "Running"} and now - stuck[0] < timeout:
+        out.wake_at = stuck[0] + timeout  # decided then, not on the next resync
+    elif stuck is not None and outcome.state in {"Pending", "Running"}:
         # All or nothing: the scheduled workers would wait in the rendezvous for good.
         out.status = out.status.model_copy(
             update={
                 "phase": "Failed",
                 "reason": "Unschedulable",
                 "message": f"a worker of {tj.spec.workers} could not be scheduled for "
-                f"{int(SCHEDULING_TIMEOUT.total_seconds())}s, so the run cannot start: {stuck[1]}"[:1024],
+                f"{int(timeout.total_seconds())}s, so the run cannot start: {stuck[1]}"[:1024],
                 "completion_time": common.rfc3339(now),
                 "duration_seconds": _duration(out.status.start_time, common.rfc3339(now)),
             }
