@@ -79,6 +79,10 @@ crds: venv bin ## Render crds/*.yaml and the chart's copies from the pydantic mo
 manifests: venv bin ## Render examples/install/{install,monitoring}.yaml and the kustomize base from the chart.
 	$(PY) examples/install/render.py
 
+.PHONY: grpc-stubs
+grpc-stubs: venv ## Regenerate the committed OIP v2 gRPC modules (serve/grpc_v2/*_pb2*) from their proto.
+	$(PY) -m mlops_workloads.serve.grpc_v2.generate
+
 .PHONY: verify
 verify: venv bin ## Fail when generated files differ from the models or the chart (like kueue's make verify).
 	$(PY) -m mlops_operator.crdgen --out crds --chart-out charts/mlops-operator/crds --check

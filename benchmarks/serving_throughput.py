@@ -254,6 +254,8 @@ def main() -> None:
             "127.0.0.1",
             "--port",
             str(port),
+            "--grpc-port",
+            "0",  # the arms run side by side: one gRPC port (8081) would be bound twice
             *extra,
         ]
 

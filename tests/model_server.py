@@ -40,6 +40,10 @@ def running(
             str(port_file),
             "--max-batch-rows",
             str(max_batch_rows),
+            # No gRPC unless a test asks (its own --grpc-port in args): the default 8081 is one
+            # port for all, and tests run side by side.
+            "--grpc-port",
+            "0",
             *args,
         ],
         env=env,

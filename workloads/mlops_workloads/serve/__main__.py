@@ -1,4 +1,4 @@
-"""``python -m mlops_workloads.serve``: load a model directory and serve it over HTTP.
+"""``python -m mlops_workloads.serve``: load a model directory and serve it over HTTP and gRPC.
 
 Config: the JSON of ``ServeConfig`` from MLOPS_CONFIG_FILE / MLOPS_CONFIG (how the operator
 runs it), overridden by command-line flags (how a person runs it). With ``--workers N`` the
@@ -6,7 +6,9 @@ model is loaded once, then N processes are forked, each with its own SO_REUSEPOR
 on the same port (the kernel spreads connections) and a shared Prometheus multiprocess
 directory, so /metrics on any worker reports the whole pod. With ``capture`` (the operator
 sets it from ``spec.logging``; by hand ``--capture-uri``) each worker captures rows to its own
-Parquet files through one writer thread (``serve.capture``), flushed on SIGTERM.
+Parquet files through one writer thread (``serve.capture``), flushed on SIGTERM. Every worker
+also serves the OIP v2 gRPC service (``serve.grpc_server``) on ``--grpc-port`` (else
+``$MLOPS_SERVE_GRPC_PORT``, else 8081; 0 turns it off), on the same loop and batching queue.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from mlops_operator.api import modeldeployment as md_api
 from mlops_workloads import runtime
 
 CAPTURE_FLUSH_SECONDS = 10.0
+GRPC_PORT = 8081  # the serving container's port "grpc" (reconcile.modeldeployment_build.GRPC_PORT)
+GRPC_PORT_ENV = "MLOPS_SERVE_GRPC_PORT"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run model calls on the event loop, not a worker thread",
     )
     parser.add_argument("--port-file", help="write the bound port here once listening (tests)")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help="OIP v2 gRPC port (default $MLOPS_SERVE_GRPC_PORT or 8081; 0: no gRPC)",
+    )
+    parser.add_argument("--grpc-port-file", help="write the bound gRPC port here once listening (tests)")
     parser.add_argument(
         "--capture-uri", help="capture predictions under this pvc://, file:// or s3:// directory"
     )
@@ -116,7 +126,17 @@ def _run_worker(
     batching: bool,
     offload: bool,
     port_file: str | None,
+    grpc_port: int | None = None,
+    grpc_reuse_port: bool = False,
+    grpc_port_file: str | None = None,
 ) -> None:
+    """Serve in this process. ``grpc_port=None``: no gRPC (imported only here, after the fork:
+    grpc's threads must not exist in the parent that forks the workers)."""
+    # A SIGTERM that comes while this worker starts (the pod stopped early, or the parent
+    # forwarding it) is held until the loop handles it (``ready``), then drains like any: not a
+    # worker killed half-started, which the parent would report as a failure.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     from mlops_workloads.serve import app as app_mod
     from mlops_workloads.serve import http
 
@@ -132,6 +152,14 @@ def _run_worker(
         secrets_root=config.secrets_root,
     )
     server = http.Server(app, max_body_bytes=config.max_body_bytes, batching=batching, offload=offload)
+    frontends: list[Any] = []
+    if grpc_port is not None:
+        from mlops_workloads.serve import grpc_server
+
+        grpc_frontend = grpc_server.GrpcFrontend(
+            config.host, grpc_port, reuse_port=grpc_reuse_port, max_message_bytes=config.max_body_bytes
+        )
+        frontends.append(grpc_frontend)
 
     def ready(port: int) -> None:
         logging.getLogger("mlops_workloads.serve").info(
@@ -144,26 +172,57 @@ def _run_worker(
                 config.capture.sample_rate * 100,
                 config.capture.uri,
             )
-        if port_file:
-            tmp = f"{port_file}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(str(port))
-            os.replace(tmp, port_file)
+        if frontends:
+            logging.getLogger("mlops_workloads.serve").info(
+                "serving OIP v2 gRPC on %s:%d", config.host, grpc_frontend.port
+            )
+            if grpc_port_file:
+                _write_port(grpc_port_file, grpc_frontend.port)
+        if port_file:  # last: the tests wait for it, and find the gRPC port written then
+            _write_port(port_file, port)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)  # serve's handlers are in place
 
     loop = http.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(http.serve(server, sock, drain_seconds=config.drain_seconds, ready=ready))
+        loop.run_until_complete(
+            http.serve(server, sock, drain_seconds=config.drain_seconds, ready=ready, frontends=frontends)
+        )
     finally:
         loop.close()
         # Every answer is out; write what capture holds (within the pod's grace period).
         app.close(CAPTURE_FLUSH_SECONDS)
 
 
+def _write_port(path: str, port: int | None) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(str(port))
+    os.replace(tmp, path)
+
+
+def grpc_port_of(flag: int | None, environ: dict[str, str]) -> int:
+    """The gRPC port: ``--grpc-port``, else ``$MLOPS_SERVE_GRPC_PORT``, else 8081; 0: off."""
+    text = environ.get(GRPC_PORT_ENV, "").strip()
+    if flag is not None:
+        value = flag
+    elif text:
+        try:
+            value = int(text)
+        except ValueError:
+            raise runtime.WorkloadError("InvalidConfig", f"{GRPC_PORT_ENV}={text!r} is not a port") from None
+    else:
+        value = GRPC_PORT
+    if not 0 <= value <= 65535:
+        raise runtime.WorkloadError("InvalidConfig", f"the gRPC port must be within 0..65535, not {value}")
+    return value
+
+
 def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     args = parse_args(argv)
     env = dict(os.environ if environ is None else environ)
     config = load_config(args, env)
+    grpc_port: int | None = grpc_port_of(args.grpc_port, env) or None
     if config.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before prometheus_client is imported (it picks its value class then).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-serve-metrics-")
@@ -175,16 +234,30 @@ def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) ->
     offload = not args.predict_on_loop
     if config.workers == 1:
         sock = http.make_socket(config.host, config.port, reuse_port=False)
-        _run_worker(config, bundle, sock, batching=batching, offload=offload, port_file=args.port_file)
+        _run_worker(
+            config,
+            bundle,
+            sock,
+            batching=batching,
+            offload=offload,
+            port_file=args.port_file,
+            grpc_port=grpc_port,
+            grpc_port_file=args.grpc_port_file,
+        )
         return 0
-    # Reserve the port (bound, not listening: it receives no connections), then fork.
+    # Reserve the port (bound, not listening: it receives no connections), then fork. The
+    # workers bind it again with SO_REUSEPORT, so "any free port" (0) is one port for all.
+    # The gRPC port too (grpc binds with SO_REUSEPORT): one held by another program fails here.
     keeper = http.make_socket(config.host, config.port, reuse_port=True)
     port = keeper.getsockname()[1]
+    grpc_keeper = None if grpc_port is None else http.make_socket(config.host, grpc_port, reuse_port=True)
     children: list[int] = []
     for index in range(config.workers):
         pid = os.fork()
         if pid == 0:
             keeper.close()
+            if grpc_keeper is not None:
+                grpc_keeper.close()
             sock = http.make_socket(config.host, port, reuse_port=True)
             code = 0
             try:
@@ -195,6 +268,9 @@ def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) ->
                     batching=batching,
                     offload=offload,
                     port_file=args.port_file if index == 0 else None,
+                    grpc_port=grpc_port,
+                    grpc_reuse_port=True,
+                    grpc_port_file=args.grpc_port_file if index == 0 else None,
                 )
             except BaseException:
                 logging.getLogger("mlops_workloads.serve").exception("worker failed")

@@ -10,10 +10,20 @@ Every path ends in a JSON answer: unknown paths 404, wrong methods 405, bad inpu
 (see ``inputs``), model errors on a valid input 422, and anything unexpected 500 with the
 exception's type (logged), never a dropped connection.
 
+``/v1/models/<name>:explain`` and ``/v2/models/<name>/explain`` take the bodies of predict and
+infer and answer the predictions with per-row SHAP attributions in the original columns
+(``explain``; 501 with the reason when the model cannot be explained). They are queued and
+scored like predictions, one request per explainer call, and are not predictions: no drift,
+capture or prediction metrics. A bounded sample of the rows served is explained off the
+request path for attribution drift (``explain.AttributionMonitor``).
+
 Every prediction has a request id: the ``x-request-id`` header when it is given (printable
 ASCII, at most 200 characters), else the v2 body's ``id``, else a new uuid4 hex; the answer
 carries it in its ``X-Request-Id`` header, and captured rows (``capture``, ``spec.logging``)
-are stored under it, so a client or a reviewer can find the row of an answer.
+are stored under it, so a client or a reviewer can find the row of an answer. Every answer
+also carries a W3C ``traceparent`` (the caller's trace continued, or a new one) and, with
+OpenTelemetry configured by the environment, a prediction is a span with ``decode``, ``queue``,
+``predict`` and ``encode`` children (``tracing``).
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from mlops_operator.api import workload
 from mlops_workloads.serve import bundle as bundle_mod
 from mlops_workloads.serve import capture as capture_mod
 from mlops_workloads.serve import drift as drift_mod
-from mlops_workloads.serve import inputs, openapi, telemetry
+from mlops_workloads.serve import explain as explain_mod
+from mlops_workloads.serve import inputs, openapi, telemetry, tracing
 
 log = logging.getLogger("mlops_workloads.serve")
 JSON = "application/json"
@@ -67,6 +78,9 @@ class Pending:
     request_id: str | None = None  # the v2 body's "id", echoed in the body
     outputs: tuple[str, ...] | None = None
     trace_id: str = ""  # the request id of the module docstring (header, v2 id or a new uuid4)
+    explain: bool = False  # an explain request (``explain``), scored on its own
+    trace: tracing.TraceContext | None = None  # from traceparent/tracestate (or a new trace)
+    marks: tracing.Marks | None = None  # when it arrived, was decoded, was predicted (spans)
 
 
 def _dumps(value: Any) -> bytes:
@@ -98,9 +112,19 @@ class App:
         capture_rng: random.Random | None = None,
         pvc_root: str = "/mnt/mlops",
         secrets_root: str = workload.SECRETS_DIR,
+        attribution_interval: float = 30.0,
+        explainer_in_background: bool = True,
+        tracer: tracing.Tracer | None = None,
+        tracer_from_env: bool = True,
     ) -> None:
+        """``attribution_interval``: seconds between attribution-monitor passes (0: no thread;
+        ``attribution.run_once()`` runs a pass). ``explainer_in_background``: build the explainer
+        (shap's import and its checks: seconds) on a thread, so the model serves as soon as it is
+        loaded; explain answers 503 (Retry-After) until it is built (``explainer_built`` waits)."""
         self.bundle = bundle
         self.name = model_name
+        # After the fork of --workers (one exporter thread per process), like capture's writer.
+        self.tracer = tracer if tracer is not None or not tracer_from_env else tracing.tracer_from_env()
         self.version = model_version
         self.threshold = low_confidence_threshold
         self.max_rows = max_batch_rows
@@ -116,6 +140,14 @@ class App:
             features=self.drift.features,
             capture=capture is not None,
         )
+        # Built here, after the fork of --workers, like capture's writer: one monitor thread per
+        # process. shap's import and the explainer's additivity check take seconds: on a thread,
+        # so readiness (and a scale-from-zero cold start) never waits for them.
+        self.explainer: explain_mod.Explainer | None = None
+        self.explain_unavailable = ""
+        self.attribution: explain_mod.AttributionMonitor | None = None
+        self.explainer_built = threading.Event()
+        self._attribution_interval = attribution_interval
         # Started here, in the process that serves (after the fork of --workers): one writer
         # thread per process.
         self.capture: capture_mod.Capture | None = None
@@ -146,14 +178,7 @@ class App:
         self._state_lock = threading.Lock()
         self.ready = True
         self.draining = False
-        self.openapi = _dumps(
-            openapi.document(
-                model_name=model_name,
-                schema=self.schema,
-                max_rows=max_batch_rows,
-                version=SERVER_VERSION,
-            )
-        )
+        self.openapi = self._openapi()
         if self.classes is not None:
             if all(isinstance(c, bool) for c in self.classes):
                 self._pred_datatype = "BOOL"
@@ -167,15 +192,28 @@ class App:
         else:
             self._pred_datatype = "FP64"
         self._metadata = _dumps(self._model_metadata())
+        if explainer_in_background:
+            threading.Thread(target=self._build_explainer, name="explainer-build", daemon=True).start()
+        else:
+            self._build_explainer()
 
     # ------------------------------------------------------------------------------------------
     # routing
     # ------------------------------------------------------------------------------------------
 
     def dispatch(
-        self, method: str, path: str, body: bytes, request_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        request_id: str | None = None,
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> Response | Pending:
-        """``request_id``: the request's x-request-id header, if any."""
+        """``request_id``: the request's x-request-id header, if any; ``traceparent`` and
+        ``tracestate``: its W3C trace context headers, if any."""
+        received = time.time_ns()
         given = request_id if request_id is not None and REQUEST_ID.fullmatch(request_id) else None
         result: Response | Pending
         try:
@@ -190,12 +228,20 @@ class App:
             if given is None and body_id is not None and REQUEST_ID.fullmatch(body_id):
                 given = body_id
             result.trace_id = given or uuid.uuid4().hex
-        elif given is not None:
-            result.headers = (*result.headers, (REQUEST_ID_HEADER, given))
+            result.trace = tracing.TraceContext.from_headers(traceparent, tracestate)
+            result.marks = tracing.Marks(received=received, decoded=time.time_ns())
+        else:
+            if given is not None:
+                result.headers = (*result.headers, (REQUEST_ID_HEADER, given))
+            if traceparent is not None:
+                echoed = tracing.TraceContext.from_headers(traceparent, tracestate)
+                result.headers = (*result.headers, *echoed.headers())
         return result
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what capture still holds (SIGTERM), for at most ``timeout`` seconds."""
+        if self.attribution is not None:
+            self.attribution.close()
         if self.capture is not None:
             self.capture.close(timeout)
 
@@ -265,6 +311,14 @@ class App:
             if name != self.name:
                 return self._unknown_model(name, endpoint)
             return self._v2_infer(body, endpoint)
+        if tail == "explain":
+            endpoint = "/v2/models/{name}/explain"
+            refused = self._post(method, endpoint)
+            if refused is not None:
+                return refused
+            if name != self.name:
+                return self._unknown_model(name, endpoint)
+            return self._explain_request("v2", body, endpoint)
         return error(404, f"no route for /v2/models/{rest!r}", endpoint="other")
 
     def _v1_model(self, method: str, rest: str, body: bytes) -> Response | Pending:
@@ -279,6 +333,15 @@ class App:
             payload = inputs.parse_json(body)
             batch = inputs.decode_v1(payload, self.schema, max_rows=self.max_rows)
             return Pending(protocol="v1", batch=batch, endpoint=endpoint)
+        if rest.endswith(":explain"):
+            endpoint = "/v1/models/{name}:explain"
+            name = rest[: -len(":explain")]
+            refused = self._post(method, endpoint)
+            if refused is not None:
+                return refused
+            if name != self.name:
+                return self._unknown_model(name, endpoint)
+            return self._explain_request("v1", body, endpoint)
         if "/" in rest or ":" in rest:
             return error(404, f"no route for /v1/models/{rest!r}", endpoint="other")
         endpoint = "/v1/models/{name}"
@@ -334,6 +397,16 @@ class App:
                 "estimator": card.get("estimator"),
                 "lowConfidenceThreshold": self.threshold,
                 "maxBatchRows": self.max_rows,
+                "explainer": (
+                    {
+                        "method": self.explainer.method,
+                        "explainer": self.explainer.explainer,
+                        "outputSpace": self.explainer.space,
+                        "maxRows": self.explainer.max_rows,
+                    }
+                    if self.explainer is not None
+                    else {"unavailable": self.explain_unavailable or "the explainer is being built"}
+                ),
             },
         }
 
@@ -352,9 +425,15 @@ class App:
     # prediction
     # ------------------------------------------------------------------------------------------
 
-    def _v2_infer(self, body: bytes, endpoint: str) -> Pending:
+    def _v2_infer(self, body: bytes, endpoint: str, *, explain: bool = False) -> Pending:
         payload = inputs.parse_json(body)
         batch = inputs.decode_v2(payload, self.schema, max_rows=self.max_rows)
+        if explain:
+            limit = self.explainer.max_rows if self.explainer is not None else self.max_rows
+            if batch.rows > limit:
+                raise inputs.InputError(
+                    413, f"the batch has {batch.rows} rows; explain takes at most {limit}"
+                )
         request_id = payload.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise inputs.InputError(422, "'id' must be a string")
@@ -367,10 +446,72 @@ class App:
                 raise inputs.InputError(422, "'outputs' must be a list of objects with a 'name'")
             wanted = tuple(o["name"] for o in outputs)
             known = {"predictions"} | ({"probabilities", "low_confidence"} if self.classification else set())
+            if explain:
+                known = ({"predictions", "attributions", "base_values"} | known) - {"low_confidence"}
             unknown = sorted(set(wanted) - known)
             if unknown:
                 raise inputs.InputError(422, f"unknown output(s) {unknown}; this model has {sorted(known)}")
-        return Pending(protocol="v2", batch=batch, endpoint=endpoint, request_id=request_id, outputs=wanted)
+        return Pending(
+            protocol="v2",
+            batch=batch,
+            endpoint=endpoint,
+            request_id=request_id,
+            outputs=wanted,
+            explain=explain,
+        )
+
+    def _build_explainer(self) -> None:
+        """The explainer and its attribution monitor (``explain_mod.load`` never raises)."""
+        explainer, why = explain_mod.load(self.bundle)
+        if explainer is not None:
+            metrics = self.telemetry.enable_attribution(
+                explainer.features, training=explain_mod.training_means(self.bundle.card, explainer)
+            )
+            self.attribution = explain_mod.AttributionMonitor(
+                explainer,
+                window=self._drift_window,
+                interval=self._attribution_interval,
+                publish=metrics.publish,
+                on_error=metrics.error,
+            )
+            self.attribution.start()
+        self.explainer, self.explain_unavailable = explainer, why
+        self.openapi = self._openapi()  # the documents name the explainer now
+        self._metadata = _dumps(self._model_metadata())
+        self.explainer_built.set()
+
+    def _openapi(self) -> bytes:
+        return _dumps(
+            openapi.document(
+                model_name=self.name,
+                schema=self.schema,
+                max_rows=self.max_rows,
+                version=SERVER_VERSION,
+                explain_max_rows=self.explainer.max_rows if self.explainer is not None else None,
+                explain_unavailable=(
+                    self.explain_unavailable or "the explainer is being built"
+                    if self.explainer is None
+                    else ""
+                ),
+            )
+        )
+
+    def _explain_request(self, protocol: str, body: bytes, endpoint: str) -> Response | Pending:
+        if not self.explainer_built.is_set():
+            return error(
+                503,
+                "the explainer is being built (shap); retry in a few seconds",
+                endpoint=endpoint,
+                headers=(("Retry-After", "2"),),
+            )
+        if self.explainer is None:
+            why = f"this model cannot be explained: {self.explain_unavailable}"
+            return error(501, why, endpoint=endpoint)
+        if protocol == "v2":
+            return self._v2_infer(body, endpoint, explain=True)
+        payload = inputs.parse_json(body)
+        batch = inputs.decode_v1(payload, self.schema, max_rows=self.explainer.max_rows)
+        return Pending(protocol="v1", batch=batch, endpoint=endpoint, explain=True)
 
     def _model_call(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions or class indices, probabilities) for a frame."""
@@ -382,11 +523,38 @@ class App:
 
     def score(self, pending: list[Pending]) -> list[Response]:
         """Answer pending predictions, with one model call when they fit together."""
-        responses = self._score(pending)
+        if any(p.explain for p in pending):
+            predictions = [p for p in pending if not p.explain]
+            scored = iter(self._score(predictions) if predictions else [])
+            responses = [self._explain(p) if p.explain else next(scored) for p in pending]
+        else:
+            responses = self._score(pending)
+        done = time.time_ns()
         for p, response in zip(pending, responses, strict=True):
             if p.trace_id:
                 response.headers = (*response.headers, (REQUEST_ID_HEADER, p.trace_id))
+            if p.trace is not None:
+                trace = p.trace
+                if self.tracer is not None and p.marks is not None:
+                    trace = self.tracer.record(
+                        trace,
+                        p.marks,
+                        done=done,
+                        name=f"POST {p.endpoint}",
+                        status=response.status,
+                        attributes={"mlops.model": self.name, "mlops.request_id": p.trace_id},
+                    )  # the caller's next span's parent is our server span
+                response.headers = (*response.headers, *trace.headers())
         return responses
+
+    @staticmethod
+    def _predicted(pending: list[Pending], start: int, rows: int) -> None:
+        """The model call's times on each request it answered (their ``predict`` spans)."""
+        end = time.time_ns()
+        for p in pending:
+            if p.marks is not None:
+                p.marks.predict_start, p.marks.predict_end = start, end
+                p.marks.batch_requests, p.marks.batch_rows = len(pending), rows
 
     def _score(self, pending: list[Pending]) -> list[Response]:
         if len(pending) == 1:
@@ -397,7 +565,9 @@ class App:
                 name: np.concatenate([p.batch.columns[name] for p in pending]) for name in self.schema.names
             }
             frame = pd.DataFrame(columns, copy=False)
+            started = time.time_ns()
             result, proba = self._model_call(frame)
+            self._predicted(pending, started, total)
             if len(result) != total:
                 raise ValueError("the model returned a different number of rows")
         except Exception:
@@ -411,8 +581,10 @@ class App:
         return out
 
     def _score_one(self, p: Pending) -> Response:
+        started = time.time_ns()
         try:
             result, proba = self._model_call(p.batch.frame)
+            self._predicted([p], started, p.batch.rows)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             return error(422, f"the model could not score the input: {exc}", endpoint=p.endpoint)
         except Exception as exc:
@@ -424,6 +596,8 @@ class App:
         rows = p.batch.rows
         with self._state_lock:
             self.drift.add(p.batch.columns)
+        if self.attribution is not None:
+            self.attribution.offer(p.batch.columns, rows)
         if p.batch.warnings:
             self.telemetry.observe_warnings(p.batch.warnings)
         if proba is not None:
@@ -488,6 +662,92 @@ class App:
             body["id"] = p.request_id
         return body
 
+    def _explain(self, p: Pending) -> Response:
+        """Predictions and attributions for one explain request (``explain``)."""
+        assert self.explainer is not None
+        started = time.time_ns()
+        try:
+            result, proba = self._model_call(p.batch.frame)
+            got = self.explainer.explain(p.batch.frame)
+            self._predicted([p], started, p.batch.rows)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            return error(422, f"the model could not explain the input: {exc}", endpoint=p.endpoint)
+        except Exception as exc:
+            log.exception("explaining failed")
+            return error(500, f"explaining failed: {type(exc).__name__}: {exc}", endpoint=p.endpoint)
+        return Response(200, _dumps(self._explain_body(p, result, proba, got)), endpoint=p.endpoint)
+
+    def _explain_body(
+        self, p: Pending, result: np.ndarray, proba: np.ndarray | None, got: explain_mod.Attributions
+    ) -> dict[str, Any]:
+        assert self.explainer is not None
+        e = self.explainer
+        rows = p.batch.rows
+        predictions = _jsonable(self._classes_array[result]) if proba is not None else result.tolist()
+        outputs = list(e.outputs)
+        meta: dict[str, Any] = {
+            "method": e.method,
+            "explainer": e.explainer,
+            "outputSpace": e.space,
+            "features": list(e.features),
+            "outputs": outputs,
+        }
+        body: dict[str, Any]
+        if p.protocol == "v1":
+            body = {"predictions": predictions}
+            if proba is not None:
+                body["probabilities"] = proba.tolist()
+                body["classes"] = list(self.classes or ())
+            values = got.values.tolist()
+            body["explanations"] = {
+                **meta,
+                "baseValues": got.base_values.tolist(),
+                "attributions": [dict(zip(e.features, row, strict=True)) for row in values],
+            }
+            if p.batch.warnings:
+                body["warnings"] = p.batch.warnings
+            return body
+        tensors: list[dict[str, Any]] = [
+            {"name": "predictions", "datatype": self._pred_datatype, "shape": [rows], "data": predictions}
+        ]
+        if proba is not None:
+            tensors.append(
+                {
+                    "name": "probabilities",
+                    "datatype": "FP64",
+                    "shape": [rows, proba.shape[1]],
+                    "data": proba.ravel().tolist(),
+                    "parameters": {"classes": list(self.classes or ())},
+                }
+            )
+        tensors.append(
+            {
+                "name": "attributions",
+                "datatype": "FP64",
+                "shape": list(got.values.shape),
+                "data": got.values.ravel().tolist(),
+                "parameters": {"features": list(e.features), "outputs": outputs, "outputSpace": e.space},
+            }
+        )
+        tensors.append(
+            {
+                "name": "base_values",
+                "datatype": "FP64",
+                "shape": [len(outputs)],
+                "data": got.base_values.tolist(),
+                "parameters": {"outputs": outputs},
+            }
+        )
+        if p.outputs is not None:
+            tensors = [t for t in tensors if t["name"] in p.outputs]
+        body = {"model_name": self.name, "model_version": self.version, "outputs": tensors}
+        body["parameters"] = meta
+        if p.request_id is not None:
+            body["id"] = p.request_id
+        if p.batch.warnings:
+            body["parameters"]["warnings"] = p.batch.warnings
+        return body
+
     def _capture(
         self,
         p: Pending,
@@ -537,4 +797,8 @@ def _endpoint_of(path: str) -> str:
         return "/v2/models/{name}/infer"
     if path.startswith("/v1/models/") and path.endswith(":predict"):
         return "/v1/models/{name}:predict"
+    if path.startswith("/v2/models/") and path.endswith("/explain"):
+        return "/v2/models/{name}/explain"
+    if path.startswith("/v1/models/") and path.endswith(":explain"):
+        return "/v1/models/{name}:explain"
     return "other"

@@ -87,7 +87,13 @@ def build(path: str | pathlib.Path, *, categorical: bool = True, estimator: str 
     if classification:
         schema["classes"] = [0, 1, 2]
     (out / "schema.json").write_text(json.dumps(schema, indent=2), encoding="utf-8")
-    (out / "baseline.json").write_text(json.dumps(baseline(x), indent=2), encoding="utf-8")
+    from mlops_workloads.serve import bundle as bundle_mod
+    from mlops_workloads.serve import explain
+
+    # The background sample explanations are computed against, as training stores it.
+    background = explain.background_sample(x, schema=bundle_mod.Schema.from_json(schema))
+    stored = {**baseline(x), explain.BASELINE_KEY: {"background": background}}
+    (out / "baseline.json").write_text(json.dumps(stored, indent=2), encoding="utf-8")
     import sklearn
 
     card = {

@@ -12,6 +12,10 @@ the loop keeps reading the next requests, which form the next batch, so reading 
 overlap (it beat the same batching run on the loop, at low and high concurrency). The queue
 is also what the in-flight gauge counts, so the autoscaler sees real concurrency. Responses
 on a connection are written in request order (pipelining-safe).
+
+The queue is not HTTP's alone: a second front end (``frontends``, the gRPC service of
+``serve.grpc_server``) runs on the same loop and puts its requests in the same queue, so an
+HTTP and a gRPC request that arrive together are scored by the same model call.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import random
 import signal
 import socket
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import httptools
 
@@ -39,6 +44,7 @@ REASONS = {
     405: "Method Not Allowed",
     413: "Payload Too Large",
     422: "Unprocessable Entity",
+    501: "Not Implemented",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -71,7 +77,21 @@ def render(response: app_mod.Response, *, keep_alive: bool, head: bool = False) 
     return head_bytes if head else head_bytes + response.body
 
 
-Item = tuple[app_mod.Pending, "_Connection", _Slot, float]
+class Answerer(Protocol):
+    """Who gets a queued request's answer: an HTTP connection, or a gRPC call."""
+
+    def finish(self, slot: _Slot, response: app_mod.Response, started: float) -> None: ...
+
+
+class Frontend(Protocol):
+    """Another front end on the same loop and queue (``serve`` starts and stops it)."""
+
+    async def start(self, server: Server) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+Item = tuple[app_mod.Pending, Answerer, _Slot, float]
 
 
 class Server:
@@ -105,7 +125,7 @@ class Server:
         self.inflight = 0
         self._inflight_gauge = app.telemetry.inflight
 
-    def enqueue(self, pending: app_mod.Pending, conn: _Connection, slot: _Slot, started: float) -> None:
+    def enqueue(self, pending: app_mod.Pending, conn: Answerer, slot: _Slot, started: float) -> None:
         self._queue.append((pending, conn, slot, started))
         if not self.batching:
             self._flush()
@@ -181,6 +201,8 @@ class _Connection(asyncio.Protocol):
         self.too_large = False
         self.expect_continue = False
         self.request_id: bytes | None = None
+        self.traceparent: bytes | None = None
+        self.tracestate: bytes | None = None
         self.slots: collections.deque[_Slot] = collections.deque()
         self.closing = False
         self.paused = False
@@ -236,6 +258,8 @@ class _Connection(asyncio.Protocol):
         self.too_large = False
         self.expect_continue = False
         self.request_id = None
+        self.traceparent = None
+        self.tracestate = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -246,6 +270,10 @@ class _Connection(asyncio.Protocol):
             self.expect_continue = True
         elif lower == b"x-request-id":
             self.request_id = value  # checked (and echoed) by App.dispatch
+        elif lower == b"traceparent":
+            self.traceparent = value  # W3C trace context: continued and echoed (``tracing``)
+        elif lower == b"tracestate":
+            self.tracestate = value
 
     def on_headers_complete(self) -> None:
         if self.expect_continue and self.transport is not None:
@@ -289,7 +317,14 @@ class _Connection(asyncio.Protocol):
         else:
             body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
             rid = None if self.request_id is None else self.request_id.decode("ascii", "replace")
-            response = server.app.dispatch(method, path, body, rid)
+            response = server.app.dispatch(
+                method,
+                path,
+                body,
+                rid,
+                traceparent=None if self.traceparent is None else self.traceparent.decode("ascii", "replace"),
+                tracestate=None if self.tracestate is None else self.tracestate.decode("ascii", "replace"),
+            )
         if isinstance(response, app_mod.Pending):
             server.enqueue(response, self, slot, started)
         else:
@@ -348,8 +383,9 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: Any = None,
     periodic: float = 5.0,
+    frontends: Sequence[Frontend] = (),
 ) -> None:
-    """Serve on ``sock`` until SIGTERM/SIGINT (or ``stop``); then drain and close."""
+    """Serve on ``sock`` (and ``frontends``) until SIGTERM/SIGINT (or ``stop``); then drain and close."""
     loop = asyncio.get_running_loop()
     server.loop = loop
     stop = stop or asyncio.Event()
@@ -360,6 +396,8 @@ async def serve(
             pass
     sock.listen(2048)
     aserver = await loop.create_server(lambda: _Connection(server), sock=sock, backlog=2048)
+    for frontend in frontends:
+        await frontend.start(server)
     if ready is not None:
         ready(sock.getsockname()[1])
 
@@ -376,6 +414,9 @@ async def serve(
     if drain_seconds:
         await asyncio.sleep(drain_seconds)
     aserver.close()
+    # The other front ends stop accepting too (gRPC: GOAWAY, so clients reconnect elsewhere);
+    # their in-flight calls are in ``server.inflight`` like HTTP's.
+    stopping = [loop.create_task(frontend.stop(10.0)) for frontend in frontends]
     deadline = loop.time() + 10.0
     while server.inflight and loop.time() < deadline:
         await asyncio.sleep(0.01)
@@ -384,5 +425,6 @@ async def serve(
             conn.transport.close()
     if refresher is not None:
         refresher.cancel()
+    await asyncio.gather(*stopping)
     await aserver.wait_closed()
     server.close()

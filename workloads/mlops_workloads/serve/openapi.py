@@ -37,7 +37,17 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(ERROR, text[c]) for c in codes}
 
 
-def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, version: str) -> dict[str, Any]:
+def document(
+    *,
+    model_name: str,
+    schema: bundle_mod.Schema,
+    max_rows: int,
+    version: str,
+    explain_max_rows: int | None = None,
+    explain_unavailable: str = "",
+) -> dict[str, Any]:
+    """``explain_max_rows``: the explain endpoints' row limit (``explain.MAX_ROWS`` of the method);
+    ``explain_unavailable``: why this model is not explainable (its explain endpoints answer 501)."""
     name_param = {
         "name": "name",
         "in": "path",
@@ -95,7 +105,7 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
             },
         },
     }
-    v2_response = {
+    v2_response: dict[str, Any] = {
         "type": "object",
         "required": ["model_name", "outputs"],
         "properties": {
@@ -119,7 +129,7 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
             },
         },
     }
-    v1_request = {
+    v1_request: dict[str, Any] = {
         "type": "object",
         "required": ["instances"],
         "properties": {
@@ -127,7 +137,7 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
             "parameters": {"type": "object"},
         },
     }
-    v1_response = {
+    v1_response: dict[str, Any] = {
         "type": "object",
         "required": ["predictions"],
         "properties": {
@@ -139,6 +149,76 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
         },
     }
     ready = {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}
+    explain_rows = explain_max_rows if explain_max_rows is not None else max_rows
+    features_enum = {"type": "string", "enum": list(schema.names)}
+    explanation_meta = {
+        "method": {
+            "type": "string",
+            "enum": ["tree", "linear", "permutation"],
+            "description": "tree: shap.TreeExplainer; linear: shap.LinearExplainer (both on the "
+            "preprocessed columns, summed back to the original ones); permutation: "
+            "shap.PermutationExplainer on the whole model (model-agnostic).",
+        },
+        "explainer": {"type": "string", "description": "shap's explainer class."},
+        "outputSpace": {
+            "type": "string",
+            "enum": ["probability", "margin", "raw"],
+            "description": "What attributions + base value add up to, per output: probability "
+            "(predict_proba), margin (binary: each class's log-odds, sigmoid gives its probability; "
+            "multiclass: softmax logits) or raw (a regressor's prediction).",
+        },
+        "features": {"type": "array", "items": features_enum, "description": "The original columns."},
+        "outputs": {
+            "type": "array",
+            "description": "What each attribution list is for: the classes, or ['prediction'].",
+        },
+    }
+    v1_explain_request = {**v1_request, "properties": {**v1_request["properties"]}}
+    v1_explain_request["properties"]["instances"] = {
+        **v1_request["properties"]["instances"],
+        "maxItems": explain_rows,
+    }
+    v1_explain_response = {
+        "type": "object",
+        "required": ["predictions", "explanations"],
+        "properties": {
+            **v1_response["properties"],
+            "explanations": {
+                "type": "object",
+                "required": ["method", "outputSpace", "features", "outputs", "baseValues", "attributions"],
+                "properties": {
+                    **explanation_meta,
+                    "baseValues": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "description": "The expected model output over the background sample, per output.",
+                    },
+                    "attributions": {
+                        "type": "array",
+                        "description": "Per row: {original column: [attribution per output]}; a row's "
+                        "attributions of an output plus its base value give the model's output.",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                f: {"type": "array", "items": {"type": "number"}} for f in schema.names
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }
+    v2_explain_response = {
+        **v2_response,
+        "description": "Outputs 'predictions', 'probabilities' (classifiers), 'attributions' "
+        "(FP64, shape [rows, features, outputs], row-major; its parameters name the features and "
+        "outputs) and 'base_values' (FP64, shape [outputs]); 'parameters' holds the explanation "
+        "metadata (method, explainer, outputSpace, features, outputs).",
+        "properties": {
+            **v2_response["properties"],
+            "parameters": {"type": "object", "properties": explanation_meta},
+        },
+    }
 
     def get(summary: str, ok: dict[str, Any], *extra: int, params: bool = False) -> dict[str, Any]:
         op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **_errors(405, *extra)}}
@@ -154,15 +234,44 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
         }
     }
 
-    def post(summary: str, request: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "post": {
-                "summary": summary,
-                "parameters": [name_param],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
-                "responses": {"200": {**ok, "headers": request_id}, **_errors(400, 404, 405, 413, 422)},
-            }
+    def post(
+        summary: str, request: dict[str, Any], ok: dict[str, Any], *extra: int, description: str = ""
+    ) -> dict[str, Any]:
+        op: dict[str, Any] = {
+            "summary": summary,
+            "parameters": [name_param],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": {"200": {**ok, "headers": request_id}, **_errors(400, 404, 405, 413, 422, *extra)},
         }
+        if description:
+            op["description"] = description
+        return {"post": op}
+
+    # Listed only when this model is explainable; otherwise the routes answer 501 with the reason
+    # (``info.description`` says it), and a client generated from this document does not offer them.
+    explain_paths: dict[str, Any] = {}
+    if not explain_unavailable:
+        text = (
+            f"Per-row SHAP attributions in the original columns, at most {explain_rows} rows a "
+            "request. Not counted as predictions (no drift, capture or prediction metrics)."
+        )
+        explain_paths = {
+            "/v2/models/{name}/explain": post(
+                "Explain (OIP v2 body, attributions as v2 outputs)",
+                v2_request,
+                _json(v2_explain_response, "Predictions and attributions."),
+                description=text,
+            ),
+            "/v1/models/{name}:explain": post(
+                "Explain (KServe v1)",
+                v1_explain_request,
+                _json(v1_explain_response, "Predictions and attributions."),
+                description=text,
+            ),
+        }
+    explain_note = ""
+    if explain_unavailable:
+        explain_note = f" The explain endpoints answer 501 for this model: {explain_unavailable}"
 
     return {
         "openapi": "3.0.3",
@@ -172,7 +281,8 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
             "description": "Open Inference Protocol v2 and KServe v1 endpoints of one scikit-learn "
             "model. Values outside the training range and unseen categories are accepted and reported "
             "in 'warnings'; missing, "
-            "unknown or mistyped columns, bad shapes and batches over the row limit are refused with 4xx.",
+            "unknown or mistyped columns, bad shapes and batches over the row limit are refused with 4xx."
+            + explain_note,
         },
         "paths": {
             "/v2/health/live": get("Liveness", _json({"type": "object"}, "Live.")),
@@ -190,6 +300,7 @@ def document(*, model_name: str, schema: bundle_mod.Schema, max_rows: int, versi
             "/v1/models/{name}:predict": post(
                 "Predict (KServe v1)", v1_request, _json(v1_response, "Predictions.")
             ),
+            **explain_paths,
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",

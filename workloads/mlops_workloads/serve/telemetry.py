@@ -15,6 +15,12 @@ What the operator and people read from ``/metrics``:
 - ``mlops_serve_drift_score{feature}``, ``mlops_serve_drift_score_overall`` and
   ``mlops_serve_drift_window_rows``: PSI against the training baseline;
 - ``mlops_serve_input_warnings_total{feature,kind}`` and ``mlops_serve_model_info``;
+- with an explainer (``serve.explain``): ``mlops_serve_attribution_mean_abs{feature}`` (mean
+  |attribution| over the explained sample of served rows, the attribution-drift window),
+  ``mlops_serve_attribution_training_mean_abs{feature}`` (training's, from the model card),
+  ``mlops_serve_attribution_ratio{feature}`` (served / training: 1 is stable; present when the
+  card's attributions were made the same way), ``mlops_serve_attribution_window_rows`` and
+  ``mlops_serve_attribution_errors_total`` (failed monitor passes);
 - with capture on (``spec.logging``): ``mlops_serve_capture_rows_total{reason}`` (rows written),
   ``mlops_serve_capture_files_total``, ``mlops_serve_capture_dropped_total{reason}`` (rows lost:
   ``queue_full``, ``write_error``, ``shutdown``), ``mlops_serve_capture_errors_total`` (failed
@@ -141,6 +147,7 @@ class Telemetry:
         for feature in features:
             self.drift.labels(feature).set(0)
         self.capture = CaptureMetrics(reg) if capture else None
+        self.attribution: AttributionMetrics | None = None
         self._children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
 
@@ -179,6 +186,13 @@ class Telemetry:
         self.drift_overall.set(overall)
         self.drift_rows.set(rows)
         self.low_confidence_ratio.set(low_ratio)
+
+    def enable_attribution(
+        self, features: tuple[str, ...], *, training: dict[str, float] | None
+    ) -> AttributionMetrics:
+        """The attribution-drift gauges (created once the model turned out to be explainable)."""
+        self.attribution = AttributionMetrics(self.registry, features, training=training)
+        return self.attribution
 
     def exposition(self) -> bytes:
         if self.multiprocess:
@@ -228,3 +242,68 @@ class CaptureMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+
+
+class AttributionMetrics:
+    """Mean |attribution| per feature of the served sample against training's (``serve.explain``).
+
+    Set by the attribution monitor's thread after each pass. With ``--workers N`` each process
+    explains its own sample; the gauges report the largest per-process value (as drift does).
+    """
+
+    def __init__(
+        self,
+        registry: prometheus_client.CollectorRegistry,
+        features: tuple[str, ...],
+        *,
+        training: dict[str, float] | None,
+    ) -> None:
+        self.features = features
+        self.training = training or {}
+        self.mean_abs = prometheus_client.Gauge(
+            "mlops_serve_attribution_mean_abs",
+            "Mean |attribution| per feature over the explained sample of served rows.",
+            ["feature"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.training_mean_abs = prometheus_client.Gauge(
+            "mlops_serve_attribution_training_mean_abs",
+            "Mean |attribution| per feature on training's validation sample (the model card).",
+            ["feature"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.ratio = prometheus_client.Gauge(
+            "mlops_serve_attribution_ratio",
+            "Served mean |attribution| over training's, per feature (1: as in training).",
+            ["feature"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.rows = prometheus_client.Gauge(
+            "mlops_serve_attribution_window_rows",
+            "Explained served rows in the attribution window.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.errors = prometheus_client.Counter(
+            "mlops_serve_attribution_errors",
+            "Attribution monitor passes that failed (the answers are unaffected).",
+            registry=registry,
+        )
+        for feature in features:
+            self.mean_abs.labels(feature).set(0)
+            if feature in self.training:
+                self.training_mean_abs.labels(feature).set(self.training[feature])
+
+    def publish(self, means: dict[str, float], rows: int) -> None:
+        for feature, value in means.items():
+            self.mean_abs.labels(feature).set(value)
+            base = self.training.get(feature)
+            if base is not None and base > 0:
+                self.ratio.labels(feature).set(value / base)
+        self.rows.set(rows)
+
+    def error(self) -> None:
+        self.errors.inc()

@@ -3,12 +3,20 @@
 skops files are loaded only after every type and function they hold is checked against
 exact names (``skops_io``), and refused with ``UntrustedModel`` otherwise: a Dataset
 directory on a shared volume must not be a way to run code in the training pod.
+
+A model directory's baseline.json is the Dataset's plus ``explanations.background``: a seeded
+sample of up to 100 training rows in the original columns, what serving explains predictions
+against; the card's ``explanations`` holds training's mean |attribution| per feature on a
+validation sample, made by the model as serving loads it (``serve.explain``), for attribution
+drift. Explaining is best effort: a model that cannot be explained is still written, its card
+saying why.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import tempfile
@@ -19,6 +27,7 @@ from mlops_workloads import runtime, skops_io
 from mlops_workloads.train import card as card_mod
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+log = logging.getLogger("mlops_workloads.train")
 
 
 def load_skops(path: pathlib.Path) -> Any:
@@ -138,11 +147,52 @@ def _finish(
     card_mod.copy_dataset_files(dataset.path, out)
     for name in stale:  # a rerun into the same directory with the other kind of model
         (out / name).unlink(missing_ok=True)
+    explanations = write_explanations(out, dataset)
     version = card_mod.version_id(out)
-    stamped: dict[str, Any] = {**card, "modelSizeBytes": size, "version": version}
+    stamped: dict[str, Any] = {
+        **card,
+        "modelSizeBytes": size,
+        "version": version,
+        card_mod.EXPLANATIONS_KEY: explanations,
+    }
     if output_uri:
         stamped["modelUri"] = common.StorageLocation.parse(output_uri).join(version).uri()
     card_mod.write_card(out / card_mod.CARD_FILE, stamped)
+
+
+def write_explanations(out: pathlib.Path, dataset: PreparedDataset) -> dict[str, Any]:
+    """Add the background sample to ``out``'s baseline.json; return the card's ``explanations``
+    (training's attributions on a validation sample, or ``{"error": why}``). Never raises."""
+    from mlops_workloads.serve import bundle as bundle_mod
+    from mlops_workloads.serve import explain
+
+    baseline_file = out / "baseline.json"
+    try:
+        schema = bundle_mod.Schema.from_json(dataset.schema)
+        sample = explain.background_sample(dataset.splits["train"], schema=schema)
+        if sample is None:
+            return {"error": "no training row without a missing categorical value for the background"}
+        baseline = read_json(baseline_file, required=False)
+        baseline[card_mod.EXPLANATIONS_KEY] = {"background": sample}
+        card_mod.write_atomic(baseline_file, json.dumps(baseline, allow_nan=False).encode())
+    except Exception as exc:  # explanations are best effort: the model is written without them
+        log.warning("no explanation background sample: %s: %s", type(exc).__name__, exc)
+        return {"error": f"no background sample: {type(exc).__name__}: {exc}"[:500]}
+    try:
+        explainer = explain.from_bundle(bundle_mod.load(out))
+        for split in ("validation", "test", "train"):
+            frame = dataset.splits[split]
+            if len(frame) == 0:
+                continue
+            rows = explain.background_sample(frame, schema=schema, rows=explainer.max_rows, seed=1)
+            if rows is not None:
+                return explain.training_summary(explainer, explain.served_frame(rows, schema), split=split)
+        return {"error": "no row to explain"}
+    except explain.Unavailable as exc:
+        return {"error": str(exc)}
+    except Exception as exc:
+        log.warning("training's attributions could not be computed: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 def write_model_dir(

@@ -32,6 +32,10 @@ from typing import Any
 CARD_FILE = "model_card.json"
 DATASET_FILES: tuple[str, ...] = ("schema.json", "baseline.json")
 """The Dataset version's files a model directory carries (serving checks inputs and drift with them)."""
+EXPLANATIONS_KEY = "explanations"
+"""The built-in runs add, under this key, the explanation background sample (up to 100 training
+rows in the original columns) to the model directory's baseline.json, and training's mean
+|attribution| per feature to the card; serving explains with them (``serve.explain``)."""
 HISTORY_FILE = "history.jsonl"
 VERSION_LENGTH = 16
 """Hex characters of the SHA-256 that name a model version."""
