@@ -240,3 +240,123 @@ def test_kpa_replica_decision_is_applied(
         what="scale-down back to minReplicas",
         explain=lambda: status(cluster, namespace, "iris"),
     )
+
+
+class ActivatorSource(TrackSource):
+    """TrackSource, and the activator pod's exposition with the connections it holds now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self.cold_starts = 0
+
+    def scrape(self, pod: Mapping[str, Any]) -> str | None:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get("app.kubernetes.io/component") != "activator":
+            return super().scrape(pod)
+        with self.lock:
+            lines = [
+                f"mlops_activator_waiting_connections {self.waiting}",
+                f"mlops_activator_cold_starts_total {self.cold_starts}",
+            ]
+            if self.cold_starts:
+                lines += [
+                    "mlops_activator_last_cold_start_seconds 3.5",
+                    f"mlops_activator_last_cold_start_timestamp_seconds {time.time():.3f}",
+                ]
+        return "\n".join(lines) + "\n"
+
+
+def test_scale_to_zero_routes_the_service_to_the_activator_and_a_held_request_brings_a_pod(
+    cluster: Cluster, md_handler: Any, namespace: str, operator: OperatorHandle
+) -> None:
+    fed = ActivatorSource()
+    md_handler.set_metrics_source(fed)
+    try:
+        _scale_to_zero_and_back(cluster, namespace, fed)
+    finally:
+        md_handler.set_metrics_source(None)
+
+
+def _scale_to_zero_and_back(cluster: Cluster, namespace: str, fed: ActivatorSource) -> None:
+    fed.set("stable", rps=0)
+    cluster.apply(
+        model_deployment(
+            "iris",
+            autoscaling={
+                "minReplicas": 0,
+                "maxReplicas": 3,
+                "metric": "rps",
+                "target": 10,
+                "targetUtilizationPercent": 100,
+                "stableWindowSeconds": 6,
+                "panicWindowSeconds": 2,
+                "scaleDownDelaySeconds": 0,
+                "scaleToZeroAfterSeconds": 10,
+            },
+        ),
+        namespace=namespace,
+    )
+
+    def replicas() -> int:
+        return int(
+            ((cluster.get("deployment", "iris-predictor", namespace) or {}).get("spec") or {}).get(
+                "replicas", -1
+            )
+        )
+
+    def selector() -> dict[str, str]:
+        return dict(
+            ((cluster.get("service", "iris", namespace) or {}).get("spec") or {}).get("selector") or {}
+        )
+
+    def explain() -> Any:
+        return (
+            status(cluster, namespace, "iris"),
+            cluster.kubectl("get", "pods,svc", "-n", namespace).stdout,
+        )
+
+    activator = wait_until(
+        lambda: cluster.get("deployment", "iris-activator", namespace), timeout=60, what="the activator"
+    )
+    assert (
+        activator["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "mlops_workloads.activator"
+    )
+    private = cluster.get("service", "iris-private", namespace)
+    assert private is not None and private["spec"]["selector"]["app.kubernetes.io/component"] == "serving"
+    # Idle from the start: the Service moves to the activator, then the pod goes.
+    wait_until(
+        lambda: replicas() == 0 and status(cluster, namespace, "iris").get("phase") == "ScaledToZero",
+        timeout=120,
+        what="scaled to zero",
+        explain=explain,
+    )
+    assert selector()["app.kubernetes.io/component"] == "activator"
+    st = status(cluster, namespace, "iris")
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and "activator holds requests" in ready["message"]
+    assert st["scaleToZero"]["routing"] == "activator" and st["scaleToZero"]["activatorReady"] is True
+    # Requests held by the activator are load: a pod comes back, then the Service selects it.
+    with fed.lock:
+        fed.waiting = 2
+    wait_until(lambda: replicas() >= 1, timeout=60, what="a pod for the held requests", explain=explain)
+    fed.set("stable", rps=5)
+    with fed.lock:
+        fed.waiting, fed.cold_starts = 0, 1
+    st = wait_until(
+        lambda: (
+            (s := status(cluster, namespace, "iris")).get("scaleToZero", {}).get("routing") == "pods" and s
+        ),
+        timeout=90,
+        what="the Service back on the pods",
+        explain=explain,
+    )
+    assert selector()["app.kubernetes.io/component"] == "serving"
+    wait_until(
+        lambda: status(cluster, namespace, "iris").get("scaleToZero", {}).get("lastColdStartSeconds") == 3.5,
+        timeout=30,
+        what="the cold start in the status",
+        explain=explain,
+    )
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout
+    assert "RoutedToActivator" in events and "RoutedToPods" in events and "ColdStart" in events

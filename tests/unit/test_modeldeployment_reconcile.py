@@ -7,6 +7,7 @@ import datetime
 import itertools
 from typing import Any
 
+import pydantic
 import pytest
 
 from mlops_operator.api import modeldeployment as api
@@ -106,8 +107,30 @@ def test_single_replica_children_and_pod_template() -> None:
         "mlops.dev/modeldeployment": "iris",
     }
     assert set(service["spec"]["selector"].items()) <= set(labels.items())
+    # HTTP, and the OIP v2 gRPC service on its own named port (h2c for L7 proxies).
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+    ]
     assert plan.status.url == "http://iris.ml.svc.cluster.local/v2/models/iris"
     assert plan.status.phase == "Pending" and plan.status.ready == "0/1"
+
+
+def test_the_grpc_port_is_the_one_the_server_listens_on_by_default() -> None:
+    """The container declares port grpc without telling the server: both must say 8081."""
+    from mlops_workloads.serve import __main__ as serve_main
+
+    assert build.GRPC_PORT == serve_main.GRPC_PORT == serve_main.grpc_port_of(None, {})
 
 
 def test_ready_deployment_makes_the_deployment_ready() -> None:
@@ -979,3 +1002,26 @@ def test_logging_reaches_the_planned_deployment_and_a_change_rolls_it() -> None:
     assert config.capture is not None and config.capture.uri.endswith("/captures/ml/iris")
     hash_key = "mlops.dev/spec-hash"
     assert before["metadata"]["annotations"].get(hash_key) != after["metadata"]["annotations"].get(hash_key)
+
+
+def test_tracing_sets_opentelemetry_s_standard_environment_on_the_server() -> None:
+    spec = {
+        "model": {"storageUri": URI},
+        "tracing": {"endpoint": "http://otel-collector.obs:4318/v1/traces", "samplingRatio": 0.25},
+    }
+    plan = rmd.plan(md(spec), observed=rmd.Observed(), now=NOW, settings=SETTINGS)
+    container = by_kind(plan)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp" and env["OTEL_SERVICE_NAME"] == "iris"
+    assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://otel-collector.obs:4318/v1/traces"
+    assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == (
+        "parentbased_traceidratio",
+        "0.25",
+    )
+    untraced = rmd.plan(
+        md({"model": {"storageUri": URI}}), observed=rmd.Observed(), now=NOW, settings=SETTINGS
+    )
+    container = by_kind(untraced)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(e["name"].startswith("OTEL_") for e in container["env"])
+    with pytest.raises(pydantic.ValidationError):
+        api.TracingSpec.model_validate({"endpoint": "otel:4318"})

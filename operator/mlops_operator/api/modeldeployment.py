@@ -142,11 +142,24 @@ class Autoscaling(common.ApiModel):
                     "message": "autoscaling.panicWindowSeconds must be shorter than stableWindowSeconds",
                     "fieldPath": ".panicWindowSeconds",
                 },
+                {
+                    "rule": "self.minReplicas > 0 || self.autoscaler == 'kpa'",
+                    "message": "autoscaling.minReplicas 0 (scale to zero) needs autoscaler kpa: an HPA "
+                    "never scales to zero",
+                    "fieldPath": ".minReplicas",
+                },
             ]
         }
     )
 
-    min_replicas: int = pydantic.Field(default=1, ge=1, le=1000, description="Fewest pods (at least 1).")
+    min_replicas: int = pydantic.Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest pods. 0 scales to zero after scaleToZeroAfterSeconds without a request: "
+        "the Service then points at a small activator that holds requests while the pods start "
+        "(kpa only; no Knative needed).",
+    )
     max_replicas: int = pydantic.Field(default=10, ge=1, le=1000, description="Most pods.")
     metric: Literal["concurrency", "rps"] = pydantic.Field(
         default="concurrency",
@@ -189,6 +202,19 @@ class Autoscaling(common.ApiModel):
     max_scale_down_rate: float = pydantic.Field(
         default=2.0, ge=1.0, le=1000.0, description="At most ready/rate pods removed per decision."
     )
+    scale_to_zero_after_seconds: int = pydantic.Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="With minReplicas 0: scale to zero once no request came for this long.",
+    )
+    activator_timeout_seconds: int = pydantic.Field(
+        default=300,
+        ge=5,
+        le=3600,
+        description="With minReplicas 0: how long the activator holds a request for a pod to start "
+        "before it answers 503.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -196,6 +222,8 @@ class Autoscaling(common.ApiModel):
             raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
         if self.panic_window_seconds >= self.stable_window_seconds:
             raise ValueError("autoscaling.panicWindowSeconds must be shorter than stableWindowSeconds")
+        if self.min_replicas == 0 and self.autoscaler != "kpa":
+            raise ValueError("autoscaling.minReplicas 0 (scale to zero) needs autoscaler kpa")
         return self
 
 
@@ -476,6 +504,61 @@ class ReviewConfig(common.ApiModel):
     )
 
 
+class TracingSpec(common.ApiModel):
+    """OpenTelemetry spans of the serving pods (the standard OTEL_* environment, set for you)."""
+
+    exporter: Literal["otlp", "console"] = pydantic.Field(
+        default="otlp", description="otlp: OTLP over HTTP/protobuf to `endpoint`; console: the pod's log."
+    )
+    endpoint: str | None = pydantic.Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="OTLP/HTTP traces endpoint (e.g. http://otel-collector.observability:4318/v1/traces); "
+        "default: the SDK's (localhost:4318).",
+    )
+    sampling_ratio: float = pydantic.Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of the traces that start at the server (requests without a traceparent) "
+        "that are recorded; a caller's sampled flag is always followed.",
+    )
+
+
+class ActivatorRoute(common.ApiModel):
+    """One port the activator listens on and the upstream it hands connections to."""
+
+    name: str = pydantic.Field(min_length=1, max_length=15, description="The port's name (http, grpc).")
+    port: int = pydantic.Field(ge=0, le=65535, description="Listen port (0: any free port).")
+    upstream_host: str = pydantic.Field(
+        min_length=1, max_length=253, description="Host of the serving pods' private Service."
+    )
+    upstream_port: int = pydantic.Field(ge=1, le=65535, description="Its port.")
+    http: bool = pydantic.Field(
+        default=True, description="A request held past the timeout is answered an HTTP 503 (else closed)."
+    )
+
+
+class ActivatorConfig(common.ApiModel):
+    """Config of ``python -m mlops_workloads.activator`` (MLOPS_CONFIG / MLOPS_CONFIG_FILE or flags)."""
+
+    routes: list[ActivatorRoute] = pydantic.Field(
+        min_length=1, max_length=4, description="What it listens on and hands to whom."
+    )
+    host: str = pydantic.Field(default="0.0.0.0", description="Listen address.")
+    admin_port: int = pydantic.Field(
+        default=9090, ge=0, le=65535, description="Port of /healthz and /metrics (0: any free port)."
+    )
+    timeout_seconds: float = pydantic.Field(
+        default=300.0, gt=0, le=3600, description="How long a connection waits for its upstream."
+    )
+    retry_seconds: float = pydantic.Field(
+        default=0.1, gt=0, le=10, description="Pause between two connection attempts to the upstream."
+    )
+    deployment: str = pydantic.Field(default="", max_length=253, description="The ModelDeployment (logs).")
+
+
 class ModelDeploymentSpec(common.ApiModel):
     model_config = pydantic.ConfigDict(
         json_schema_extra={
@@ -547,6 +630,11 @@ class ModelDeploymentSpec(common.ApiModel):
     image: str | None = pydantic.Field(
         default=None, max_length=512, description="Server image; defaults to the operator's workload image."
     )
+    tracing: TracingSpec | None = pydantic.Field(
+        default=None,
+        description="OpenTelemetry spans of each prediction (decode, queue, predict, encode); the "
+        "traceparent header is answered either way.",
+    )
     retrain: retrain_api.RetrainPolicy | None = pydantic.Field(
         default=None,
         description="Train a challenger when a trigger fires, score it against the champion on the same "
@@ -598,6 +686,10 @@ class AutoscalerState(common.ApiModel):
     max_panic_replicas: int = pydantic.Field(
         default=0, ge=0, description="Highest count wanted during this panic."
     )
+    last_active: float | None = pydantic.Field(
+        default=None,
+        description="Unix time of the last sample with load (minReplicas 0: idle since then).",
+    )
 
 
 class ScaleDecision(common.ApiModel):
@@ -637,6 +729,27 @@ class DriftStatus(common.ApiModel):
     last_retrain_job: str | None = pydantic.Field(default=None, description="Its name.")
 
 
+class ScaleToZeroStatus(common.ApiModel):
+    """With autoscaling.minReplicas 0: where the Service sends requests and the cold starts seen."""
+
+    routing: Literal["pods", "activator"] = pydantic.Field(
+        default="pods", description="What the Service selects: the serving pods or the activator."
+    )
+    since: str | None = pydantic.Field(default=None, description="When routing last changed (RFC 3339).")
+    activator_ready: bool = pydantic.Field(default=False, description="An activator pod is ready.")
+    waiting: int = pydantic.Field(default=0, ge=0, description="Connections the activator holds now.")
+    cold_starts: int = pydantic.Field(default=0, ge=0, description="Cold starts the activator saw.")
+    last_cold_start_seconds: float | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="The last cold start: from the first held request to its pod answering the "
+        "connection, as the activator measured it.",
+    )
+    last_cold_start_time: str | None = pydantic.Field(
+        default=None, description="When the last cold start ended (RFC 3339)."
+    )
+
+
 class ReviewStatus(common.ApiModel):
     url: str | None = pydantic.Field(default=None, description="In-cluster URL of the review page.")
 
@@ -666,6 +779,9 @@ class ModelDeploymentStatus(common.StatusBase):
         default=None, description="KPA state kept across restarts."
     )
     drift: DriftStatus | None = pydantic.Field(default=None, description="Drift across the serving pods.")
+    scale_to_zero: ScaleToZeroStatus | None = pydantic.Field(
+        default=None, description="With autoscaling.minReplicas 0: routing and cold starts."
+    )
     review: ReviewStatus | None = pydantic.Field(
         default=None, description="With spec.logging.review.enabled: where the review page is."
     )

@@ -35,11 +35,13 @@ from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
 from mlops_operator.handlers import framework
 from mlops_operator.reconcile import modeldeployment as rmd
+from mlops_operator.reconcile import modeldeployment_activator as mactivator
 from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_metrics as mmetrics
 from mlops_operator.reconcile import modeldeployment_retrain as mretrain
 from mlops_operator.reconcile import modeldeployment_review as mreview
+from mlops_operator.reconcile import owner as rowner
 
 RESYNC_SECONDS = 5.0
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -68,12 +70,17 @@ def get_from_pod(pod: Mapping[str, Any], *, port: int, path: str, timeout: float
 
 
 class HttpMetricsSource:
+    """A serving pod's ``/metrics`` on its port, an activator pod's on the activator's admin port."""
+
     def __init__(self, *, port: int = build.PORT, timeout: float = SCRAPE_TIMEOUT) -> None:
         self.port = port
         self.timeout = timeout
 
     def scrape(self, pod: Mapping[str, Any]) -> str | None:
-        return get_from_pod(pod, port=self.port, path="/metrics", timeout=self.timeout)
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        activator = labels.get(rowner.LABEL_COMPONENT) == mactivator.COMPONENT
+        port = mactivator.ADMIN_PORT if activator else self.port
+        return get_from_pod(pod, port=port, path="/metrics", timeout=self.timeout)
 
 
 class ReviewStatsSource(Protocol):
@@ -206,9 +213,34 @@ def observe(ctx: framework.Context, md: api.ModelDeployment) -> rmd.Observed:
             )
             _BASELINES[md.metadata.uid] = baseline
         observed.load_sample = load
+    if mactivator.enabled(md):
+        _observe_activator(ctx, md, observed)
     if md.spec.retrain is not None:
         observed.retrain = _observe_retrain(ctx, md, observed.sources)
     return observed
+
+
+def _observe_activator(ctx: framework.Context, md: api.ModelDeployment, observed: rmd.Observed) -> None:
+    """The activator's readiness and ``/metrics``; the connections it holds are load (at zero
+    they are the only load: they are what scales the pods up)."""
+    private = ctx.kube.get("v1", "Service", mactivator.private_service_name(md), md.metadata.namespace)
+    ip = ((private or {}).get("spec") or {}).get("clusterIP")
+    observed.private_service_ip = str(ip) if ip and ip != "None" else None
+    selector = ",".join(f"{k}={v}" for k, v in mactivator.selector(md).items())
+    for pod in ctx.kube.list("v1", "Pod", md.metadata.namespace, label_selector=selector):
+        if not _pod_ready(pod):
+            continue
+        observed.activator_ready = True
+        text = _SOURCE[0].scrape(pod)
+        try:
+            metrics = mactivator.parse_metrics(text) if text is not None else None
+        except ValueError:
+            metrics = None
+        if metrics is not None:
+            observed.activator = metrics
+            if metrics.waiting > 0:
+                observed.load_sample = (observed.load_sample or 0.0) + metrics.waiting
+            break
 
 
 def _observe_retrain(

@@ -24,6 +24,7 @@ from mlops_operator.api import common
 from mlops_operator.api import modeldeployment as api
 from mlops_operator.api import retrain as retrain_api
 from mlops_operator.reconcile import jobs as rjobs
+from mlops_operator.reconcile import modeldeployment_activator as mactivator
 from mlops_operator.reconcile import modeldeployment_autoscale as autoscale
 from mlops_operator.reconcile import modeldeployment_build as build
 from mlops_operator.reconcile import modeldeployment_canary as mcanary
@@ -53,6 +54,9 @@ class Observed:
     load_sample: float | None = None
     retrain_job: dict[str, Any] | None = None
     retrain: mretrain.Observed = dataclasses.field(default_factory=mretrain.Observed)  # spec.retrain
+    activator_ready: bool = False  # autoscaling.minReplicas 0: an activator pod is ready
+    activator: mactivator.Metrics | None = None  # its scraped /metrics
+    private_service_ip: str | None = None  # autoscaling.minReplicas 0: the activator's upstream
 
 
 Plan = rplan.Plan[api.ModelDeploymentStatus]
@@ -108,7 +112,7 @@ def _total_replicas(
         return None, None, None
     ready = sum(_ready(d) for d in observed.deployments.values())
     previous = md.status.last_scale.desired if md.status.last_scale else None
-    current = previous if previous is not None else scaling.min_replicas
+    current = previous if previous is not None else max(1, scaling.min_replicas)  # start with a pod
     stamp = now.timestamp()
     samples = [] if observed.load_sample is None else [api.AutoscalerSample(t=stamp, v=observed.load_sample)]
     decision = autoscale.decide(
@@ -195,6 +199,23 @@ def plan(
             )
         status.last_scale = scale
 
+    # Scale to zero (autoscaling.minReplicas 0): where the Service points; pods drain first.
+    zero: mactivator.Step | None = None
+    if mactivator.enabled(md) and total is not None:
+        zero = mactivator.step(
+            total=total,
+            ready=sum(_ready(d) for d in observed.deployments.values()),
+            activator_ready=observed.activator_ready,
+            metrics=observed.activator,
+            old=old.scale_to_zero,
+            now=now,
+        )
+        total = zero.total
+        status.scale_to_zero = zero.status
+        events.extend(zero.events)
+    else:
+        status.scale_to_zero = None
+
     # Which model each track serves; the canary's verdict.
     stable_dep = observed.deployments.get("stable")
     tracks = mcanary.decide(
@@ -221,7 +242,15 @@ def plan(
     else:
         percent = spec.canary.traffic_percent if spec.canary else 0
         stable_pods, canary_pods = build.split_replicas(total, percent, canary=canary_uri is not None)
-    apply.append(build.service(md))
+    service = build.service(md)
+    if zero is not None:
+        service = mactivator.route(service, md, to_activator=zero.to_activator)
+        apply.append(mactivator.private_service(md))
+        if observed.private_service_ip:  # the activator connects to it by IP: no cluster DNS needed
+            apply.append(mactivator.deployment(md, upstream=observed.private_service_ip, settings=settings))
+    elif old.scale_to_zero is not None:  # minReplicas is no longer 0: the activator goes
+        delete.extend(mactivator.children(md))
+    apply.append(service)
     apply.append(
         build.deployment(
             md,
@@ -308,7 +337,12 @@ def plan(
     if spec.stage == "archived":
         phase, reason, message = "Archived", "Archived", "stage is archived; scaled to zero"
     elif desired_total == 0 and total is not None:
-        phase, reason, message = "ScaledToZero", "ScaledToZero", "spec.replicas is 0"
+        phase, reason = "ScaledToZero", "ScaledToZero"
+        message = (
+            "idle, scaled to zero: the activator holds requests while a pod starts"
+            if zero is not None and zero.status.activator_ready
+            else "spec.replicas is 0"
+        )
     elif _ready(stable_dep) == 0 and (stable_pods or 0) > 0:
         phase, reason, message = "Pending", "NoReadyPods", "waiting for a serving pod to load the model"
     elif not rolled_out:
@@ -321,6 +355,8 @@ def plan(
     if stale_uri and phase != "Archived":
         message = f"{message}; new model not ready: {stable.message}"
     serving = (_ready(stable_dep) > 0 or phase == "Ready") and phase not in {"Archived", "ScaledToZero"}
+    if zero is not None and zero.status.activator_ready and refusal is None:
+        serving = True  # at zero or starting, the activator holds requests until a pod answers
     progressing = (
         phase in {"Progressing", "Pending"}
         or stale_uri
@@ -378,7 +414,9 @@ def plan(
         # Turned off: the condition goes (it would describe a policy that is not there); the
         # history stays in status.retrain for people to read.
         status.conditions = [c for c in status.conditions if c.type != retrain_api.CONDITION]
-        return Plan(apply=apply, delete=delete, status=status, events=events)
+        return Plan(
+            apply=apply, delete=delete, status=status, events=events, wake_at=zero.wake_at if zero else None
+        )
 
     # Retraining (spec.retrain): its run's next step; serving above never waits on it.
     step = mretrain.step(
@@ -402,6 +440,7 @@ def plan(
         create_once=step.create_once,
         patch=step.patch,
         apply_as=step.apply_as,
+        wake_at=zero.wake_at if zero else None,
     )
 
 

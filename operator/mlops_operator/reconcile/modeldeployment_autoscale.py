@@ -13,7 +13,10 @@ Semantics follow Knative's KPA (pkg/autoscaler/scaling/autoscaler.go):
 - outside panic, a scale-down only happens when every recommendation in the last
   ``scale_down_delay`` was at most the new count (the max over that window is used, like
   the HPA's stabilisation window), so a dip or a flapping load does not remove pods;
-- finally the count is clamped to [minReplicas, maxReplicas].
+- finally the count is clamped to [minReplicas, maxReplicas];
+- with minReplicas 0 the count reaches 0 only after ``scale_to_zero_after`` seconds without a
+  sample with load (``last_active``; creation counts as activity), like Knative's
+  scale-to-zero grace: until then one pod stays (reason ``IdleWait``).
 With no samples in the stable window the current count is kept (reason ``NoMetrics``).
 """
 
@@ -42,6 +45,7 @@ class Policy:
     scale_down_delay: float = 120.0
     max_scale_up_rate: float = 1000.0
     max_scale_down_rate: float = 2.0
+    scale_to_zero_after: float = 300.0
 
     @classmethod
     def of(cls, spec: md_api.Autoscaling) -> Policy:
@@ -56,6 +60,7 @@ class Policy:
             scale_down_delay=float(spec.scale_down_delay_seconds),
             max_scale_up_rate=spec.max_scale_up_rate,
             max_scale_down_rate=spec.max_scale_down_rate,
+            scale_to_zero_after=float(spec.scale_to_zero_after_seconds),
         )
 
 
@@ -92,6 +97,9 @@ def decide(
     samples = sorted((s for s in merged.values() if s.t > now - policy.stable_window), key=lambda s: s.t)
     samples = samples[-MAX_SAMPLES:]
     recommendations = [r for r in prev.recommendations if r.t > now - policy.scale_down_delay]
+    last_active = prev.last_active if state is not None and prev.last_active is not None else now
+    if any(s.v > 0 for s in new_samples if s.t <= now):
+        last_active = now
 
     def finish(
         desired: int,
@@ -110,7 +118,15 @@ def decide(
             recommendations=recs[-MAX_RECOMMENDATIONS:],
             panic_since=panic_since,
             max_panic_replicas=max_panic,
+            last_active=last_active,
         )
+        if desired == 0 and current > 0:
+            idle = now - last_active
+            if idle < policy.scale_to_zero_after:
+                desired, reason = 1, "IdleWait"
+                message = f"idle {idle:.0f} s of {policy.scale_to_zero_after:.0f} s before zero; {message}"
+            else:
+                reason, message = "ScaleToZero", f"no request for {idle:.0f} s; {message}"
         return Decision(
             desired=desired, reason=reason, message=message, state=new_state, panic=panic_since is not None
         )

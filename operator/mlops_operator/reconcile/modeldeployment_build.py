@@ -8,6 +8,11 @@ the pods (``split_replicas``). Zero-downtime rollouts come from the Deployment i
 is loaded and until the pod starts draining), a ``preStop`` sleep that lets the endpoints
 controller take the pod out before SIGTERM, and a server that finishes in-flight requests.
 
+Each pod serves HTTP on its port ``http`` (the Service's port 80) and the OIP v2 gRPC service
+on its port ``grpc`` (``GRPC_PORT``, the Service's port of the same number, appProtocol h2c).
+kube-proxy balances connections, not calls, so the server retires connections after a while
+(HTTP: Connection: close; gRPC: MAX_CONNECTION_AGE) and long-lived clients reach new pods.
+
 With ``spec.logging`` the pods also write captured predictions: a pvc:// or file:// store is
 mounted read-WRITE at ``CAPTURE_MOUNT`` (its own path, so it never collides with the model's
 read-only mount, even on the same claim) and the server is told the in-pod path; an s3:// store
@@ -26,6 +31,10 @@ from mlops_operator.reconcile import workload as rworkload
 COMPONENT = "serving"
 CONTAINER = "server"
 PORT = 8080
+# The OIP v2 gRPC port every serving pod also listens on (the server's default, 8081): the
+# container's port "grpc", the Service's port "grpc" (h2c, so an L7 proxy speaks HTTP/2 to it).
+GRPC_PORT = 8081
+GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
 LABEL_TRACK = "mlops.dev/track"
 LABEL_STAGE = "mlops.dev/stage"
 TRACKS = ("stable", "canary")
@@ -52,13 +61,18 @@ def url(md: api.ModelDeployment) -> str:
     return f"http://{service_name(md)}.{md.metadata.namespace}.svc.cluster.local/v2/models/{md.metadata.name}"
 
 
-def selector(md: api.ModelDeployment) -> dict[str, str]:
-    """What the Service and the PDB select: every serving pod of this deployment, both tracks."""
-    labels = owner(md).labels(COMPONENT)
+def component_selector(md: api.ModelDeployment, component: str) -> dict[str, str]:
+    """The pods of one component (serving, review, activator) of this deployment."""
+    labels = owner(md).labels(component)
     return {
         rowner.LABEL_COMPONENT: labels[rowner.LABEL_COMPONENT],
         f"mlops.dev/{md.crd.kind.lower()}": md.metadata.name,
     }
+
+
+def selector(md: api.ModelDeployment) -> dict[str, str]:
+    """What the Service and the PDB select: every serving pod of this deployment, both tracks."""
+    return component_selector(md, COMPONENT)
 
 
 def _meta(md: api.ModelDeployment, name: str, **extra_labels: str) -> dict[str, Any]:
@@ -186,8 +200,9 @@ def deployment(
         image=md.spec.image or settings.workload_image,
         command=["python", "-m", "mlops_workloads.serve"],
         config=config.to_api(),
-        env=metrics_env if md.spec.workers > 1 else [],
+        env=[*(metrics_env if md.spec.workers > 1 else []), *tracing_env(md)],
         port=PORT,
+        extra_ports=[("grpc", GRPC_PORT)],
         probes={
             "readinessProbe": rworkload.http_probe(
                 "/v2/health/ready", period_seconds=2, failure_threshold=2, timeout_seconds=2
@@ -236,6 +251,23 @@ def model_uri_of(deployment: dict[str, Any] | None) -> str | None:
     return str(uri) if uri else None
 
 
+def tracing_env(md: api.ModelDeployment) -> list[dict[str, Any]]:
+    """OpenTelemetry's standard environment for ``spec.tracing`` (the server reads it)."""
+    tracing = md.spec.tracing
+    if tracing is None:
+        return []
+    env = {
+        "OTEL_TRACES_EXPORTER": tracing.exporter,
+        "OTEL_SERVICE_NAME": md.metadata.name,
+        "OTEL_RESOURCE_ATTRIBUTES": f"k8s.namespace.name={md.metadata.namespace}",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": repr(tracing.sampling_ratio),
+    }
+    if tracing.endpoint:
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = tracing.endpoint
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
 def service(md: api.ModelDeployment) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -244,7 +276,16 @@ def service(md: api.ModelDeployment) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector(md),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": GRPC_APP_PROTOCOL,
+                },
+            ],
         },
     }
 

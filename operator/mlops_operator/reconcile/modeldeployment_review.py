@@ -15,7 +15,6 @@ from typing import Any
 
 from mlops_operator.api import modeldeployment as api
 from mlops_operator.reconcile import modeldeployment_build as build
-from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import workload as rworkload
 
@@ -37,11 +36,7 @@ def url(md: api.ModelDeployment) -> str:
 
 
 def selector(md: api.ModelDeployment) -> dict[str, str]:
-    labels = build.owner(md).labels(COMPONENT)
-    return {
-        rowner.LABEL_COMPONENT: labels[rowner.LABEL_COMPONENT],
-        f"mlops.dev/{md.crd.kind.lower()}": md.metadata.name,
-    }
+    return build.component_selector(md, COMPONENT)
 
 
 def children(md: api.ModelDeployment) -> list[rplan.ChildRef]:

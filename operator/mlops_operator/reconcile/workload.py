@@ -338,10 +338,12 @@ def server_container(
     env: Iterable[dict[str, Any]] = (),
     mounts: Iterable[dict[str, Any]] = (),
     lifecycle: dict[str, Any] | None = None,
+    extra_ports: Iterable[tuple[str, int]] = (),
 ) -> dict[str, Any]:
-    """A server's container: its config as compact JSON in ``$MLOPS_CONFIG`` (then ``env``), one
-    TCP port named ``http``, ``probes`` by field name (``readinessProbe``, ...), the restricted
-    securityContext, ``mounts`` then ``/tmp``, and the log tail as its termination message."""
+    """A server's container: its config as compact JSON in ``$MLOPS_CONFIG`` (then ``env``), a
+    TCP port named ``http`` (then ``extra_ports``, ``(name, port)``), ``probes`` by field name
+    (``readinessProbe``, ...), the restricted securityContext, ``mounts`` then ``/tmp``, and the
+    log tail as its termination message."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -351,7 +353,10 @@ def server_container(
             {"name": contract.CONFIG_ENV, "value": json.dumps(config, sort_keys=True, separators=(",", ":"))},
             *env,
         ],
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": port, "protocol": "TCP"},
+            *({"name": name, "containerPort": number, "protocol": "TCP"} for name, number in extra_ports),
+        ],
         **probes,
     }
     if lifecycle is not None:
