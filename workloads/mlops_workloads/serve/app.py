@@ -147,6 +147,7 @@ class App:
         self.explain_unavailable = ""
         self.attribution: explain_mod.AttributionMonitor | None = None
         self.explainer_built = threading.Event()
+        self._closed = False  # close() ran: a monitor built after it is not started
         self._attribution_interval = attribution_interval
         # Started here, in the process that serves (after the fork of --workers): one writer
         # thread per process.
@@ -240,6 +241,7 @@ class App:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what capture still holds (SIGTERM), for at most ``timeout`` seconds."""
+        self._closed = True
         if self.attribution is not None:
             self.attribution.close()
         if self.capture is not None:
@@ -463,18 +465,21 @@ class App:
     def _build_explainer(self) -> None:
         """The explainer and its attribution monitor (``explain_mod.load`` never raises)."""
         explainer, why = explain_mod.load(self.bundle)
-        if explainer is not None:
+        if explainer is not None and not self._closed:
             metrics = self.telemetry.enable_attribution(
                 explainer.features, training=explain_mod.training_means(self.bundle.card, explainer)
             )
-            self.attribution = explain_mod.AttributionMonitor(
+            monitor = explain_mod.AttributionMonitor(
                 explainer,
                 window=self._drift_window,
                 interval=self._attribution_interval,
                 publish=metrics.publish,
                 on_error=metrics.error,
             )
-            self.attribution.start()
+            monitor.start()
+            self.attribution = monitor
+            if self._closed:  # close() ran meanwhile and did not see it
+                monitor.close()
         self.explainer, self.explain_unavailable = explainer, why
         self.openapi = self._openapi()  # the documents name the explainer now
         self._metadata = _dumps(self._model_metadata())

@@ -754,6 +754,6 @@ class AttributionMonitor:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.ident is not None:  # started
             self._thread.join(timeout)
-            self._thread = None
+        self._thread = None
