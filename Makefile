@@ -42,10 +42,19 @@ bin: ## Build (or reuse) the pinned control-plane binaries, cached under ~/.cach
 # Local cluster: etcd + kube-apiserver + controller-manager + scheduler + kwok nodes on loopback
 # ---------------------------------------------------------------------------------------------
 NODE ?= kwok
+KUEUE ?=
 .PHONY: cluster-up
-cluster-up: venv ## Start the local control plane with kwok CPU/GPU nodes (NODE=real adds a real kubelet node) and the S3 endpoint, seed its bucket; prints KUBECONFIG=<path> last.
-	@$(PYTHON) tests/cluster/localcluster.py up --node $(NODE)
+cluster-up: venv ## Start the local control plane with kwok CPU/GPU nodes (NODE=real adds a real kubelet node, KUEUE=1 Kueue) and the S3 endpoint, seed its bucket; prints KUBECONFIG=<path> last.
+	@$(PYTHON) tests/cluster/localcluster.py up --node $(NODE) $(if $(filter 1 yes true,$(KUEUE)),--kueue)
 	@$(PY) tests/cluster/seed_s3.py
+
+.PHONY: kueue-bin
+kueue-bin: ## Build (or reuse) the pinned Kueue and its CRDs, cached apart from the control plane's binaries.
+	@bash tests/cluster/build.sh kueue >/dev/null
+
+.PHONY: kueue-up
+kueue-up: ## Add Kueue (the pinned release, built on first use and cached) to the local cluster, starting the cluster if needed.
+	@$(PYTHON) tests/cluster/localcluster.py kueue-up
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane (keeps its data; `make cluster-wipe` drops it).
@@ -108,7 +117,7 @@ test-e2e: venv bin ## The real-node tier only: a kubelet node, locally built ima
 	$(VENV)/bin/pytest tests/e2e -q
 
 .PHONY: test
-test: venv bin test-deps mlflow-venv lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
+test: venv bin kueue-bin test-deps mlflow-venv lint verify ## Everything CI runs: lint, generated files, unit, integration (kwok) and e2e (real node) tests.
 	$(VENV)/bin/pytest tests/unit -q -n auto
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 

@@ -167,6 +167,109 @@ def isolated_namespace(cluster: Cluster) -> Iterator[str]:
     yield from _make_namespace(cluster, "r")
 
 
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
+
+
+@dataclasses.dataclass
+class Kueue:
+    """Real Kueue beside the cluster (the ``kueue`` fixture): its objects' manifests, applied with
+    the cluster's kubectl, and look-ups. It manages Jobs only in namespaces labelled
+    ``mlops.dev/kueue-managed=true`` (``manage(namespace)``, or the ``kueue_namespace`` fixture)."""
+
+    cluster: Cluster
+    bin_dir: pathlib.Path  # the kueue binary, and its CRDs in crds/
+    namespace: str = localcluster.KUEUE_NAMESPACE
+    managed_label: str = localcluster.KUEUE_MANAGED_LABEL
+
+    @property
+    def kubeconfig(self) -> pathlib.Path:
+        return self.cluster.kubeconfig
+
+    def apply(self, *manifests: dict[str, Any]) -> None:
+        """Server-side apply each manifest (ResourceFlavor, ClusterQueue, LocalQueue...)."""
+        for manifest in manifests:
+            self.cluster.apply(manifest)
+
+    def manage(self, namespace: str) -> None:
+        """Let Kueue manage the queue-labelled Jobs of ``namespace``."""
+        self.cluster.kubectl("label", "namespace", namespace, f"{self.managed_label}=true", "--overwrite")
+
+    def delete(self, kind: str, name: str, namespace: str | None = None, timeout: float = 60.0) -> None:
+        """Delete and wait until gone (Kueue's finalizers: run it while Kueue runs)."""
+        args = ["delete", kind, name, "--ignore-not-found", "--wait=true", f"--timeout={timeout:.0f}s"]
+        self.cluster.kubectl(*args, *(["-n", namespace] if namespace else []), timeout=timeout + 30)
+
+    @staticmethod
+    def resource_flavor(
+        name: str, node_labels: dict[str, str], tolerations: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {"nodeLabels": node_labels}
+        if tolerations:
+            spec["tolerations"] = tolerations
+        return {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": name}, "spec": spec}
+
+    @staticmethod
+    def cluster_queue(name: str, flavor: str, quota: dict[str, str]) -> dict[str, Any]:
+        """A ClusterQueue for every namespace, one resource group: ``quota`` (resource: nominal
+        quota) in ``flavor``."""
+        resources = [{"name": r, "nominalQuota": q} for r, q in quota.items()]
+        return {
+            "apiVersion": KUEUE_API,
+            "kind": "ClusterQueue",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaceSelector": {},
+                "resourceGroups": [
+                    {"coveredResources": list(quota), "flavors": [{"name": flavor, "resources": resources}]}
+                ],
+            },
+        }
+
+    @staticmethod
+    def local_queue(name: str, namespace: str, cluster_queue: str) -> dict[str, Any]:
+        return {
+            "apiVersion": KUEUE_API,
+            "kind": "LocalQueue",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"clusterQueue": cluster_queue},
+        }
+
+    def workload_for(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        """The Workload Kueue made for the ``kind`` (e.g. Job) ``name``, or None yet."""
+        for wl in self.cluster.list("workloads.kueue.x-k8s.io", namespace):
+            owners = wl["metadata"].get("ownerReferences", [])
+            if any(o.get("kind") == kind and o.get("name") == name for o in owners):
+                return wl
+        return None
+
+    @staticmethod
+    def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+        for cond in (obj or {}).get("status", {}).get("conditions", []):
+            if cond.get("type") == type_:
+                result: dict[str, Any] = cond
+                return result
+        return None
+
+
+@pytest.fixture(scope="session")
+def kueue(cluster: Cluster) -> Kueue:
+    """Real Kueue (tests/cluster/kueue: the pinned release, built on first use and cached, its
+    CRDs installed), started when it is not running and left running. Never skipped."""
+    try:
+        localcluster.kueue_up()
+        bins = localcluster.bin_dir("kueue")
+    except Exception as exc:
+        pytest.fail(f"Kueue could not start (CI={_in_ci()}): {exc}", pytrace=False)
+    return Kueue(cluster=cluster, bin_dir=bins)
+
+
+@pytest.fixture
+def kueue_namespace(kueue: Kueue) -> Iterator[str]:
+    """A fresh namespace ``q-<hex>`` that Kueue manages (not watched by the session operator;
+    for one that is, take ``namespace`` and ``kueue.manage(namespace)``)."""
+    yield from _make_namespace(kueue.cluster, "q", labels={kueue.managed_label: "true"})
+
+
 @dataclasses.dataclass
 class OperatorHandle:
     metrics_port: int

@@ -4,6 +4,7 @@
 #
 #   tests/cluster/build.sh            control plane + kwok + helm + versitygw (the kwok tier)
 #   tests/cluster/build.sh node       also kubelet and kube-proxy (the real-node tier)
+#   tests/cluster/build.sh kueue      Kueue only (kueue/build.sh: cached apart, keyed by kueue/ alone)
 #
 # Prints the binary directory on its last line.
 set -euo pipefail
@@ -28,8 +29,15 @@ ensure_go() {
   export GOTOOLCHAIN=go1.26.8
 }
 ensure_go
+if [ "$want_node" = kueue ]; then exec bash "$here/kueue/build.sh"; fi
 
-key=$(cat "$here"/*/go.mod "$here"/*/go.sum "$here/build.sh" | sha256sum | cut -c1-12)
+# The key names the modules it builds (not a */go.mod glob): kueue/ has a cache key of its own.
+mods=(etcd helm kubernetes kwok versitygw)
+key=$({
+  for m in "${mods[@]}"; do cat "$here/$m/go.mod"; done
+  for m in "${mods[@]}"; do cat "$here/$m/go.sum"; done
+  cat "$here/build.sh"
+} | sha256sum | cut -c1-12)
 k8s_version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/kubernetes/go.mod")
 bin="$cache/bin/$k8s_version-$key"
 mkdir -p "$bin"

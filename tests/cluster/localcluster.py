@@ -15,7 +15,16 @@ mode 0600) tells clients where and how to connect, and the Secret ``default/mlop
 them as ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``. The bucket ``mlops-examples`` is a
 top-level directory of ``STATE/s3`` (the posix backend's buckets); ``seed_s3.py`` fills it.
 
+Opt-in, beside them: Kueue (``kueue_up()``; ``up --kueue``, ``kueue-up``), built from its pinned
+module by ``build.sh kueue`` only when asked, so the default tier never pays for it. Its CRDs come
+from the same module; it runs without leader election, for ``batch/job`` only, in namespaces
+labelled ``mlops.dev/kueue-managed=true`` only, and with no webhook configuration registered in
+the API server: a stopped Kueue never blocks pod or Job creation (queued Jobs must be created
+suspended, as the operator does).
+
     python tests/cluster/localcluster.py up      # idempotent; last line: KUBECONFIG=<path>
+    python tests/cluster/localcluster.py up --kueue   # the same, plus Kueue
+    python tests/cluster/localcluster.py kueue-up     # add Kueue to the (running) cluster
     python tests/cluster/localcluster.py down
     python tests/cluster/localcluster.py status
 """
@@ -61,6 +70,16 @@ S3_REGION = "us-east-1"
 S3_SECRET = "mlops-s3"  # in namespace default
 S3_HEALTH_PATH = "/_health"  # "_" cannot start a bucket name, so this shadows no bucket
 
+KUEUE_DIR = STATE / "kueue"  # its Configuration file and webhook serving cert
+KUEUE_NAMESPACE = "kueue-system"
+# Kueue manages Jobs only in namespaces with this label (its managedJobsNamespaceSelector, which
+# v0.17 respects even for Jobs with a queue-name label): the rest of the suite, which fakes
+# Kueue's admission in unlabelled namespaces, runs beside a running Kueue untouched.
+KUEUE_MANAGED_LABEL = "mlops.dev/kueue-managed"
+# Kueue v0.17 reads its metrics serving cert from this fixed path when its internal cert
+# management is off (cmd/kueue/main.go), and exits when the files are missing.
+KUEUE_METRICS_CERT_DIR = pathlib.Path("/etc/kueue/metrics/certs")
+
 
 @dataclasses.dataclass(frozen=True)
 class Ports:
@@ -71,10 +90,14 @@ class Ports:
     scheduler: int = PORT_BASE + 259
     kwok: int = PORT_BASE + 247
     s3: int = PORT_BASE + 900
+    kueue_webhook: int = PORT_BASE + 943
+    kueue_metrics: int = PORT_BASE + 980
+    kueue_health: int = PORT_BASE + 981
 
 
 PORTS = Ports()
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "versitygw")
+OPTIONAL_COMPONENTS = ("kueue",)  # started on request only; `down` stops them, `status` reports them
 
 # Simulated nodes: name -> (labels, taints, capacity).
 CPU_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "200Gi"}
@@ -112,12 +135,11 @@ def log(msg: str) -> None:
     print(f"localcluster: {msg}", file=sys.stderr, flush=True)
 
 
-def bin_dir() -> pathlib.Path:
-    out = (
-        subprocess.run(["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True)
-        .stdout.strip()
-        .splitlines()
-    )
+def bin_dir(what: str | None = None) -> pathlib.Path:
+    """The cached binaries' directory, built first when missing; ``what="kueue"``: Kueue's own
+    (the ``kueue`` binary and its CRDs in ``crds/``), cached apart from the control plane's."""
+    argv = ["bash", str(HERE / "build.sh"), *([what] if what else [])]
+    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()
     return pathlib.Path(out[-1])
 
 
@@ -624,6 +646,120 @@ def up(timeout_s: float = 120.0) -> pathlib.Path:
     return KUBECONFIG
 
 
+# --------------------------------------------------------------------------------------------
+# Kueue (opt-in): the pinned release, its CRDs, a Configuration for this cluster
+# --------------------------------------------------------------------------------------------
+
+
+def kueue_config() -> dict[str, object]:
+    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2, what v0.17 reads) for this cluster."""
+    return {
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
+        "namespace": KUEUE_NAMESPACE,
+        "leaderElection": {"leaderElect": False},
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{PORTS.kueue_health}"},
+        "metrics": {"bindAddress": f"127.0.0.1:{PORTS.kueue_metrics}"},
+        # The webhook server listens (its readyz waits for it) but no webhook configuration points
+        # at it: Kueue's reconcilers need none, and a stopped Kueue must block nothing.
+        "webhook": {"host": "127.0.0.1", "port": PORTS.kueue_webhook, "certDir": str(KUEUE_DIR / "certs")},
+        "internalCertManagement": {"enable": False},
+        "manageJobsWithoutQueueName": False,
+        "managedJobsNamespaceSelector": {"matchLabels": {KUEUE_MANAGED_LABEL: "true"}},
+        "integrations": {"frameworks": ["batch/job"]},
+        # The visibility API server wants its cert at /visibility and an APIService to be of use.
+        "featureGates": {"VisibilityOnDemand": False},
+        "clientConnection": {"qps": 50, "burst": 100},
+    }
+
+
+def kueue_argv(kueue_bins: pathlib.Path) -> list[str]:
+    return [str(kueue_bins / "kueue"), f"--config={KUEUE_DIR / 'config.yaml'}"]
+
+
+def _install_cert(src_dir: pathlib.Path, name: str, dest: pathlib.Path) -> None:
+    """Copy ``name``.crt/.key from the PKI to ``dest``/tls.crt and tls.key (the key 0600), when
+    they differ: rewriting them unchanged would make a running Kueue's cert watcher reload."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for ext, target in (("crt", "tls.crt"), ("key", "tls.key")):
+        data = (src_dir / f"{name}.{ext}").read_text()
+        path = dest / target
+        if not path.exists() or path.read_text() != data:
+            _write_private(path, data)
+
+
+def _kueue_certs(pki: pathlib.Path) -> None:
+    """One serving cert, signed by the cluster CA, for Kueue's webhook server (its certDir) and
+    its metrics server (the fixed path it reads)."""
+    sans = f"IP:127.0.0.1,DNS:localhost,DNS:kueue-webhook-service.{KUEUE_NAMESPACE}.svc"
+    _client_cert(pki, "kueue-serving", "kueue-webhook-service", sans=sans)
+    _install_cert(pki, "kueue-serving", KUEUE_DIR / "certs")
+    try:
+        _install_cert(pki, "kueue-serving", KUEUE_METRICS_CERT_DIR)
+    except PermissionError as exc:
+        raise RuntimeError(
+            f"Kueue reads its metrics cert from {KUEUE_METRICS_CERT_DIR} (fixed in its main.go) and "
+            f"this user cannot write there ({exc}); run as root, or create it writable once"
+        ) from None
+
+
+def _wait_kueue_ready(deadline_s: float) -> None:
+    url = f"http://127.0.0.1:{PORTS.kueue_health}/readyz"
+    deadline = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < deadline:
+        if _pid("kueue") is None:
+            tail = (STATE / "kueue.log").read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError("kueue exited while starting; the end of its log:\n" + "\n".join(tail))
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise RuntimeError(
+        f"kueue did not become ready at {url} within {deadline_s:.0f}s ({last}); see {STATE / 'kueue.log'}"
+    )
+
+
+def kueue_up(timeout_s: float = 120.0) -> pathlib.Path:
+    """Start Kueue beside the cluster (the cluster first, when it is not running); return the
+    admin kubeconfig. Builds Kueue on first use (cached). Idempotent."""
+    if not running():
+        up()
+    kueue_bins = bin_dir("kueue")
+    if _pid("kueue") is not None:
+        with contextlib.suppress(RuntimeError):
+            _wait_kueue_ready(5)
+            return KUBECONFIG
+        _stop("kueue")  # running but not ready: start it afresh
+    started = time.monotonic()
+    bins = bin_dir()
+    pki = STATE / "pki"
+    KUEUE_DIR.mkdir(parents=True, exist_ok=True)
+    _kueue_certs(pki)
+    (KUEUE_DIR / "config.yaml").write_text(json.dumps(kueue_config(), indent=2) + "\n")  # JSON is YAML
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUEUE_NAMESPACE}}
+    _kubectl(
+        bins,
+        "apply",
+        "--server-side",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        input_=json.dumps(namespace),
+    )
+    crds = str(kueue_bins / "crds")
+    # Server-side: the Workload CRD is far too big for client-side apply's annotation.
+    _kubectl(bins, "apply", "--server-side", "--force-conflicts", "--field-manager=localcluster", "-f", crds)
+    _kubectl(bins, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+    _start("kueue", kueue_argv(kueue_bins), env={"KUBECONFIG": str(KUBECONFIG)})
+    _wait_kueue_ready(timeout_s)
+    log(f"kueue ready in {time.monotonic() - started:.1f}s (health http://127.0.0.1:{PORTS.kueue_health})")
+    return KUBECONFIG
+
+
 def _insecure() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -685,7 +821,7 @@ def down(wipe: bool = False) -> None:
     import postgres
 
     postgres.down(wipe=wipe)
-    for name in reversed(COMPONENTS):
+    for name in (*OPTIONAL_COMPONENTS, *reversed(COMPONENTS)):
         _stop(name)
     if wipe and STATE.exists():
         shutil.rmtree(STATE / "etcd", ignore_errors=True)
@@ -694,12 +830,14 @@ def down(wipe: bool = False) -> None:
 
 
 def status() -> dict[str, bool]:
-    return {name: _pid(name) is not None for name in COMPONENTS}
+    """Whether each component runs, the optional ones (Kueue) included."""
+    return {name: _pid(name) is not None for name in (*COMPONENTS, *OPTIONAL_COMPONENTS)}
 
 
 def running() -> bool:
-    """True when every component runs and the apiserver answers /readyz."""
-    if not all(status().values()) or not KUBECONFIG.exists():
+    """True when every (non-optional) component runs and the apiserver answers /readyz."""
+    state = status()
+    if not all(state[name] for name in COMPONENTS) or not KUBECONFIG.exists():
         return False
     try:
         _wait_http(
@@ -714,20 +852,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status", "wipe"])
+    parser.add_argument("command", choices=["up", "down", "status", "wipe", "kueue-up"])
     parser.add_argument(
         "--node",
         choices=["kwok", "real"],
         default="kwok",
         help="'real' also starts a real kubelet node (tests/cluster/realnode.py) beside the kwok nodes",
     )
+    parser.add_argument(
+        "--kueue",
+        action="store_true",
+        help="with up: also start Kueue (built on first use, cached; the same as kueue-up afterwards)",
+    )
     args = parser.parse_args(argv)
     import realnode  # the real node's lifecycle lives beside this file
 
-    if args.command == "up":
+    if args.command in ("up", "kueue-up"):
         path = up()
         if args.node == "real":
             realnode.up()
+        if args.kueue or args.command == "kueue-up":
+            kueue_up()
         print(f"KUBECONFIG={path}")
     elif args.command == "down":
         realnode.down()  # no-op unless a real node was started
@@ -737,6 +882,9 @@ def main(argv: list[str] | None = None) -> int:
         down(wipe=True)
     else:
         for name, ok in status().items():
+            if name in OPTIONAL_COMPONENTS and not ok:
+                print(f"{name}: stopped (optional)")
+                continue
             print(f"{name}: {'running' if ok else 'stopped'}")
         if realnode.NODE_DIR.exists():
             for name, ok in realnode.status().items():
