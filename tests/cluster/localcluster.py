@@ -334,6 +334,13 @@ def _kubectl(bins: pathlib.Path, *args: str, input_: str | None = None) -> str:
 
 def node_manifest(name: str) -> dict[str, object]:
     labels, taints, capacity = NODES[name]
+    return kwok_node(name, labels, taints, capacity)
+
+
+def kwok_node(
+    name: str, labels: dict[str, str], taints: list[dict[str, str]], capacity: dict[str, str]
+) -> dict[str, object]:
+    """A Node that kwok manages (its annotation), with ``labels``, ``taints`` and ``capacity``."""
     return {
         "apiVersion": "v1",
         "kind": "Node",

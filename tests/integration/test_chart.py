@@ -391,6 +391,7 @@ NEEDED = [
     ("patch", "poddisruptionbudgets.policy"),
     ("patch", "horizontalpodautoscalers.autoscaling"),
     ("create", "events"),
+    ("list", "workloads.kueue.x-k8s.io"),  # why a Kueue-queued run waits
 ]
 CLUSTER_NEEDED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),

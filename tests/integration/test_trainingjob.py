@@ -119,6 +119,7 @@ def wait_status(
         probe,
         timeout=timeout,
         what=f"TrainingJob {name}: {what}",
+        explain=lambda: tj_status(cluster, ns, name),
     )
 
 

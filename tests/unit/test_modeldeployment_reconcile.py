@@ -1025,3 +1025,22 @@ def test_tracing_sets_opentelemetry_s_standard_environment_on_the_server() -> No
     assert not any(e["name"].startswith("OTEL_") for e in container["env"])
     with pytest.raises(pydantic.ValidationError):
         api.TracingSpec.model_validate({"endpoint": "otel:4318"})
+
+
+def test_kueue_labels_reach_the_serving_deployment_and_its_pods() -> None:
+    labels = {"kueue.x-k8s.io/queue-name": "serving", "kueue.x-k8s.io/priority-class": "prod", "team": "a"}
+    resource = api.ModelDeployment.from_body(
+        {
+            "metadata": {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": 1, "labels": labels},
+            "spec": {"model": {"storageUri": URI}},
+        }
+    )
+    dep = build.deployment(resource, track="stable", model_uri=URI, replicas=1, settings=SETTINGS)
+    for where in (dep["metadata"]["labels"], dep["spec"]["template"]["metadata"]["labels"]):
+        assert where["kueue.x-k8s.io/queue-name"] == "serving"
+        assert where["kueue.x-k8s.io/priority-class"] == "prod"
+        assert "team" not in where
+    plain = build.deployment(
+        md({"model": {"storageUri": URI}}), track="stable", model_uri=URI, replicas=1, settings=SETTINGS
+    )
+    assert not any(k.startswith("kueue.x-k8s.io/") for k in plain["spec"]["template"]["metadata"]["labels"])

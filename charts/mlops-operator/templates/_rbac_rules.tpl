@@ -59,6 +59,11 @@ no Secret is readable, and nothing cluster-scoped is writable.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "create", "patch", "delete"]
+# Why a Kueue-queued run waits (quota, preemption, an inadmissible queue): the Job's Workload, read
+# only while the Job is suspended in a queue. Read-only; absent Kueue CRDs are no error.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 # Events for kubectl describe (the operator's and kopf's).
 - apiGroups: [""]
   resources: ["events"]

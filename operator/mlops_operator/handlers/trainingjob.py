@@ -25,8 +25,10 @@ from mlops_operator import metrics
 from mlops_operator.api import common
 from mlops_operator.api import trainingjob as api
 from mlops_operator.handlers import framework
+from mlops_operator.k8s import client as k8s_client
 from mlops_operator.reconcile import trainingjob as rtj
 from mlops_operator.reconcile import trainingjob_build as build
+from mlops_operator.reconcile import trainingjob_kueue as rkueue
 
 RESYNC_SECONDS = 30.0
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -70,8 +72,41 @@ def observe(ctx: framework.Context, tj: api.TrainingJob) -> rtj.Observed:
     if job is None and tj.spec.workers > 1:
         service = ctx.kube.get("v1", "Service", build.service_name(tj), ns)
     return rtj.Observed(
-        dataset=dataset, job=job, pods=_pods(ctx, job) if job else [], configmap=configmap, service=service
+        dataset=dataset,
+        job=job,
+        pods=_pods(ctx, job) if job else [],
+        configmap=configmap,
+        service=service,
+        workload=_kueue_workload(ctx, tj, job),
     )
+
+
+def _kueue_workload(
+    ctx: framework.Context, tj: api.TrainingJob, job: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Kueue's Workload of a Job that waits suspended in a queue (why it waits), else nothing read.
+
+    One LIST by the Job's uid label while the Job is queued; none once Kueue admitted it. A
+    cluster without Kueue's CRDs (404) or an install without the permission (403) reads as no
+    Workload: the run says it waits for Kueue.
+    """
+    if job is None or not build.kueue_queue(tj) or tj.spec.run_policy.suspend:
+        return None
+    if not (job.get("spec") or {}).get("suspend"):
+        return None
+    uid = (job.get("metadata") or {}).get("uid")
+    try:
+        found = ctx.kube.list(
+            rkueue.API_VERSION,
+            rkueue.KIND,
+            tj.metadata.namespace,
+            label_selector=f"{rkueue.JOB_UID_LABEL}={uid}" if uid else None,
+        )
+    except k8s_client.ApiError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    return rkueue.pick(found, uid)
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

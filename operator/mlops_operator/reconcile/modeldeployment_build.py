@@ -75,6 +75,9 @@ def selector(md: api.ModelDeployment) -> dict[str, str]:
     return component_selector(md, COMPONENT)
 
 
+KUEUE_PREFIX = "kueue.x-k8s.io/"
+
+
 def _meta(md: api.ModelDeployment, name: str, **extra_labels: str) -> dict[str, Any]:
     labels = {**owner(md).labels(COMPONENT), LABEL_STAGE: md.spec.stage, **extra_labels}
     return {
@@ -83,6 +86,13 @@ def _meta(md: api.ModelDeployment, name: str, **extra_labels: str) -> dict[str, 
         "labels": labels,
         "ownerReferences": [owner(md).reference()],
     }
+
+
+def kueue_labels(md: api.ModelDeployment) -> dict[str, str]:
+    """The ModelDeployment's Kueue labels (``kueue.x-k8s.io/queue-name``, ``.../priority-class``),
+    copied onto its serving Deployments and their pods: Kueue's ``deployment`` integration then
+    admits each serving pod against the LocalQueue's quota, as it does for a Deployment of one's own."""
+    return {k: v for k, v in md.metadata.labels.items() if k.startswith(KUEUE_PREFIX)}
 
 
 def split_replicas(total: int, percent: int, *, canary: bool) -> tuple[int, int]:
@@ -186,11 +196,13 @@ def deployment(
         tmp_size = "256Mi"
     capture_volumes, capture_mounts = capture_volume(md, volumes)
     volumes, mounts = [*volumes, *capture_volumes], [*mounts, *capture_mounts]
+    queueing = kueue_labels(md)
     pod_labels = {
         **selector(md),
         **owner(md).labels(COMPONENT),
         LABEL_TRACK: track,
         LABEL_STAGE: md.spec.stage,
+        **queueing,
     }
     resources = md.spec.resources
     metrics_env = [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": f"{workload.TMP_DIR}/metrics"}]
@@ -237,7 +249,7 @@ def deployment(
     if replicas is not None:
         spec["replicas"] = replicas
     return rworkload.deployment(
-        metadata=_meta(md, name, **{LABEL_TRACK: track}),
+        metadata=_meta(md, name, **{LABEL_TRACK: track}, **queueing),
         spec=spec,
         spec_hash_of={"uri": model_uri, "spec": spec},
         annotations={ANNOTATION_MODEL_URI: model_uri},

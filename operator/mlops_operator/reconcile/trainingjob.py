@@ -46,6 +46,7 @@ from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import trainingjob_build as build
+from mlops_operator.reconcile import trainingjob_kueue as kueue
 from mlops_operator.reconcile import workload as rworkload
 
 CONDITIONS: tuple[str, ...] = ("Running", "Succeeded", "Failed", "Suspended")
@@ -60,6 +61,7 @@ PHASE_RANK: dict[str, int] = {
     "Failed": 2,
 }
 PAUSED_PHASES: tuple[str, ...] = ("Suspended", "Queued")
+KUEUE_PROBLEMS = frozenset({"Preempted", "Inadmissible", "Deactivated"})  # Warning Events while Queued
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Observed:
     pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     configmap: dict[str, Any] | None = None
     service: dict[str, Any] | None = None  # a several-worker run's rendezvous Service
+    workload: dict[str, Any] | None = None  # Kueue's Workload of a Job waiting in a queue
 
 
 @dataclasses.dataclass
@@ -607,14 +610,15 @@ def _observe(tj: api.TrainingJob, *, observed: Observed, now: datetime.datetime,
             }
         )
     elif outcome.state == "Suspended":
-        queued = build.kueue_queue(tj) is not None and not tj.spec.run_policy.suspend
-        phase = "Queued" if queued else "Suspended"
-        message = (
-            f"waiting for Kueue queue {build.kueue_queue(tj)!r} to admit the Job"
-            if queued
-            else "the run is suspended (runPolicy.suspend)"
+        queue = build.kueue_queue(tj)
+        if queue is not None and not tj.spec.run_policy.suspend:
+            phase = "Queued"
+            reason, message = kueue.wait_state(queue, build.job_name(tj), observed.workload)
+        else:
+            phase, reason, message = "Suspended", "Suspended", "the run is suspended (runPolicy.suspend)"
+        out.status = out.status.model_copy(
+            update={"phase": phase, "reason": reason, "message": kueue.clipped(message)}
         )
-        out.status = out.status.model_copy(update={"phase": phase, "reason": phase, "message": message})
     elif outcome.state == "Running":
         out.status = out.status.model_copy(
             update={"phase": "Running", "reason": outcome.reason, "message": outcome.message[:1024]}
@@ -747,6 +751,9 @@ def transition_events(old: api.TrainingJobStatus, new: api.TrainingJobStatus) ->
         ]
     if phase == "Pending" and reason == "Resumed" and old.phase in {"Suspended", "Queued"}:
         return [rplan.EventNote("Normal", "Resumed", message or "resuming the Job")]
+    if phase == "Queued" and reason in KUEUE_PROBLEMS:
+        # Kueue took the run's pods back (a higher-priority or reclaiming workload), or cannot admit it.
+        return [rplan.EventNote("Warning", reason, message)]
     if phase in {"Queued", "Suspended", "WaitingForData"} and old.phase != phase:
         return [rplan.EventNote("Normal", phase, message)]
     return []
