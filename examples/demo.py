@@ -5,8 +5,9 @@
 3. the operator installed by its Helm chart, its workload pods placed on the real node;
 4. ``examples/quickstart/`` applied: Dataset -> TrainingJob -> HyperparameterSweep, which
    promotes its best model to a ModelDeployment; the quickstart's own ModelDeployment too;
-5. a summary of each step (data report, metrics, best trial, served URL) and one real
-   prediction sent to the served model through its Service.
+5. a summary of each step (data report, metrics, best trial, the TrainingJob's and the sweep's
+   resources requested, used and suggested, served URL) and one real prediction sent to the
+   served model through its Service.
 
 Exit status 0 only when every step finished as it should.
 """
@@ -24,6 +25,8 @@ import urllib.request
 from typing import Any
 
 import yaml
+
+from mlops_operator.cli import chain
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
@@ -90,6 +93,12 @@ def wait_phase(kube: Kube, kind: str, name: str, done: set[str], timeout: float)
             raise SystemExit(f"{kind}/{name} failed: {status.get('reason')}: {status.get('message')}")
         time.sleep(2)
     raise SystemExit(f"{kind}/{name} did not reach {sorted(done)} within {timeout:.0f}s (last phase {last})")
+
+
+def rightsizing(requested: dict[str, Any] | None, used: Any, suggested: Any) -> str:
+    """Requested, used and suggested, as ``mlops status`` shows them."""
+    shown = chain.rightsizing(dict(requested or {}), dict(used or {}), dict(suggested or {}))
+    return shown or "not measured (the run reported no resourcesUsed)"
 
 
 def install_operator(kube: Kube, version: str) -> None:
@@ -213,8 +222,21 @@ def main() -> int:
     print("=== TrainingJob", results["TrainingJob"]["metadata"]["name"])
     print(f"  {tj.get('objectiveMetric')} = {tj.get('objectiveValue')}  in {tj.get('durationSeconds')}s")
     print(f"  metrics: {json.dumps(tj.get('metrics'))}\n  model: {tj.get('modelUri')}")
+    tj_requested = results["TrainingJob"]["spec"].get("resources")
+    source = (tj.get("resourcesUsed") or {}).get("source", "-")
+    tj_used, tj_suggested = tj.get("resourcesUsed"), tj.get("suggestedResources")
+    print(f"  resources ({source}): " + rightsizing(tj_requested, tj_used, tj_suggested))
     print("=== HyperparameterSweep", results["HyperparameterSweep"]["metadata"]["name"])
     print(f"  trials: {sweep.get('progress')}  best: {json.dumps(sweep.get('bestTrial'))}")
+    sized = sweep.get("rightsizing") or {}
+    template = results["HyperparameterSweep"]["spec"].get("trialTemplate") or {}
+    print(
+        f"  resources (max of {sized.get('measuredTrials', 0)} trials): "
+        + rightsizing(template.get("resources"), sized.get("used"), sized.get("suggested"))
+    )
+    if sized.get("autoTrials"):
+        given = json.dumps(sized.get("autoResources"))
+        print(f"  trialTemplate.resources.auto: {sized['autoTrials']} later trials got {given}")
     print("=== ModelDeployment", md["metadata"]["name"])
     print(
         f"  url: {md['status'].get('url')}  ready: {md['status'].get('ready')}  "

@@ -560,3 +560,61 @@ def test_predict_reports_what_is_wrong(model_server: str, tmp_path: pathlib.Path
         == 1
     )
     assert err.getvalue().startswith("mlops: the model server did not answer GET /v2/models/iris")
+
+
+def test_status_shows_requested_used_and_suggested_resources() -> None:
+    run = obj(
+        "TrainingJob",
+        "iris-lr",
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "LogisticRegression"},
+            "resources": {"cpu": "500m", "memory": "512Mi"},
+        },
+        {
+            "phase": "Succeeded",
+            "resourcesUsed": {"cpuCores": 0.21, "peakMemoryBytes": 150 * 2**20, "source": "cgroup2"},
+            "suggestedResources": {"cpu": "300m", "memory": "192Mi", "gpu": 0},
+        },
+    )
+    detail = chain.trainingjob_detail(run)
+    assert detail == (
+        "LogisticRegression · cpu 500m, used 0.21, suggest 300m · memory 512Mi, peak 150Mi, suggest 192Mi"
+    )
+    gpu_run = obj(
+        "TrainingJob",
+        "iris-xgb",
+        {"datasetRef": {"name": "iris"}, "resources": {"gpu": 1}},
+        {
+            "phase": "Succeeded",
+            "resourcesUsed": {"cpuCores": 1.0, "gpuUtilizationMean": 0.0, "gpuUtilizationMax": 0.0},
+            "suggestedResources": {"cpu": "1200m", "gpu": 0},
+        },
+    )
+    assert chain.trainingjob_detail(gpu_run) == (
+        "cpu -, used 1, suggest 1200m · gpu 1, busy 0% (max 0%), suggest 0"
+    )
+    assert "suggest" not in chain.trainingjob_detail(obj("TrainingJob", "new", {}, {"phase": "Running"}))
+    hps = obj(
+        "HyperparameterSweep",
+        "iris-rf",
+        {
+            "algorithm": {"name": "tpe"},
+            "trialTemplate": {"resources": {"cpu": "500m", "memory": "512Mi", "auto": True}},
+        },
+        {
+            "phase": "Running",
+            "progress": "4/20",
+            "rightsizing": {
+                "measuredTrials": 4,
+                "used": {"cpuCores": 0.4, "peakMemoryBytes": 3 * 2**30 // 2},
+                "suggested": {"cpu": "500m", "memory": "1920Mi", "gpu": 0},
+                "autoTrials": 2,
+                "autoResources": {"cpu": "500m", "memory": "1920Mi", "gpu": 0},
+            },
+        },
+    )
+    assert chain.sweep_detail(hps) == (
+        "tpe · 4/20 trials · max of 4 trials: cpu 500m, used 0.4, suggest 500m · memory 512Mi, "
+        "peak 1.5Gi, suggest 1920Mi · auto: 2 trials given cpu 500m, memory 1920Mi, gpu 0"
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import _train_data
 import pytest
 
-from mlops_operator.api import trainingjob, workload
+from mlops_operator.api import rightsizing, trainingjob, workload
 from mlops_operator.reconcile import trainingjob_build as build
 from mlops_operator.reconcile import workload as rworkload
 from mlops_workloads import runtime, trainer
@@ -108,7 +108,9 @@ def test_the_card_records_the_lineage(iris: pathlib.Path, tmp_path: pathlib.Path
     assert card["durationSeconds"] > 0
     assert card["resources"]["requested"] == {"cpu": "1", "memory": "2Gi", "gpu": 0}
     used = card["resources"]["used"]
-    assert used["peakRssBytes"] > 50 * 2**20 and used["cpuSeconds"] > 0
+    assert used["peakMemoryBytes"] > 50 * 2**20 and used["cpuSeconds"] > 0
+    assert result["resourcesUsed"] == used  # one measure for the card and the result
+    assert card["resources"]["suggested"] == rightsizing.suggest(used, gpu=0)
     # Existing keys stay.
     assert {"estimator", "libraries", "hardware", "createdAt", "modelSizeBytes", "rows"} <= set(card)
 

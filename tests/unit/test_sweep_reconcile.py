@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.api import sweep
+from mlops_operator.api import sweep, trainingjob
 from mlops_operator.reconcile import sweep as rsweep
 from mlops_operator.reconcile import sweep_build
 
@@ -528,9 +528,15 @@ def test_multi_fidelity_trials_carry_their_budget_and_rung() -> None:
 
 def test_trials_inherit_the_sweeps_kueue_queue() -> None:
     spec = body()
-    spec["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
+    spec["metadata"]["labels"] = {
+        "kueue.x-k8s.io/queue-name": "team-a",
+        "kueue.x-k8s.io/priority-class": "low",
+        "team": "a",
+    }
     plan = Cluster(spec).reconcile()
     assert {m["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") for m in plan.create_once} == {"team-a"}
+    assert {m["metadata"]["labels"].get("kueue.x-k8s.io/priority-class") for m in plan.create_once} == {"low"}
+    assert not any("team" in m["metadata"]["labels"] for m in plan.create_once)
     assert "kueue.x-k8s.io/queue-name" not in Cluster(body()).reconcile().create_once[0]["metadata"]["labels"]
 
 
@@ -678,3 +684,74 @@ def test_later_trials_train_on_the_first_trials_dataset_version_and_keep_the_out
         "name": spec["trialTemplate"]["datasetRef"]["name"],
         "version": "ab" * 32,
     }
+
+
+def _measured(c: Cluster, name: str, value: float, suggested: dict[str, Any], cores: float) -> None:
+    """``name`` finished as a trial TrainingJob's status says: its use and the suggestion from it."""
+    c.finish(name, value)
+    c.children[name]["status"].update(
+        resourcesUsed={"cpuCores": cores, "peakMemoryBytes": 150 * 2**20, "source": "cgroup2"},
+        suggestedResources=suggested,
+    )
+
+
+AUTO_TEMPLATE = {
+    "datasetRef": {"name": "iris"},
+    "model": {"estimator": "RandomForestClassifier", "params": {"n_estimators": 20}},
+    "resources": {"cpu": "500m", "memory": "512Mi", "memoryLimit": "200Mi", "auto": True},
+}
+
+
+def test_auto_resources_give_later_trials_the_largest_suggestion_of_the_finished_ones() -> None:
+    c = Cluster(body(trialTemplate=AUTO_TEMPLATE, maxTrials=6, parallelism=3))
+    first = c.reconcile()
+    for m in first.create_once:  # nothing measured yet: the template's requests, without auto
+        assert m["spec"]["resources"] == {"cpu": "500m", "memory": "512Mi", "memoryLimit": "200Mi", "gpu": 0}
+        assert sweep_build.ANNOTATION_RESOURCES not in m["metadata"]["annotations"]
+    assert c.status.rightsizing is None
+    before = json.loads(json.dumps(c.children))
+    _measured(c, "s-trial-0", 0.9, {"cpu": "300m", "memory": "256Mi", "gpu": 0}, 0.2)
+    _measured(c, "s-trial-1", 0.8, {"cpu": "700m", "memory": "192Mi", "gpu": 0}, 0.55)
+    later = c.reconcile()
+    assert [m["metadata"]["name"] for m in later.create_once] == ["s-trial-3", "s-trial-4"]
+    for m in later.create_once:
+        # The largest of each; the memory limit below the new request is raised to it.
+        assert m["spec"]["resources"] == {"cpu": "700m", "memory": "256Mi", "memoryLimit": "256Mi", "gpu": 0}
+        given = json.loads(m["metadata"]["annotations"][sweep_build.ANNOTATION_RESOURCES])
+        assert given == {"cpu": "700m", "memory": "256Mi", "gpu": 0}
+    # The trials created before keep their spec (created once, never rewritten): no spec hash flips.
+    for name, child in before.items():
+        assert c.children[name]["spec"] == child["spec"]
+    sized = c.status.rightsizing
+    assert sized is not None and sized.to_api() == {
+        "measuredTrials": 2,
+        "used": {"cpuCores": 0.55, "peakMemoryBytes": 150 * 2**20, "source": "cgroup2"},
+        "suggested": {"cpu": "700m", "memory": "256Mi", "gpu": 0},
+        "autoTrials": 2,
+        "autoResources": {"cpu": "700m", "memory": "256Mi", "gpu": 0},
+    }
+    # A restart (status lost) rebuilds the same figures from the trials alone.
+    c.body.pop("status")
+    assert c.reconcile().create_once == [] and c.status.rightsizing == sized
+
+
+def test_without_auto_trials_keep_the_templates_requests_and_the_status_still_shows_the_use() -> None:
+    template = {**AUTO_TEMPLATE, "resources": {"cpu": "500m", "memory": "512Mi"}}
+    c = Cluster(body(trialTemplate=template, maxTrials=4, parallelism=2))
+    c.reconcile()
+    _measured(c, "s-trial-0", 0.9, {"cpu": "300m", "memory": "256Mi", "gpu": 0}, 0.2)
+    later = c.reconcile().create_once
+    assert later and later[0]["spec"]["resources"] == {"cpu": "500m", "memory": "512Mi", "gpu": 0}
+    assert sweep_build.ANNOTATION_RESOURCES not in later[0]["metadata"]["annotations"]
+    sized = c.status.rightsizing
+    assert sized is not None and sized.measured_trials == 1 and sized.auto_trials == 0
+    assert sized.suggested is not None and sized.suggested.cpu == "300m"
+
+
+def test_auto_is_a_trial_template_field_only() -> None:
+    resource = sweep.HyperparameterSweep.from_body(body(trialTemplate=AUTO_TEMPLATE))
+    assert resource.spec.trial_template.resources.auto is True
+    spec = sweep_build.trial_spec(resource, {"max_depth": 3}, "s-trial-0")
+    assert "auto" not in spec.to_api()["resources"]  # a TrainingJob has no such field
+    with pytest.raises(ValueError, match="auto"):
+        trainingjob.TrainingJobSpec.model_validate(AUTO_TEMPLATE)

@@ -24,7 +24,7 @@ import pytest
 
 import mlops_workloads as mw
 from mlops_operator.api import dataset as dataset_api
-from mlops_operator.api import trainingjob, workload
+from mlops_operator.api import rightsizing, trainingjob, workload
 from mlops_workloads import trainer
 from mlops_workloads.prepare import pipeline
 from mlops_workloads.serve import bundle
@@ -252,8 +252,14 @@ def test_report_writes_the_result_card_schema_and_baseline(run_env: pathlib.Path
     assert card["version"] == version and card["modelUri"] == result["modelUri"]
     assert card["codeVersion"] == "git:1a2b3c" and card["device"] == "cpu"
     assert card["resources"]["requested"] == {"cpu": "2", "memory": "1Gi", "gpu": 0}
-    assert card["resources"]["used"]["peakRssBytes"] > 10 * 2**20
-    assert card["resources"]["used"]["cpuSeconds"] > 0
+    used = card["resources"]["used"]
+    assert used["peakMemoryBytes"] > 10 * 2**20 and used["cpuSeconds"] > 0 and used["cpuCores"] > 0
+    assert used["source"] in {"rusage", "cgroup2", "cgroup1", "cgroup2+rusage", "cgroup1+rusage"}
+    assert "gpuUtilizationMean" not in used and "gpuPeakMemoryBytes" not in used  # no GPU measured
+    # The result carries the same measure (added for the code); the card adds the suggestion.
+    assert result["resourcesUsed"] == used
+    assert card["resources"]["suggested"] == rightsizing.suggest(used, gpu=0)
+    assert card["resources"]["suggested"]["gpu"] == 0
     assert card["history"] == f"{result['modelUri']}/history.jsonl"
     assert card["objective"] == {"metric": "accuracy", "direction": "maximize", "value": 0.91}
     assert card["worldSize"] == 1 and card["epochs"] == 3 and card["createdAt"].endswith("Z")
@@ -347,7 +353,7 @@ def test_other_ranks_write_a_small_result_and_touch_no_file(
     mw.log_epoch(1, loss=0.5)
     result = mw.report({"whatever": math.nan}, epochs=1)  # not validated: rank 0 speaks for the run
     assert result == _result(run_env)
-    assert set(result) == {"ok", "rank", "worldSize", "device", "durationSeconds"}
+    assert set(result) == {"ok", "rank", "worldSize", "device", "durationSeconds", "resourcesUsed"}
     assert (result["ok"], result["rank"], result["worldSize"]) == (True, 1, 2)
     assert list((run_env / "model").iterdir()) == []
 

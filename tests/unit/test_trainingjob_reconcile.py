@@ -767,3 +767,61 @@ def test_status_is_stable_between_passes() -> None:
     assert second.status.to_api() == first.status.to_api()
     assert second.events == []
     assert first.status.observed_generation == 1
+
+
+def _succeeded_with(result: dict[str, Any], spec: dict[str, Any] | None = None) -> api.TrainingJobStatus:
+    tj, plan = start(make_tj(spec))
+    job = created_job(plan)
+    job["status"] = {
+        "startTime": "2025-01-01T12:00:00Z",
+        "completionTime": "2025-01-01T12:01:30Z",
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    message = json.dumps({"ok": True, "objectiveValue": 0.9, **result})
+    pods = [pod(phase="Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": message})]
+    plan = rtj.plan(tj, observed=rtj.Observed(dataset=READY, job=job, pods=pods), now=NOW, settings=SETTINGS)
+    return plan.status
+
+
+def test_the_measured_use_and_the_suggestion_reach_the_status() -> None:
+    used = {"cpuSeconds": 27.0, "cpuCores": 0.3, "peakMemoryBytes": 200 * 2**20, "source": "cgroup2"}
+    s = _succeeded_with(
+        {"resourcesUsed": used},
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "RandomForestClassifier"},
+            "resources": {"cpu": "2", "memory": "4Gi"},
+        },
+    )
+    assert s.phase == "Succeeded" and s.resources_used is not None
+    assert s.resources_used.to_api() == used
+    assert s.suggested_resources is not None
+    assert s.suggested_resources.to_api() == {"cpu": "400m", "memory": "256Mi", "gpu": 0}
+    assert s.to_api()["suggestedResources"] == {"cpu": "400m", "memory": "256Mi", "gpu": 0}
+
+
+def test_a_gpu_measured_idle_is_suggested_away() -> None:
+    used = {"cpuCores": 1.0, "peakMemoryBytes": 2**30, "gpuUtilizationMean": 0.0, "gpuUtilizationMax": 0.0}
+    s = _succeeded_with(
+        {"resourcesUsed": used, "device": "cuda:0 (NVIDIA H200)"},
+        {
+            "datasetRef": {"name": "iris"},
+            "model": {"estimator": "XGBClassifier"},
+            "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
+        },
+    )
+    assert s.suggested_resources is not None and s.suggested_resources.gpu == 0
+    assert s.suggested_resources.memory == "1280Mi" and s.suggested_resources.cpu == "1200m"
+
+
+def test_a_result_without_or_with_broken_figures_keeps_what_is_valid() -> None:
+    assert _succeeded_with({}).resources_used is None  # an older or own image that reports none
+    assert _succeeded_with({}).suggested_resources is None
+    s = _succeeded_with(
+        {"resourcesUsed": {"cpuCores": -1, "peakMemoryBytes": 100 * 2**20, "source": "x" * 99, "gpu": 3}}
+    )
+    assert s.resources_used is not None and s.resources_used.to_api() == {"peakMemoryBytes": 100 * 2**20}
+    assert s.suggested_resources is not None
+    assert s.suggested_resources.to_api() == {"memory": "128Mi", "gpu": 0}
+    assert _succeeded_with({"resourcesUsed": "lots"}).resources_used is None

@@ -47,16 +47,21 @@ Out (``report()``, ``fail()``)
     (``<output_uri>/<modelVersion>``, plus the sub-directory ``model_dir`` named),
     ``modelVersion``, ``datasetDigest``, ``device`` (the device the code used: ``cpu``, ``cuda:0 (NVIDIA
     H200)``), ``worldSize``, ``rank``, ``epochs``, ``durationSeconds``, ``modelSizeBytes``
-    (of model.skops, when there is one), ``warnings``, and the keywords you pass as
-    ``**extra``; or ``ok: false`` with ``reason`` (one CamelCase word) and ``error``.
+    (of model.skops, when there is one), ``warnings``, ``resourcesUsed`` (added for you,
+    ``mlops_workloads.usage``: ``cpuSeconds``, ``cpuCores``, ``peakMemoryBytes`` of the
+    container's cgroup, else of this process and its children, ``source`` saying which, and
+    with GPUs ``gpuPeakMemoryBytes`` (torch's) and ``gpuUtilizationMean``/``Max`` (NVML,
+    sampled from ``config()`` on); what the status suggests requesting is computed from it),
+    and the keywords you pass as ``**extra``; or ``ok: false`` with ``reason`` (one CamelCase
+    word) and ``error``.
     ``report()`` also completes the model directory: a ``model_card.json`` (unless your code
     wrote one) and the Dataset version's ``schema.json`` and ``baseline.json`` (which
     serving needs for input checks and drift), then publishes ``output_dir`` as the version
     (the card last; an identical version published before is kept as it is). The card
     records the lineage: ``version``, ``image``, ``codeVersion``, ``dataset`` (with the
     Dataset version's ``preparation``), ``params``, ``metrics``, ``device``,
-    ``durationSeconds``, ``resources`` (requested and used). A ModelDeployment can serve the directory
-    when it holds ``model.skops``: ONE scikit-learn ``Pipeline`` over the raw feature
+    ``durationSeconds``, ``resources`` (requested, used and suggested). A ModelDeployment can
+    serve the directory when it holds ``model.skops``: ONE scikit-learn ``Pipeline`` over the raw feature
     columns, made of types this project's own models are made of (``skops_types.json``).
 
 Per epoch (``log_epoch()``)
@@ -94,6 +99,7 @@ import typing
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlops_operator.api import workload
+from mlops_workloads import usage
 from mlops_workloads.train import card as card_mod
 
 if TYPE_CHECKING:
@@ -123,6 +129,7 @@ RESERVED_KEYS = frozenset(
     {"ok", "reason", "error", "metrics", "objectiveMetric", "objectiveValue", "modelUri", "modelVersion"}
     | {"datasetDigest"}
     | {"device", "worldSize", "rank", "epochs", "durationSeconds", "modelSizeBytes", "warnings", "truncated"}
+    | {"resourcesUsed"}
 )
 """The result's own keys, which ``report(**extra)`` may not set."""
 LIBRARIES: tuple[tuple[str, str], ...] = (
@@ -137,19 +144,8 @@ LIBRARIES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _process_age() -> float:
-    """Seconds since this process started (Linux; 0 elsewhere), so durationSeconds counts imports too."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        with open("/proc/uptime", encoding="ascii") as fh:
-            uptime = float(fh.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-_STARTED = time.monotonic() - _process_age()
+_STARTED = usage.STARTED
+"""When this process started, so durationSeconds counts imports too."""
 
 
 class ReportError(ValueError):
@@ -316,6 +312,7 @@ def config() -> TrainerConfig:
         raw = runtime.load_config(trainingjob.TrainConfig)
     except runtime.WorkloadError as exc:
         fail(exc.reason, exc.message, permanent=True)
+    usage.start_gpu_sampling(raw.gpu)  # GPUs given: their utilisation, for resourcesUsed
     output_dir = staging.output_dir(raw)
     try:
         data = _data_files(raw)
@@ -623,12 +620,14 @@ def report(
     if device is None:
         device = _used_device()
     duration = round(time.monotonic() - _STARTED, 3)
+    used = usage.measure()
     base: dict[str, Any] = {
         "ok": True,
         "rank": cfg.rank,
         "worldSize": cfg.world_size,
         "device": str(device)[:128],
         "durationSeconds": duration,
+        "resourcesUsed": used,
     }
     if not cfg.is_chief:  # rank 0 speaks for the run
         _write(base)
@@ -691,6 +690,7 @@ def report(
             requested=requested,
             dataset={"name": cfg.dataset_name, "uri": cfg.dataset_uri, "digest": cfg.dataset_digest},
             manifest=_read_json(cfg.data.dir / "manifest.json"),
+            used=used,
         ),
         "target": cfg.data.target,
         "metrics": splits,

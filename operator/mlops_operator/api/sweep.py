@@ -43,6 +43,7 @@ LABEL_TRIAL_RUNG = "mlops.dev/trial-rung"
 ANNOTATION_TRIAL_PARAMS = "mlops.dev/trial-params"  # the sampled parameters, JSON
 ANNOTATION_TRIAL_GENERATION = "mlops.dev/trial-generation"
 ANNOTATION_TRIAL_BUDGET = "mlops.dev/trial-budget"
+ANNOTATION_TRIAL_RESOURCES = "mlops.dev/trial-resources"  # the suggestion a trial was given (auto), JSON
 
 # A categorical choice: a JSON scalar (null stands for Python's None, e.g. ``max_depth: null``).
 CategoricalValue = str | int | float | bool | None
@@ -363,6 +364,34 @@ _METRIC_RULES: list[Any] = [
 ]
 
 
+class TrialResources(common.Resources):
+    """The trials' resources, which may follow what the finished trials measured (``auto``)."""
+
+    auto: bool = pydantic.Field(
+        default=False,
+        description="Rightsizing: later trials take the suggestion measured on the trials that "
+        "finished (the largest cpu, memory and gpu of their status.suggestedResources); the cpu, "
+        "memory and gpu given here are the first trials' requests. A limit below the new request is "
+        "raised to it. The trials given a suggestion are annotated mlops.dev/trial-resources and "
+        "counted in status.rightsizing.",
+    )
+
+    def requests(self) -> common.Resources:
+        """These resources as a TrainingJob takes them (without ``auto``)."""
+        return common.Resources.model_validate(self.model_dump(exclude={"auto"}))
+
+
+class TrialTemplate(trainingjob.TrainingJobSpec):
+    """A TrainingJob spec whose resources may follow the finished trials' use (``resources.auto``)."""
+
+    resources: TrialResources = pydantic.Field(
+        default_factory=TrialResources,
+        description="cpu/memory requests and limits; gpu adds nvidia.com/gpu and the GPU node selector and "
+        "toleration. With auto: true, the trials created once some have finished get the requests those "
+        "measured they need.",
+    )
+
+
 class HyperparameterSweepSpec(common.ApiModel):
     """A search over trialTemplate's model parameters."""
 
@@ -443,7 +472,7 @@ class HyperparameterSweepSpec(common.ApiModel):
         }
     )
 
-    trial_template: trainingjob.TrainingJobSpec = pydantic.Field(
+    trial_template: TrialTemplate = pydantic.Field(
         description="The TrainingJob spec every trial runs, with its model.params (or trainer.params) "
         "overridden by the trial's parameters and its objective set to objective.metric.",
         json_schema_extra={
@@ -574,6 +603,28 @@ class Promotion(common.ApiModel):
     )
 
 
+class Rightsizing(common.ApiModel):
+    """Requested against used over the finished trials, and what auto gave the later ones."""
+
+    measured_trials: int = pydantic.Field(
+        default=0, ge=0, description="Finished trials that reported what they used."
+    )
+    used: trainingjob.ResourcesUsed | None = pydantic.Field(
+        default=None, description="The largest of each figure over them."
+    )
+    suggested: trainingjob.SuggestedResources | None = pydantic.Field(
+        default=None,
+        description="The largest suggestion over them: what trialTemplate.resources.auto gives the trials "
+        "created next.",
+    )
+    auto_trials: int = pydantic.Field(
+        default=0, ge=0, description="Trials created with a suggestion instead of the template's requests."
+    )
+    auto_resources: trainingjob.SuggestedResources | None = pydantic.Field(
+        default=None, description="The requests the last of them was given."
+    )
+
+
 class HyperparameterSweepStatus(common.StatusBase):
     """A bounded summary: counts, best trial, last failures; never the trial list."""
 
@@ -596,6 +647,11 @@ class HyperparameterSweepStatus(common.StatusBase):
         default_factory=list, max_length=MAX_FAILURES_KEPT, description="The last few trial failures."
     )
     promotion: Promotion | None = pydantic.Field(default=None, description="Where the best model went.")
+    rightsizing: Rightsizing | None = pydantic.Field(
+        default=None,
+        description="The trials' measured use and the suggested requests (the largest over the finished "
+        "trials), and the trials given them (trialTemplate.resources.auto).",
+    )
 
 
 class HyperparameterSweep(common.Resource):

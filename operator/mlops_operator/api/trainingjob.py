@@ -14,9 +14,10 @@ image): the operator puts it as JSON in the pod's ``mlops.dev/config`` annotatio
 through a downwardAPI volume as the file named by ``MLOPS_CONFIG_FILE``; the
 workload answers with one JSON object (at most 4 KiB) on ``/dev/termination-log`` holding
 ``ok``, ``metrics`` (``{"validation": {...}, "test": {...}, "cv": {...}}``),
-``objectiveValue``, ``modelUri``, ``modelVersion``, ``datasetDigest``, ``fitSeconds`` and
-``modelSizeBytes``, or ``ok: false`` with ``reason`` and ``error``. The model is written to a
-local staging directory (``output_dir``) and published as the immutable version
+``objectiveValue``, ``modelUri``, ``modelVersion``, ``datasetDigest``, ``fitSeconds``,
+``modelSizeBytes`` and ``resourcesUsed`` (what the run measured it used: the status keeps it and
+a suggested request, ``api.rightsizing``), or ``ok: false`` with ``reason`` and ``error``. The
+model is written to a local staging directory (``output_dir``) and published as the immutable version
 ``<output_uri>/<modelVersion>`` (``mlops_workloads.train.staging``).
 """
 
@@ -485,6 +486,77 @@ class MetricValues(common.ApiModel):
     cv_std: float | None = pydantic.Field(default=None, description="Standard deviation over the folds.")
 
 
+class ResourcesUsed(common.ApiModel):
+    """What a finished run measured it used (``mlops_workloads.usage``; rank 0's pod when several
+    workers trained): the figures the suggestion is made from."""
+
+    cpu_seconds: float | None = pydantic.Field(
+        default=None, ge=0, description="CPU time the container (else the trainer process) used."
+    )
+    cpu_cores: float | None = pydantic.Field(
+        default=None, ge=0, description="cpuSeconds over the wall time since the trainer started: cores busy."
+    )
+    peak_memory_bytes: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="The container's peak memory (cgroup, page cache included), else "
+        "the largest resident set of the process and its children.",
+    )
+    source: str | None = pydantic.Field(
+        default=None,
+        max_length=32,
+        description="Where the figures come from: cgroup2 (memory.peak, cpu.stat), cgroup1 "
+        "(memory.max_usage_in_bytes, cpuacct.usage) or rusage (getrusage, outside a container).",
+    )
+    gpu_peak_memory_bytes: int | None = pydantic.Field(
+        default=None, ge=0, description="Peak GPU memory torch allocated, summed over devices (torch runs)."
+    )
+    gpu_utilization_mean: float | None = pydantic.Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Mean GPU utilisation in percent (NVML, sampled every second).",
+    )
+    gpu_utilization_max: float | None = pydantic.Field(
+        default=None, ge=0, le=100, description="Its largest sample."
+    )
+
+    @classmethod
+    def from_result(cls, raw: Any) -> ResourcesUsed | None:
+        """A result's ``resourcesUsed``, keeping the figures that are valid (None: none is)."""
+        if not isinstance(raw, dict):
+            return None
+        kept: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            if key not in raw or raw[key] is None or isinstance(raw[key], bool):
+                continue
+            try:
+                cls.model_validate({key: raw[key]})
+            except pydantic.ValidationError:
+                continue
+            kept[key] = raw[key]
+        return cls.model_validate(kept) if kept else None
+
+
+class SuggestedResources(common.ApiModel):
+    """A request to give the next run like this one (``mlops_operator.api.rightsizing.suggest``)."""
+
+    cpu: str | None = pydantic.Field(
+        default=None,
+        pattern=common.QUANTITY_PATTERN,
+        description="The cores used x 1.2, rounded up to 100m (at least 100m).",
+    )
+    memory: str | None = pydantic.Field(
+        default=None,
+        pattern=common.QUANTITY_PATTERN,
+        description="The peak memory x 1.25, rounded up to 16Mi (at least 64Mi).",
+    )
+    gpu: int | None = pydantic.Field(
+        default=None, ge=0, le=16, description="The GPUs requested; 0 when they were measured idle."
+    )
+
+
 class TrainingJobStatus(common.Displayed, common.StatusBase):
     """Where the run is and what it produced."""
 
@@ -598,6 +670,16 @@ class TrainingJobStatus(common.Displayed, common.StatusBase):
     )
     children_deleted: bool | None = pydantic.Field(
         default=None, description="True once ttlSecondsAfterFinished removed the Job and its config."
+    )
+    resources_used: ResourcesUsed | None = pydantic.Field(
+        default=None,
+        description="What the finished run measured it used (with several workers: rank 0's, the "
+        "worker that reports).",
+    )
+    suggested_resources: SuggestedResources | None = pydantic.Field(
+        default=None,
+        description="What to request next time, from resourcesUsed (mlops status shows requested, used "
+        "and suggested side by side).",
     )
 
 

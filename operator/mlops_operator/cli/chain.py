@@ -5,8 +5,11 @@ hang together: which runs use which data, which sweep found which model, what se
 it takes the listed objects (plain dicts) and returns nodes; ``status`` prints them.
 
 A sweep's trials are TrainingJobs too; they are counted on the sweep, not listed (a sweep of 500
-trials would drown the tree). ModelDeployments hang under the TrainingJob or sweep they serve;
-one serving a storage URI, or anything whose parent is missing, is listed at the top level.
+trials would drown the tree). A finished run shows its resources as requested, used and
+suggested (``cpu 500m, used 0.12, suggest 200m``); a sweep the largest over its finished trials
+(``status.rightsizing``) and what ``trialTemplate.resources.auto`` gave its later trials.
+ModelDeployments hang under the TrainingJob or sweep they serve; one serving a storage URI, or
+anything whose parent is missing, is listed at the top level.
 """
 
 from __future__ import annotations
@@ -79,6 +82,32 @@ def _why(status: dict[str, Any]) -> str:
     return str(reason or message or "")
 
 
+def rightsizing(requested: dict[str, Any], used: dict[str, Any], suggested: dict[str, Any]) -> str:
+    """``cpu 500m, used 0.12, suggest 200m · memory 512Mi, peak 98Mi, suggest 128Mi`` (and the GPUs
+    when they were measured); empty when nothing was measured."""
+    if not used and not suggested:
+        return ""
+    parts = []
+    if used.get("cpuCores") is not None or suggested.get("cpu"):
+        parts.append(
+            f"cpu {requested.get('cpu') or '-'}, used {fmt.number(used.get('cpuCores', '-'))}, "
+            f"suggest {suggested.get('cpu') or '-'}"
+        )
+    if used.get("peakMemoryBytes") is not None or suggested.get("memory"):
+        parts.append(
+            f"memory {requested.get('memory') or '-'}, peak {fmt.size(used.get('peakMemoryBytes'))}, "
+            f"suggest {suggested.get('memory') or '-'}"
+        )
+    gpus = requested.get("gpu") or 0
+    if gpus or used.get("gpuUtilizationMean") is not None:
+        mean, peak = used.get("gpuUtilizationMean"), used.get("gpuUtilizationMax")
+        busy = (
+            f"busy {fmt.number(mean)}% (max {fmt.number(peak)}%)" if mean is not None else "busy not measured"
+        )
+        parts.append(f"gpu {gpus}, {busy}, suggest {suggested.get('gpu', gpus)}")
+    return " · ".join(parts)
+
+
 def dataset_detail(obj: dict[str, Any]) -> str:
     status = _status(obj)
     parts = []
@@ -116,6 +145,13 @@ def trainingjob_detail(obj: dict[str, Any]) -> str:
         parts.append(f"{metric} " + " / ".join(shown))
     if status.get("durationSeconds") is not None:
         parts.append(fmt.duration(float(status["durationSeconds"])))
+    parts.append(
+        rightsizing(
+            dict(spec.get("resources") or {}),
+            dict(status.get("resourcesUsed") or {}),
+            dict(status.get("suggestedResources") or {}),
+        )
+    )
     if _phase(obj) in {"Failed", "WaitingForData", "Queued", "Suspended"}:
         parts.append(_why(status))
     return " · ".join(p for p in parts if p)
@@ -140,6 +176,18 @@ def sweep_detail(obj: dict[str, Any]) -> str:
     if best.get("objectiveValue") is not None:
         metric = (spec.get("objective") or {}).get("metric", "objective")
         parts.append(f"best {metric} {fmt.number(best['objectiveValue'])} ({best.get('name', '?')})")
+    sized = status.get("rightsizing") or {}
+    if sized.get("measuredTrials"):
+        shown = rightsizing(
+            dict((spec.get("trialTemplate") or {}).get("resources") or {}),
+            dict(sized.get("used") or {}),
+            dict(sized.get("suggested") or {}),
+        )
+        parts.append(f"max of {sized['measuredTrials']} trials: {shown}" if shown else "")
+    if sized.get("autoTrials"):
+        given = sized.get("autoResources") or {}
+        requests = ", ".join(f"{k} {given[k]}" for k in ("cpu", "memory", "gpu") if k in given)
+        parts.append(f"auto: {sized['autoTrials']} trials given {requests or 'the suggestion'}")
     if _phase(obj) == "Failed":
         parts.append(_why(status))
     return " · ".join(p for p in parts if p)

@@ -39,6 +39,17 @@ def number(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def size(n: Any) -> str:
+    """Bytes as Kubernetes writes memory: 98Mi, 1.5Gi (binary units)."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0:
+        return "-"
+    for unit, scale in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f}{unit}" if value >= 10 else f"{value:.1f}{unit}"
+    return f"{int(n)}B"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
         return "-"

@@ -3,7 +3,8 @@
 The sweep remembers nothing between passes: every pass rebuilds the algorithm's history from
 the trials (``sweep_build.observe``), asks ``search`` for as many trials as free slots allow,
 and summarises the trials in a status that stays small whatever their number: counts, best
-trial, last few failures, never the list (katib#1847).
+trial, last few failures, the largest measured use and suggestion (``rightsizing``), never
+the list (katib#1847). With ``trialTemplate.resources.auto`` new trials get that suggestion.
 
 Terminal states: ``Failed`` when more than ``maxFailedTrials`` trials failed or the search
 space is invalid (before any trial); ``Succeeded`` when the goal is reached, ``maxTrials`` trials
@@ -247,6 +248,7 @@ def plan(
         wanted = max(0, min(slots, room))
         suggestions = algorithm.suggest(history, wanted) if wanted else []
         pinned = sweep_build.pinned_dataset(observed)
+        requests = sweep_build.auto_requests(resource, live) if suggestions else None
         for offset, suggestion in enumerate(suggestions):
             manifest = sweep_build.trial_manifest(
                 resource,
@@ -254,6 +256,7 @@ def plan(
                 suggestion=suggestion,
                 algorithm=algorithm,
                 dataset_version=pinned,
+                resources=requests,
             )
             create.append(manifest)
         exhausted = wanted > 0 and not suggestions
@@ -292,6 +295,9 @@ def plan(
             "goal_reached": reached if spec.objective.goal is not None else None,
             "last_failures": failures,
             "start_time": old.start_time or (stamp if created else None),
+            "rightsizing": sweep_build.rightsizing_status(
+                [*live, *sweep_build.observe(create, metric=spec.objective.metric)]
+            ),
         }
     )
     if terminal is not None:

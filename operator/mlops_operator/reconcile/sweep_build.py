@@ -6,6 +6,13 @@ annotated with the parameters the algorithm chose (JSON), its budget and, for CM
 generation it was asked in. ``observe`` reads those back into the algorithm's ``Trial``
 records: that is the sweep's whole memory.
 
+Rightsizing (``trialTemplate.resources.auto``): a trial is created with the largest
+``status.suggestedResources`` of the trials that finished before it (``auto_requests``), or
+the template's requests while none has; the suggestion it got is annotated on it
+(``mlops.dev/trial-resources``), so ``rightsizing`` rebuilds the status from the trials alone
+(restart-safe). A trial is created once and never rewritten, so its spec (and the spec hash
+its run started for) never changes when later trials are given more or less.
+
 Promotion never writes a spec that a user or GitOps owns (Argo CD self-heal or Flux would revert
 it, the operator would write it again, forever): the operator applies the ModelDeployment only
 when there is none yet, or when it made that one itself for this sweep (``operator_owns``);
@@ -21,8 +28,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pydantic
+
 from mlops_operator import search
-from mlops_operator.api import common, estimators, sweep, trainingjob
+from mlops_operator.api import common, estimators, rightsizing, sweep, trainingjob
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.search import space, trials
 
@@ -32,6 +41,7 @@ LABEL_TRIAL_RUNG = sweep.LABEL_TRIAL_RUNG
 ANNOTATION_PARAMS = sweep.ANNOTATION_TRIAL_PARAMS
 ANNOTATION_GENERATION = sweep.ANNOTATION_TRIAL_GENERATION
 ANNOTATION_BUDGET = sweep.ANNOTATION_TRIAL_BUDGET
+ANNOTATION_RESOURCES = sweep.ANNOTATION_TRIAL_RESOURCES
 LABEL_PROMOTED_FROM = "mlops.dev/promoted-from-sweep"
 ANNOTATION_PROMOTED_TRIAL = "mlops.dev/promoted-trial"
 COMPONENT = "trial"
@@ -49,6 +59,9 @@ class ObservedTrial:
     reason: str = ""
     message: str = ""
     deleting: bool = False
+    used: dict[str, Any] | None = None  # status.resourcesUsed
+    suggested: dict[str, Any] | None = None  # status.suggestedResources
+    auto_resources: dict[str, Any] | None = None  # the suggestion it was created with (auto)
 
 
 def selector(resource: sweep.HyperparameterSweep) -> str:
@@ -90,6 +103,17 @@ def objective_value(status: Mapping[str, Any], metric: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) and value else None
+
+
+def _json_mapping(text: Any) -> dict[str, Any] | None:
+    try:
+        return _mapping(json.loads(text)) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 def observe(children: Sequence[Mapping[str, Any]], *, metric: str) -> list[ObservedTrial]:
@@ -143,6 +167,9 @@ def observe(children: Sequence[Mapping[str, Any]], *, metric: str) -> list[Obser
                 reason=reason,
                 message=message,
                 deleting=bool(meta.get("deletionTimestamp")),
+                used=_mapping(status.get("resourcesUsed")),
+                suggested=_mapping(status.get("suggestedResources")),
+                auto_resources=_json_mapping(annotations.get(ANNOTATION_RESOURCES)),
             )
         )
     out.sort(key=lambda o: o.trial.index)
@@ -154,17 +181,56 @@ def observe(children: Sequence[Mapping[str, Any]], *, metric: str) -> list[Obser
 # --------------------------------------------------------------------------------------------
 
 
+def auto_requests(
+    resource: sweep.HyperparameterSweep, observed: Sequence[ObservedTrial]
+) -> dict[str, Any] | None:
+    """With ``trialTemplate.resources.auto``: the largest suggestion of the finished trials (None
+    without auto, or while no trial has finished with one)."""
+    if not resource.spec.trial_template.resources.auto:
+        return None
+    return rightsizing.largest(o.suggested for o in observed if o.trial.done) or None
+
+
+def trial_resources(template: sweep.TrialResources, suggested: Mapping[str, Any] | None) -> common.Resources:
+    """The trial's resources: the template's, with ``suggested`` (``auto_requests``) as its requests;
+    a limit below a new request is raised to it."""
+    base = template.requests()
+    if not template.auto or not suggested:
+        return base
+    update: dict[str, Any] = {}
+    for key, limit, parse in (
+        ("cpu", "cpu_limit", rightsizing.cpu_cores),
+        ("memory", "memory_limit", rightsizing.memory_bytes),
+    ):
+        value = suggested.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        update[key] = value
+        given = getattr(base, limit)
+        if given and parse(given) < parse(value):
+            update[limit] = value
+    gpu = suggested.get("gpu")
+    if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0:
+        update["gpu"] = gpu
+    return base.model_copy(update=update)
+
+
 def trial_spec(
     resource: sweep.HyperparameterSweep,
     params: Mapping[str, Any],
     name: str,
     *,
     dataset_version: str | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> trainingjob.TrainingJobSpec:
     """The trial's TrainingJob spec: the template with the trial's parameters and the sweep's
     objective, pinned to ``dataset_version`` (the earlier trials' Dataset digest) so that a Dataset
-    refreshed mid-sweep never has trials compared on different data."""
-    template = resource.spec.trial_template
+    refreshed mid-sweep never has trials compared on different data, and with ``resources`` (the
+    ``auto_requests``) as its requests when the template asks for them."""
+    trial_template = resource.spec.trial_template
+    fields = {key: getattr(trial_template, key) for key in trainingjob.TrainingJobSpec.model_fields}
+    fields["resources"] = trial_resources(trial_template.resources, resources)
+    template = trainingjob.TrainingJobSpec(**fields)
     objective = resource.spec.objective
     metrics = template.effective_metrics()
     if objective.metric not in metrics:
@@ -199,6 +265,9 @@ def pinned_dataset(observed: Sequence[ObservedTrial]) -> str | None:
     return None
 
 
+KUEUE_LABEL_PREFIX = "kueue.x-k8s.io/"
+
+
 def trial_manifest(
     resource: sweep.HyperparameterSweep,
     *,
@@ -206,7 +275,9 @@ def trial_manifest(
     suggestion: trials.Suggestion,
     algorithm: search.Search,
     dataset_version: str | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A trial's TrainingJob; ``resources``: the suggestion it gets (``auto_requests``)."""
     owner = rowner.Owner.of(resource)
     name = owner.child_name("trial", index)
     labels = {
@@ -215,15 +286,23 @@ def trial_manifest(
         LABEL_TRIAL_CONFIG: str(suggestion.config),
         LABEL_TRIAL_RUNG: str(suggestion.rung),
     }
-    queue = resource.metadata.labels.get(trainingjob.KUEUE_QUEUE_LABEL)
-    if queue:  # trials queue in the sweep's Kueue LocalQueue (the TrainingJob carries it to its Job)
-        labels[trainingjob.KUEUE_QUEUE_LABEL] = queue
+    # Trials queue in the sweep's Kueue LocalQueue, at its priority class (the TrainingJob carries
+    # its kueue.x-k8s.io/ labels to its Job).
+    labels.update({k: v for k, v in resource.metadata.labels.items() if k.startswith(KUEUE_LABEL_PREFIX)})
     annotations = {ANNOTATION_PARAMS: json.dumps(dict(suggestion.params), sort_keys=True)}
     if suggestion.generation is not None:
         annotations[ANNOTATION_GENERATION] = str(suggestion.generation)
     if suggestion.budget is not None:
         annotations[ANNOTATION_BUDGET] = json.dumps(suggestion.budget)
-    spec = trial_spec(resource, algorithm.trial_params(suggestion), name, dataset_version=dataset_version)
+    if resources and resource.spec.trial_template.resources.auto:
+        annotations[ANNOTATION_RESOURCES] = json.dumps(dict(resources), sort_keys=True)
+    spec = trial_spec(
+        resource,
+        algorithm.trial_params(suggestion),
+        name,
+        dataset_version=dataset_version,
+        resources=resources,
+    )
     return {
         "apiVersion": common.API_VERSION,
         "kind": "TrainingJob",
@@ -236,6 +315,30 @@ def trial_manifest(
         },
         "spec": spec.to_api(),
     }
+
+
+def _suggested(raw: Mapping[str, Any] | None) -> trainingjob.SuggestedResources | None:
+    try:
+        return trainingjob.SuggestedResources.model_validate(raw) if raw else None
+    except pydantic.ValidationError:
+        return None
+
+
+def rightsizing_status(observed: Sequence[ObservedTrial]) -> sweep.Rightsizing | None:
+    """The sweep's ``status.rightsizing`` from its trials: the largest use and suggestion over those
+    that reported them, and the trials given a suggestion (None when there is neither)."""
+    measured = [o for o in observed if o.used or o.suggested]
+    given = sorted((o for o in observed if o.auto_resources), key=lambda o: o.trial.index)
+    if not measured and not given:
+        return None
+    used = trainingjob.ResourcesUsed.from_result(rightsizing.largest_used(o.used for o in measured))
+    return sweep.Rightsizing(
+        measured_trials=len(measured),
+        used=used,
+        suggested=_suggested(rightsizing.largest(o.suggested for o in measured)),
+        auto_trials=len(given),
+        auto_resources=_suggested(given[-1].auto_resources) if given else None,
+    )
 
 
 def _first_value(p: sweep.SearchParameter) -> Any:

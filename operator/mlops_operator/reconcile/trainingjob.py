@@ -40,7 +40,7 @@ from typing import Any
 
 import pydantic
 
-from mlops_operator.api import common
+from mlops_operator.api import common, rightsizing
 from mlops_operator.api import trainingjob as api
 from mlops_operator.reconcile import jobs as rjobs
 from mlops_operator.reconcile import owner as rowner
@@ -644,6 +644,17 @@ def _reported_device(result: dict[str, Any]) -> str | None:
     return str(device)[:128] if isinstance(device, str) and device else None
 
 
+def rightsized(tj: api.TrainingJob, result: dict[str, Any]) -> dict[str, Any]:
+    """``resources_used`` as the result reported it and ``suggested_resources`` computed from it
+    (``api.rightsizing.suggest``, as the model card does), for the status."""
+    used = api.ResourcesUsed.from_result(result.get("resourcesUsed"))
+    suggested = rightsizing.suggest(used.to_api() if used else None, gpu=tj.spec.resources.gpu)
+    return {
+        "resources_used": used,
+        "suggested_resources": api.SuggestedResources.model_validate(suggested) if suggested else None,
+    }
+
+
 def _int_field(result: dict[str, Any], key: str) -> int | None:
     value = result.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
@@ -662,6 +673,7 @@ def _succeeded(
         "world_size": _int_field(result, "worldSize") or (tj.spec.workers if outcome.result else None),
         "epochs": _int_field(result, "epochs"),
         "image_id": rjobs.image_id(pods or []),
+        **rightsized(tj, result),
     }
     if (
         tj.spec.resources.gpu

@@ -30,7 +30,7 @@ import torch
 import torch.distributed
 
 from mlops_operator.api import trainingjob
-from mlops_workloads import runtime
+from mlops_workloads import runtime, usage
 from mlops_workloads.nn import distributed, mlp, onnx_io
 from mlops_workloads.train import artifacts, staging
 from mlops_workloads.train import device as device_mod
@@ -135,6 +135,7 @@ def train(
             "rank": world.rank,
             "durationSeconds": round(time.perf_counter() - started, 3),
             "warnings": notes.items,
+            "resourcesUsed": usage.measure(),
         }
 
     fitted = pipeline.Pipeline([("preprocess", dataset.preprocessor), ("model", model)])
@@ -155,6 +156,7 @@ def train(
     if difference > ONNX_TOLERANCE * scale:
         notes.add(f"model.onnx differs from the PyTorch model by up to {difference:.3g} on {check_split}")
 
+    used = usage.measure()  # one measure for the card and the result
     card = train_run.model_card(
         config,
         model,
@@ -180,6 +182,7 @@ def train(
             "image": config.image or None,
         },
         hardware={"worldSize": world.size},
+        used=used,
     )
     out = staging.output_dir(config)
     size = artifacts.write_onnx_model_dir(
@@ -188,5 +191,5 @@ def train(
     published = staging.publish(config, out)  # rank 0 only: the other ranks returned above
     return {
         **common_keys,
-        **train_run.final_result(config, outcome, device=device, size=size, published=published),
+        **train_run.final_result(config, outcome, device=device, size=size, published=published, used=used),
     }

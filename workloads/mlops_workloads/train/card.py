@@ -5,13 +5,16 @@ TrainingJob's ``mlops.dev/code-version`` annotation, else the image), from what 
 name, URI, digest and the Dataset version's ``preparation``, the spec its manifest recorded),
 with which ``params``, scoring what (``metrics`` per split), where (``device``), how long
 (``durationSeconds``) and with what (``resources``: requested as the spec gave them, used as
-this process measured them). The image's digest is not here: only the kubelet knows it, after
+``mlops_workloads.usage`` measured them, the container's cgroup when there is one, and the
+request suggested from that, ``mlops_operator.api.rightsizing``, as the TrainingJob's status
+shows it). The image's digest is not here: only the kubelet knows it, after
 the pod started; the operator records it (``status.imageId``) and the model registry keeps it
 with the version. ``version`` is the id of the model's bytes (``version_id``).
 
 Shared by the built-in runs (``train.run``, ``train.artifacts``, ``nn.run``) and the trainer
-contract for your own code (``mlops_workloads.trainer``). It imports only the standard library,
-so the trainer contract can import it and still cost milliseconds: keep it that way.
+contract for your own code (``mlops_workloads.trainer``). It imports only the standard library
+(and ``usage``, ``api.rightsizing``, which do too), so the trainer contract can import it and
+still cost milliseconds: keep it that way.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import pathlib
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from mlops_operator.api import rightsizing
+from mlops_workloads import usage
 
 CARD_FILE = "model_card.json"
 DATASET_FILES: tuple[str, ...] = ("schema.json", "baseline.json")
@@ -116,16 +121,14 @@ def version_id(folder: pathlib.Path) -> str:
     return digest.hexdigest()[:VERSION_LENGTH]
 
 
-def resources_used() -> dict[str, Any]:
-    """What this process used so far: peak resident memory and CPU time (its children's included)."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {
-        "peakRssBytes": int(own.ru_maxrss) * 1024,  # Linux reports KiB
-        "cpuSeconds": round(time.process_time() + children.ru_utime + children.ru_stime, 3),
-    }
+def resources(requested: Mapping[str, Any] | None, used: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The card's ``resources``: ``requested`` (spec.resources as given), ``used`` (``usage.measure``,
+    measured now unless given) and ``suggested`` (what to request next time)."""
+    measured = dict(usage.measure() if used is None else used)
+    wanted = dict(requested or {})
+    gpu = wanted.get("gpu")
+    suggested = rightsizing.suggest(measured, gpu=gpu if isinstance(gpu, int) else 0)
+    return {"requested": wanted, "used": measured, "suggested": suggested or None}
 
 
 def lineage(
@@ -135,15 +138,17 @@ def lineage(
     requested: Mapping[str, Any] | None,
     dataset: Mapping[str, Any],
     manifest: Mapping[str, Any],
+    used: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card keys every run writes to say what made the model (merged over a card's own keys).
 
     ``dataset`` is the card's ``{name, uri, digest}``; ``manifest`` the Dataset version's
-    manifest.json, whose ``spec`` becomes ``dataset.preparation``.
+    manifest.json, whose ``spec`` becomes ``dataset.preparation``; ``used`` the run's
+    ``resourcesUsed`` (measured now when not given).
     """
     return {
         "image": image or None,
         "codeVersion": code_version or image or None,
         "dataset": {**dataset, "preparation": manifest.get("spec")},
-        "resources": {"requested": dict(requested or {}), "used": resources_used()},
+        "resources": resources(requested, used),
     }

@@ -13,11 +13,11 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mlops_operator.api import common, estimators, trainingjob
-from mlops_workloads import runtime
+from mlops_workloads import runtime, usage
 from mlops_workloads.train import artifacts, evaluate, staging
 from mlops_workloads.train import card as card_mod
 from mlops_workloads.train import device as device_mod
@@ -133,6 +133,7 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
     from sklearn import pipeline
 
     started = time.perf_counter()
+    usage.start_gpu_sampling(config.gpu)
     notes = Warnings()
     dataset = load_checked(config)
     x_train, y_train = dataset.xy("train")
@@ -192,13 +193,16 @@ def train(config: trainingjob.TrainConfig) -> dict[str, Any]:
     )
     device = _device_used(config, model, library=library, why=gpu_why, notes=notes)
     label_encoding = [_native(c) for c in encoding] if encoding else None
-    card = model_card(config, model, outcome, classes=classes, device=device, label_encoding=label_encoding)
+    used = usage.measure()  # one measure for the card and the result
+    card = model_card(
+        config, model, outcome, classes=classes, device=device, label_encoding=label_encoding, used=used
+    )
     out = staging.output_dir(config)
     size = artifacts.write_model_dir(
         out, pipeline=fitted, card=card, dataset=dataset, output_uri=config.output_uri
     )
     published = staging.publish(config, out)
-    return final_result(config, outcome, device=device, size=size, published=published)
+    return final_result(config, outcome, device=device, size=size, published=published, used=used)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,11 +269,13 @@ def model_card(
     label_encoding: list[Any] | None = None,
     extra: dict[str, Any] | None = None,
     hardware: dict[str, Any] | None = None,
+    used: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model card of a built-in estimator; ``extra`` and ``hardware`` add a framework's own keys.
 
     ``version`` and the versioned ``modelUri`` are added when the model directory is written
-    (``artifacts.write_model_dir``); the lineage keys come from ``card.lineage``.
+    (``artifacts.write_model_dir``); the lineage keys come from ``card.lineage`` (``used``: the
+    run's ``resourcesUsed``, measured now when not given).
     """
     dataset = outcome.dataset
     return {
@@ -284,7 +290,7 @@ def model_card(
         "labelEncoding": label_encoding,
         "features": dataset.features,
         "target": dataset.target,
-        **lineage(config, dataset),
+        **lineage(config, dataset, used=used),
         "metrics": outcome.results,
         "objective": {
             "metric": config.objective_metric,
@@ -313,7 +319,12 @@ def model_card(
     }
 
 
-def lineage(config: trainingjob.TrainConfig, dataset: artifacts.PreparedDataset) -> dict[str, Any]:
+def lineage(
+    config: trainingjob.TrainConfig,
+    dataset: artifacts.PreparedDataset,
+    *,
+    used: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The card's lineage keys: image, code version, Dataset (with its preparation), resources."""
     return card_mod.lineage(
         image=config.image,
@@ -321,6 +332,7 @@ def lineage(config: trainingjob.TrainConfig, dataset: artifacts.PreparedDataset)
         requested=config.resources.to_api() if config.resources is not None else None,
         dataset={"name": config.dataset_name, "uri": config.dataset_uri, "digest": dataset.digest},
         manifest=dataset.manifest,
+        used=used,
     )
 
 
@@ -331,8 +343,10 @@ def final_result(
     device: str,
     size: int,
     published: staging.Published,
+    used: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The termination result of a built-in estimator's run (rank 0's, in a distributed run)."""
+    """The termination result of a built-in estimator's run (rank 0's, in a distributed run);
+    ``used``: its ``resourcesUsed`` (measured now when not given)."""
     return {
         "modelUri": published.uri,
         "modelVersion": published.version,
@@ -348,6 +362,7 @@ def final_result(
         "device": device,
         "deviceRequested": device_mod.requested(config),
         "warnings": outcome.notes.items,
+        "resourcesUsed": dict(usage.measure() if used is None else used),
     }
 
 
