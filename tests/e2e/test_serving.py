@@ -196,7 +196,21 @@ def test_autoscales_under_load_and_rolls_out_without_a_failed_request(
         assert len(answers) > 1000, len(answers)
         md = cluster.get("modeldeployment", NAME, ns) or {}
         assert md["status"]["servedModelUri"] == uris["v2"]
-        assert md["status"]["lastScale"]["desired"] == 1, md["status"]["lastScale"]
+        # The status converges on the scale the Deployment has (a pass may write it a resync later).
+        wait_until(
+            lambda: (
+                ((cluster.get("modeldeployment", NAME, ns) or {}).get("status") or {})
+                .get("lastScale", {})
+                .get("desired")
+                == 1
+                and _replicas(cluster, ns) == 1
+            ),
+            timeout=60,
+            what="status.lastScale.desired 1 with the Deployment at 1 pod",
+            explain=lambda: ((cluster.get("modeldeployment", NAME, ns) or {}).get("status") or {}).get(
+                "lastScale"
+            ),
+        )
         steps = list(marks.items())
         took = ", ".join(f"{b} in {tb - ta:.0f}s" for (_, ta), (b, tb) in itertools.pairwise(steps))
         print(f"\nserving e2e: {len(answers)} requests, 0 failed, versions {dict(versions)}; {took}")
