@@ -269,36 +269,21 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_operator(count: int, workers: int, timeout: float, kubeconfig: str) -> dict[str, Any]:
+def run_operator(
+    count: int, workers: int, timeout: float, kubeconfig: str, *, restart: bool
+) -> dict[str, Any]:
     core = kubernetes.client.CoreV1Api()
     custom = kubernetes.client.CustomObjectsApi()
     ns = make_namespace(core, "bench-tj")
-    env = dict(os.environ, KUBECONFIG=kubeconfig, PYTHONUNBUFFERED="1")
-    log = pathlib.Path(f"/tmp/{ns}-operator.log").open("wb")  # noqa: SIM115 - closed in finally
+    log_path = pathlib.Path(f"/tmp/{ns}-operator.log")
     metrics_port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlops_operator",
-            "--namespace",
-            ns,
-            "--metrics-port",
-            str(metrics_port),
-            "--liveness",
-            f"http://127.0.0.1:{free_port()}/healthz",
-            "--log-format",
-            "plain",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    proc = start_operator(ns, metrics_port, kubeconfig, log_path)
     try:
         ready_dataset(ns)
         jobs, pods, stop = Seen(), Seen(), threading.Event()
         start_watches(ns, jobs, pods, stop)
         time.sleep(1.0)
+        before = operator_counters(metrics_port)
         bodies = [
             {
                 "apiVersion": f"{GROUP}/{VERSION}",
@@ -319,24 +304,114 @@ def run_operator(count: int, workers: int, timeout: float, kubeconfig: str) -> d
         )
         wait_for(pods, [f"{n}-train" for n in sent], time.monotonic() + timeout)
         stop.set()
+        at_pods = operator_counters(metrics_port)
+        finished = wait_finished(custom, ns, len(sent), time.monotonic() + timeout)
+        at_end = operator_counters(metrics_port)
         peak = peak_rss_mib(proc.pid)
-        calls = operator_counters(metrics_port)
-        return {
-            "api_calls": calls["api"],
-            "reconciles": calls["reconciles"],
+        result: dict[str, Any] = {
+            "api_calls": diff(at_pods["api"], before["api"]),
+            "api_to_finished": diff(at_end["api"], before["api"]),
+            "finished": finished,
+            "reconciles": diff(at_pods["reconciles"], before["reconciles"]),
             "job": latencies(sent, jobs, lambda n: f"{n}-train"),
             "pod": latencies(sent, pods, lambda n: f"{n}-train"),
             "peak_mib": peak,
+            "cache": at_end["cache"],
             "namespace": ns,
         }
+        if restart:
+            stop_operator(proc)
+            proc = None
+            result["restart"] = measure_restart(ns, kubeconfig, log_path, len(sent))
+        return result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        if proc is not None:
+            stop_operator(proc)
         core.delete_namespace(ns)
+
+
+def start_operator(ns: str, metrics_port: int, kubeconfig: str, log_path: pathlib.Path) -> Any:
+    env = dict(os.environ, KUBECONFIG=kubeconfig, PYTHONUNBUFFERED="1")
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_operator",
+                "--namespace",
+                ns,
+                "--metrics-port",
+                str(metrics_port),
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+                "--log-format",
+                "plain",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def stop_operator(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def wait_finished(custom: Any, ns: str, count: int, deadline: float) -> int:
+    """Wait until every TrainingJob has a final phase (kwok completes their pods with no
+    result, so they end Failed: the whole create -> running -> finished path is walked)."""
+    done = 0
+    while time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "trainingjobs")["items"]
+        done = sum(1 for o in items if (o.get("status") or {}).get("phase") in api.FINISHED_PHASES)
+        if done >= count:
+            break
+        time.sleep(1.0)
+    time.sleep(3.0)  # let the last Events and status writes land
+    return done
+
+
+WRITE_METHODS = ("PATCH", "POST", "PUT", "DELETE")
+
+
+def measure_restart(ns: str, kubeconfig: str, log_path: pathlib.Path, count: int) -> dict[str, Any]:
+    """Start a new operator over ``count`` finished TrainingJobs: seconds until it has synced its
+    caches and passed over every object once, and what it sent to the API in its first 30 s."""
+    port = free_port()
+    started = time.monotonic()
+    offset = log_path.stat().st_size
+    proc = start_operator(ns, port, kubeconfig, log_path)
+    try:
+        ready = None
+        counters: dict[str, Any] = {"api": {}, "reconciles": {}, "cache": {}}
+        while time.monotonic() - started < 30.0:
+            try:
+                counters = operator_counters(port)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            synced = "caches synced" in log_path.read_bytes()[offset:].decode(errors="replace")
+            if ready is None and synced and sum(counters["reconciles"].values()) >= count:
+                ready = time.monotonic() - started
+            time.sleep(0.5)
+        return {
+            "ready_s": ready,
+            "api": counters["api"],
+            "writes": sum(v for k, v in counters["api"].items() if k in WRITE_METHODS),
+            "reconciles": counters["reconciles"],
+            "peak_mib": peak_rss_mib(proc.pid),
+        }
+    finally:
+        stop_operator(proc)
 
 
 def operator_counters(port: int) -> dict[str, dict[str, float]]:
@@ -344,13 +419,15 @@ def operator_counters(port: int) -> dict[str, dict[str, float]]:
     read from its /metrics (they include the Dataset's few passes)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    out: dict[str, dict[str, float]] = {"api": {}, "reconciles": {}}
+    out: dict[str, dict[str, float]] = {"api": {}, "reconciles": {}, "cache": {}}
     for family in prom_parser.text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "mlops_operator_api_requests_total":
                 out["api"][sample.labels["method"]] = sample.value
             elif sample.name == "mlops_operator_reconcile_total" and sample.labels["kind"] == "TrainingJob":
                 out["reconciles"][sample.labels["result"]] = sample.value
+            elif sample.name == "mlops_operator_cache_objects":
+                out["cache"][sample.labels["kind"]] = sample.value
     return out
 
 
@@ -368,6 +445,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=16, help="client threads that submit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all pods per run")
+    parser.add_argument("--no-restart", action="store_true", help="skip the restart over the finished runs")
     args = parser.parse_args()
     kubeconfig = str(localcluster.up())
     kubernetes.config.load_kube_config(config_file=kubeconfig)
@@ -376,7 +454,7 @@ def main() -> int:
     kubernetes.client.Configuration.set_default(configuration)
 
     anchor = run_anchor(args.count, args.workers, args.timeout)
-    ours = run_operator(args.count, args.workers, args.timeout, kubeconfig)
+    ours = run_operator(args.count, args.workers, args.timeout, kubeconfig, restart=not args.no_restart)
     print(
         f"TrainingJob latency on kwok nodes, {args.count} submitted at once ({args.workers} client threads)"
     )
@@ -388,9 +466,25 @@ def main() -> int:
         p99 = percentile(ours["pod"], 0.99) / percentile(anchor, 0.99)
         print(f"ratio TrainingJob/anchor (pod exists): p50 x{p50:.2f}  p99 x{p99:.2f}")
     print(f"operator peak memory (VmHWM): {ours['peak_mib']:.1f} MiB")
-    api = ours["api_calls"]
-    per = ", ".join(f"{m} {v / args.count:.2f}" for m, v in sorted(api.items()))
-    print(f"operator API requests per TrainingJob: {sum(api.values()) / args.count:.2f} ({per})")
+    for label, api_calls in (
+        ("created -> pod exists", ours["api_calls"]),
+        (f"created -> finished ({ours['finished']} finished)", ours["api_to_finished"]),
+    ):
+        per = ", ".join(f"{m} {v / args.count:.2f}" for m, v in sorted(api_calls.items()))
+        events = api_calls.get("POST", 0.0) / args.count
+        print(
+            f"operator API requests per TrainingJob, {label}: {sum(api_calls.values()) / args.count:.2f}"
+            f" ({per}; POST are Events: without them {sum(api_calls.values()) / args.count - events:.2f})"
+        )
+    print("cache sizes: " + ", ".join(f"{k} {int(v)}" for k, v in sorted(ours["cache"].items())))
+    restart = ours.get("restart")
+    if restart:
+        ready = "not within 30 s" if restart["ready_s"] is None else f"{restart['ready_s']:.1f} s"
+        print(
+            f"restart over {args.count} finished TrainingJobs: synced, every object passed once in {ready};"
+            f" first 30 s: {int(restart['writes'])} writes, requests {restart['api']},"
+            f" passes {restart['reconciles']}, peak memory {restart['peak_mib']:.1f} MiB"
+        )
     passes = sum(ours["reconciles"].values())
     print(f"TrainingJob reconcile passes per TrainingJob: {passes / args.count:.2f} {ours['reconciles']}")
     print(f"mean TrainingJob -> pod: {statistics.fmean(ours['pod']) if ours['pod'] else float('nan'):.3f}s")

@@ -63,6 +63,32 @@ TRAINING_POD_START = prometheus_client.Histogram(
 )
 
 
+CACHE_OBJECTS = prometheus_client.Gauge(
+    "mlops_operator_cache_objects",
+    "Objects held in the operator's watch-fed caches, per kind and watched namespace ('' = all).",
+    ["kind", "namespace"],
+    registry=REGISTRY,
+)
+CACHE_READS = prometheus_client.Counter(
+    "mlops_operator_cache_reads",
+    "Reads answered from the caches instead of the API, per kind and result (hit, absent, list).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = prometheus_client.Counter(
+    "mlops_operator_watch_restarts",
+    "Cache watches that ended and were resumed, per kind and reason (timeout, expired: a new LIST, error).",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = prometheus_client.Gauge(
+    "mlops_operator_queue_depth",
+    "Reconcile passes per kind that are waiting for a worker or running.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+
 class PhaseTracker:
     """Keeps ``mlops_operator_objects{kind,phase}`` (and the TrainingJob gauge) exact.
 

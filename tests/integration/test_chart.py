@@ -31,6 +31,8 @@ import pytest
 import yaml
 
 from conftest import Cluster, wait_until
+from mlops_operator.handlers import children
+from mlops_operator.k8s import client
 
 pytestmark = pytest.mark.integration
 
@@ -392,6 +394,15 @@ NEEDED = [
     ("patch", "horizontalpodautoscalers.autoscaling"),
     ("create", "events"),
     ("list", "workloads.kueue.x-k8s.io"),  # why a Kueue-queued run waits
+    # Every kind the operator keeps a watch-fed cache of is listed and watched.
+    *[
+        (
+            verb,
+            client.plural(c.kind) + (f".{c.api_version.rsplit('/', 1)[0]}" if "/" in c.api_version else ""),
+        )
+        for c in children.CACHED
+        for verb in ("list", "watch")
+    ],
 ]
 CLUSTER_NEEDED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),

@@ -37,7 +37,11 @@ import kopf
 os.environ.update({env})
 from mlops_operator.handlers import settings
 config = settings.OperatorConfig.from_env()
-settings.configure(dataclasses.replace(config, metrics_port=int(sys.argv[2]), metrics_host="127.0.0.1"))
+settings.configure(
+    dataclasses.replace(
+        config, metrics_port=int(sys.argv[2]), metrics_host="127.0.0.1", namespaces=(sys.argv[1],)
+    )
+)
 kopf.configure(log_format=kopf.LogFormat.PLAIN)
 logging.getLogger("kubernetes").setLevel(logging.WARNING)
 import mlops_operator.handlers.model, mlops_operator.handlers.children

@@ -30,7 +30,11 @@ GROUP, VERSION = "mlops.dev", "v1alpha1"
 LAUNCH = """
 import sys, kopf, logging
 from mlops_operator.handlers import settings
-settings.configure(settings.OperatorConfig(metrics_port=int(sys.argv[2]), metrics_host="127.0.0.1"))
+settings.configure(
+    settings.OperatorConfig(
+        metrics_port=int(sys.argv[2]), metrics_host="127.0.0.1", namespaces=(sys.argv[1],)
+    )
+)
 kopf.configure(log_format=kopf.LogFormat.PLAIN)
 logging.getLogger("kubernetes").setLevel(logging.WARNING)
 import mlops_operator.handlers.sweep, mlops_operator.handlers.children

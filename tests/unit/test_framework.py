@@ -205,6 +205,77 @@ def test_a_stale_snapshot_is_re_read_after_our_own_status_write() -> None:
     assert len(kube.statuses) == 1  # the re-read status already matches: no second write
 
 
+def test_a_cache_behind_kopfs_event_never_replaces_it() -> None:
+    """After our write (rv 5) kopf hands a newer event (rv 7, a user's change); the cache, a
+    moment behind, still has rv 5: the pass computes from the event's body."""
+    seen: list[str | None] = []
+
+    def fn(ctx: framework.Context, body: Mapping[str, Any]) -> framework.Outcome:
+        seen.append(body["metadata"]["resourceVersion"])
+        return framework.Outcome(status=common.StatusBase(observed_generation=3, phase="Running"))
+
+    class LaggingKube(RecordingKube):
+        def apply_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            super().apply_status(*args, **kwargs)
+            return {"metadata": {"resourceVersion": "5"}}
+
+        def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any]:
+            cached = _body({"observedGeneration": 3, "phase": "Running", "conditions": []})
+            cached["metadata"]["resourceVersion"] = "5"
+            return cached
+
+    kube, reg = LaggingKube(), _reg(fn)
+    first = _body({"phase": "Pending"})
+    first["metadata"].update(uid="uid-lag", resourceVersion="4")
+    framework.run(reg, _ctx(kube), first)
+    newer = _body({"observedGeneration": 3, "phase": "Running", "conditions": []})
+    newer["metadata"].update(uid="uid-lag", resourceVersion="7")
+    framework.run(reg, _ctx(kube), newer)
+    assert seen == ["4", "7"]
+
+
+def test_passes_are_counted_in_their_kinds_queue_depth() -> None:
+    import asyncio
+
+    from mlops_operator import metrics
+
+    gauge = metrics.QUEUE_DEPTH.labels(kind="Toy")
+    during: list[float] = []
+
+    def work() -> str:
+        during.append(gauge._value.get())
+        return "done"
+
+    async def main() -> str:
+        return str(await framework.in_pool("Toy", object(), work))
+
+    start = gauge._value.get()
+    assert asyncio.run(main()) == "done"
+    assert during == [start + 1] and gauge._value.get() == start
+
+
+def test_resync_reads_a_synced_cache_instead_of_listing() -> None:
+    from mlops_operator.k8s import cache
+
+    class NoApi:
+        def call_api(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"no API request expected: {args}")
+
+        def close(self) -> None:
+            pass
+
+    kube = cache.CachedKube(NoApi())  # type: ignore[arg-type]
+    informer = kube.add(
+        cache.Informer(
+            kube=kube, api_version=common.API_VERSION, kind="Dataset", keep=cache.namespace_filter(("t-*",))
+        )
+    )
+    informer.store.upsert({"metadata": {"name": "x", "namespace": "t-1", "resourceVersion": "1"}})
+    informer.synced.set()
+    items = framework._list_watched(kube, "Dataset", ("t-*",))
+    assert [i["metadata"]["name"] for i in items] == ["x"]
+
+
 def test_resync_lists_only_the_watched_namespaces() -> None:
     class ListingKube:
         def __init__(self) -> None:

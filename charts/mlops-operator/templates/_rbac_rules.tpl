@@ -39,10 +39,11 @@ no Secret is readable, and nothing cluster-scoped is writable.
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
 # Workload configs (mounted JSON), removed with their Job; a Model's version records (<model>-v<n>,
-# immutable, never deleted by the operator: they go with their Model).
+# immutable, never deleted by the operator: they go with their Model). Like every child, read
+# from the operator's watch-fed cache of those labelled managed-by mlops-operator.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Model serving: the Deployment(s), the Service, the PodDisruptionBudget and the HPA of a ModelDeployment;
 # the rendezvous Service of a several-worker TrainingJob (deleted with the run's other children).
 # PDBs and HPAs are deleted when replicas or autoscaling change so that they stop acting; a

@@ -35,7 +35,7 @@ import pydantic
 
 from mlops_operator import metrics
 from mlops_operator.api import common
-from mlops_operator.k8s import client
+from mlops_operator.k8s import cache, client
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import plan as rplan
 from mlops_operator.reconcile import workload as rworkload
@@ -161,7 +161,8 @@ def run(reg: Registration, ctx: Context, body: Mapping[str, Any]) -> dict[str, A
             fresh = ctx.kube.get(common.API_VERSION, reg.kind, str(meta.get("name")), meta.get("namespace"))
             if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
                 return None
-            body, meta = fresh, fresh.get("metadata") or {}
+            if cache.newer(fresh, body):  # a cache a moment behind kopf's event never wins
+                body, meta = fresh, fresh.get("metadata") or {}
         try:
             try:
                 outcome = reg.reconcile(ctx, body)
@@ -412,11 +413,8 @@ async def _reconcile_event(reg: Registration, memo: Any, logger: Any, body: dict
     object, as kopf would; the resync loop stays the safety net."""
     meta = body.get("metadata") or {}
     uid = str(meta.get("uid", ""))
-    loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(
-            getattr(memo, "executor", None), run, reg, memo_context(memo, logger), body
-        )
+        await in_pool(reg.kind, memo, run, reg, memo_context(memo, logger), body)
     except Exception as exc:  # retried below, never lost
         attempt = _ATTEMPTS.get(uid, 0)
         _ATTEMPTS[uid] = attempt + 1
@@ -448,6 +446,16 @@ async def _reconcile_event(reg: Registration, memo: Any, logger: Any, body: dict
 _RETRIES: set[asyncio.Task[None]] = set()
 
 
+async def in_pool(kind: str, memo: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a pass in the worker pool, counted in the kind's queue depth while it waits or runs."""
+    gauge = metrics.QUEUE_DEPTH.labels(kind=kind)
+    gauge.inc()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(getattr(memo, "executor", None), fn, *args)
+    finally:
+        gauge.dec()
+
+
 async def _retry(
     reg: Registration, memo: Any, logger: Any, *, name: str, namespace: str, delay: float
 ) -> None:
@@ -471,7 +479,12 @@ def _watched(namespace: str | None, patterns: tuple[str, ...]) -> bool:
 def _list_watched(kube: client.Kube, kind: str, patterns: tuple[str, ...]) -> list[dict[str, Any]]:
     """Every object of ``kind`` in the watched namespaces, listed the way the RBAC allows: one
     cluster-wide LIST when all namespaces are watched, else one LIST per namespace (literal
-    names as given; globs resolved against the namespace list, which kopf needs too)."""
+    names as given; globs resolved against the namespace list, which kopf needs too); or, once
+    the caches have synced, from them, which hold exactly the watched namespaces."""
+    if isinstance(kube, cache.CachedKube):
+        cached = kube.list_watched(common.API_VERSION, kind)
+        if cached is not None:
+            return cached
     if not patterns:
         return kube.list(common.API_VERSION, kind)
     literal = [p for p in patterns if not any(c in p for c in "*?[")]
@@ -527,7 +540,7 @@ async def _resync_kind(
 
     async def one(body: dict[str, Any]) -> None:
         async with gate:
-            await loop.run_in_executor(executor, _resync_one, reg, memo, logger, body)
+            await in_pool(reg.kind, memo, _resync_one, reg, memo, logger, body)
 
     while True:
         await asyncio.sleep(reg.interval)
@@ -602,9 +615,8 @@ async def on_child_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
     finally:
         _PENDING.discard(key)
     ctx = memo_context(memo, logger)
-    await asyncio.get_running_loop().run_in_executor(
-        getattr(memo, "executor", None), reconcile_by_name, owner[0], ctx, owner[1], namespace
-    )
+    kind = REGISTRY[owner[0]].kind if owner[0] in REGISTRY else owner[0]
+    await in_pool(kind, memo, reconcile_by_name, owner[0], ctx, owner[1], namespace)
 
 
 _CHILD_SELECTOR = {rowner.LABEL_MANAGED_BY: rowner.MANAGED_BY}

@@ -20,8 +20,8 @@ import kopf
 import prometheus_client
 
 from mlops_operator import metrics
-from mlops_operator.handlers import framework
-from mlops_operator.k8s import client
+from mlops_operator.handlers import children, framework
+from mlops_operator.k8s import cache, client
 from mlops_operator.mlflow_export import client as mlflow_client
 from mlops_operator.reconcile import workload as rworkload
 
@@ -120,7 +120,7 @@ def start_metrics_server(config: OperatorConfig) -> None:
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     apply_kopf_settings(settings, CONFIG)
-    memo.kube = client.Kube(client.connect(CONFIG.kubeconfig))
+    memo.kube = cache.CachedKube(client.connect(CONFIG.kubeconfig))
     memo.settings = CONFIG.settings
     memo.executor = settings.execution.executor  # where child-triggered passes run (kopf's thread pool)
     start_metrics_server(CONFIG)
@@ -130,6 +130,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: 
         CONFIG.settings.workload_image,
         CONFIG.mlflow.base_url if CONFIG.mlflow is not None else "off",
     )
+
+
+@kopf.on.startup()
+async def start_caches(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """The watch-fed caches the passes read from, synced before the first pass."""
+    await children.start(memo, logger, CONFIG.namespaces)
 
 
 @kopf.on.startup()
@@ -146,5 +152,7 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if task is not None:
         task.cancel()
     kube = getattr(memo, "kube", None)
+    if isinstance(kube, cache.CachedKube):
+        kube.stop()
     if kube is not None:
         kube.close()

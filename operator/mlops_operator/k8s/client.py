@@ -10,6 +10,7 @@ other API errors (403, 422, ...) stay ``ApiException`` for the caller to report.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime
 import json
@@ -178,6 +179,76 @@ class Kube:
             )
         )
 
+    def list_versioned(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """Every object, and the list's resourceVersion (where a watch of the same set starts)."""
+        versions: builtins.list[str] = []
+        items = list(
+            self.iter(
+                api_version,
+                kind,
+                namespace,
+                label_selector=label_selector,
+                page_size=page_size,
+                versions=versions,
+            )
+        )
+        return items, versions[-1] if versions else ""
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events (``{"type", "object"}``) of a set from ``resource_version`` on, with
+        bookmarks, until the server ends the watch (``timeout_seconds``). A 410 (the version is
+        too old) comes back as an ``ERROR`` event, as the API sends it."""
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        with self._lock:
+            self.calls += 1
+        metrics.API_REQUESTS.labels(method="WATCH").inc()
+        try:
+            response = self.api_client.call_api(
+                resource_path(api_version, kind, namespace),
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=(self.request_timeout, timeout_seconds + 30),
+            )
+        except k8s_exceptions.ApiException as exc:
+            raise _translate(exc) from exc
+        except (OSError, kubernetes.client.exceptions.ApiValueError) as exc:
+            raise kopf.TemporaryError(f"API unreachable: {exc}", delay=5) from exc
+        try:
+            for line in kubernetes.watch.watch.iter_resp_lines(response):
+                if line:
+                    event: dict[str, Any] = json.loads(line)
+                    yield event
+        finally:
+            response.release_conn()
+
     def iter(
         self,
         api_version: str,
@@ -187,6 +258,7 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
+        versions: builtins.list[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
@@ -202,6 +274,8 @@ class Kube:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
                 yield item
+            if versions is not None:
+                versions.append(str((page.get("metadata") or {}).get("resourceVersion") or ""))
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return
