@@ -158,24 +158,45 @@ def test_informer_lists_watches_from_the_lists_version_and_relists_on_410() -> N
     assert inf.store.get("a", "b") is None
 
 
-def test_informer_skips_events_older_than_a_write_and_other_namespaces() -> None:
+def test_informer_keeps_the_newest_and_skips_other_namespaces() -> None:
     events: list[tuple[str, str]] = []
     kube = FakeKube(
         lists=[([], "1")],
         watches=[
             [
-                {"type": "ADDED", "object": obj("a", 2)},
+                {"type": "ADDED", "object": obj("a", 2, seen="event")},
                 {"type": "ADDED", "object": obj("elsewhere", 3, ns="zz")},
-                {"type": "DELETED", "object": obj("a", 6)},
-            ]
+            ],
+            [{"type": "DELETED", "object": obj("a", 6)}],
         ],
     )
     inf = informer(kube, events, keep=cache.namespace_filter(("a", "b*")))
     inf.relist()
-    inf.store.upsert(obj("a", 5))  # a write of ours came back first
+    inf.store.upsert(obj("a", 5, seen="write"))  # a write of ours came back first
     inf._watch()
-    assert events == [("DELETED", "a")]
-    assert len(inf.store) == 0
+    # The older event is not stored, but it still wakes the owner (which reads version 5).
+    assert events == [("ADDED", "a")]
+    assert inf.store.get("a", "a")["metadata"]["labels"] == {"seen": "write"}  # type: ignore[index]
+    inf._watch()
+    assert events[-1] == ("DELETED", "a") and len(inf.store) == 0
+
+
+def test_the_echo_of_a_pass_s_own_write_to_a_child_wakes_nobody() -> None:
+    events: list[tuple[str, str]] = []
+    echo = {"type": "MODIFIED", "object": obj("j", 8)}
+    kube = FakeKube(
+        lists=[([], "1")],
+        watches=[[echo, {"type": "MODIFIED", "object": obj("j", 9)}], [{**echo, "object": obj("s", 4)}]],
+    )
+    inf = informer(kube, events)
+    inf.relist()
+    inf.store.upsert(obj("j", 8))
+    inf.store.expect_echo(obj("j", 8))  # CachedKube.apply of the child
+    inf.store.upsert(obj("s", 4))  # a status write (no echo expected): its owner must hear of it
+    inf._watch()
+    assert events == [("MODIFIED", "j")]  # only version 9, somebody else's change
+    inf._watch()
+    assert events[-1] == ("MODIFIED", "s")
 
 
 def test_an_error_event_other_than_410_raises() -> None:
@@ -257,6 +278,7 @@ def test_writes_pass_through_to_the_store_and_a_delete_forgets() -> None:
     answered = {**job, "metadata": {**job["metadata"], "resourceVersion": "8", "managedFields": [{}]}}
     api.answers[("PATCH", "/apis/batch/v1/namespaces/a/jobs/t1-train")] = answered
     kube.apply(job)
+    assert kube.informers[("batch/v1", "Job")][0].store.is_echo(answered)
     stored = kube.get("batch/v1", "Job", "t1-train", "a")
     assert stored is not None and stored["metadata"]["resourceVersion"] == "8"
     assert "managedFields" not in stored["metadata"]
@@ -279,11 +301,26 @@ def test_list_watched_answers_from_every_namespace_the_operator_watches() -> Non
     assert {i.label_selector for i in made if i.kind == "Pod"} == {children.CHILD_SELECTOR}
     tj = next(i for i in made if i.kind == "TrainingJob")
     assert tj.label_selector is None
-    # Children lose their managedFields; the custom resources keep theirs (alias history, promotion).
+    # Only Models and ModelDeployments keep their managedFields (alias history, promotion).
     fields = [{"manager": "argocd"}]
     for informer in made:
         kept = informer.prepare({"metadata": {"name": "x", "managedFields": list(fields)}})
-        assert ("managedFields" in kept["metadata"]) is (informer.label_selector is None), informer.kind
+        assert ("managedFields" in kept["metadata"]) is (informer.kind in {"Model", "ModelDeployment"})
+    job = next(i for i in made if i.kind == "Job").prepare(
+        {
+            "metadata": {"name": "j"},
+            "spec": {
+                "suspend": True,
+                "template": {"metadata": {"annotations": {"mlops.dev/config": "{}"}}, "spec": {"x": 1}},
+            },
+            "status": {"active": 1},
+        }
+    )
+    assert job["spec"] == {
+        "suspend": True,
+        "template": {"metadata": {"annotations": {"mlops.dev/config": "{}"}}},
+    }
+    assert job["status"] == {"active": 1}
     for i in made:
         i.synced.set()
     tj._handle({"type": "ADDED", "object": {**obj("x", 1, ns="t-1"), "kind": "TrainingJob"}})
@@ -309,3 +346,21 @@ def test_literal_namespaces_get_an_informer_each() -> None:
     kube.get("batch/v1", "Job", "x", "team-c")  # not watched: read through
     assert api.requests == [("GET", "/apis/batch/v1/namespaces/team-c/jobs/x")]
     assert kube.list_watched("batch/v1", "Job") is None  # a children's informer is filtered
+
+
+def test_a_kind_the_operator_may_not_list_settles_the_start_up_wait_and_reads_through() -> None:
+    class Refusing:
+        def list_versioned(self, *_: Any, **__: Any) -> Any:
+            raise cache.client.ApiError(403, "Forbidden", "models.mlops.dev is forbidden")
+
+    api = FakeApiClient()
+    kube = cache.CachedKube(api)  # type: ignore[arg-type]
+    inf = kube.add(cache.Informer(kube=Refusing(), api_version="mlops.dev/v1alpha1", kind="Model"))  # type: ignore[arg-type]
+    inf.start()
+    try:
+        assert kube.wait_synced(timeout=5)
+        assert not inf.synced.is_set()
+        kube.get("mlops.dev/v1alpha1", "Model", "m", "a")
+        assert api.requests == [("GET", "/apis/mlops.dev/v1alpha1/namespaces/a/models/m")]
+    finally:
+        inf.stop()

@@ -34,7 +34,7 @@ from mlops_operator.k8s import cache
 from mlops_operator.reconcile import owner as rowner
 from mlops_operator.reconcile import trainingjob_build
 
-SYNC_TIMEOUT_SECONDS = 120.0
+SYNC_TIMEOUT_SECONDS = 60.0
 CHILD_SELECTOR = f"{rowner.LABEL_MANAGED_BY}={rowner.MANAGED_BY}"
 
 
@@ -55,6 +55,16 @@ def strip_pod(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def strip_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A Job as the reconcilers read it: its status, suspend flag, and its pod template's
+    metadata (the run's config annotation), not the template's pod spec."""
+    cache.strip_managed_fields(job)
+    template = (job.get("spec") or {}).get("template")
+    if isinstance(template, dict):
+        template.pop("spec", None)
+    return job
+
+
 def _keep(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
@@ -69,16 +79,16 @@ class Cached:
 
 
 CACHED: tuple[Cached, ...] = (
-    Cached("batch/v1", "Job", children=True),
+    Cached("batch/v1", "Job", children=True, strip=strip_job),
     Cached("v1", "Pod", children=True, strip=strip_pod),
     Cached("apps/v1", "Deployment", children=True),
     Cached("v1", "Service", children=True),
     Cached("v1", "ConfigMap", children=True, route=False),
-    # The custom resources keep their managedFields: who set a Model's alias, who owns a
-    # ModelDeployment's spec (a sweep's promotion) are read from them.
-    Cached(common.API_VERSION, "Dataset", children=False, strip=_keep, route=False),
-    Cached(common.API_VERSION, "TrainingJob", children=False, strip=_keep),
-    Cached(common.API_VERSION, "HyperparameterSweep", children=False, strip=_keep, route=False),
+    # A Model and a ModelDeployment keep their managedFields: who set a Model's alias, who owns
+    # a ModelDeployment's spec (a sweep's promotion) are read from them.
+    Cached(common.API_VERSION, "Dataset", children=False, route=False),
+    Cached(common.API_VERSION, "TrainingJob", children=False),
+    Cached(common.API_VERSION, "HyperparameterSweep", children=False, route=False),
     Cached(common.API_VERSION, "Model", children=False, strip=_keep, route=False),
     Cached(common.API_VERSION, "ModelDeployment", children=False, strip=_keep),
 )
@@ -148,6 +158,11 @@ async def start(memo: Any, logger: Any, namespaces: tuple[str, ...]) -> None:
     synced = await loop.run_in_executor(None, kube.wait_synced, SYNC_TIMEOUT_SECONDS)
     sizes = {kind: sum(len(i.store) for i in group) for (_api, kind), group in sorted(kube.informers.items())}
     if synced:
-        logger.info("caches synced: %s", ", ".join(f"{k} {n}" for k, n in sizes.items()))
+        refused = sorted({i.kind for g in kube.informers.values() for i in g if not i.synced.is_set()})
+        logger.info(
+            "caches synced: %s%s",
+            ", ".join(f"{k} {n}" for k, n in sizes.items()),
+            f" (refused, read through: {', '.join(refused)})" if refused else "",
+        )
     else:
         logger.warning("caches not synced after %s s; reading through to the API", SYNC_TIMEOUT_SECONDS)

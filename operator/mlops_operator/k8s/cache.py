@@ -107,6 +107,9 @@ class Store:
         # resourceVersion an object had when this process deleted it: a late event of an older
         # version must not bring it back before the watch says DELETED.
         self._tombstones: dict[Key, int | None] = {}
+        # resourceVersion of this process's last write of each child (apply or patch by its
+        # owner's pass): the watch's echo of that version wakes nobody.
+        self._echoes: dict[Key, int] = {}
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -161,6 +164,21 @@ class Store:
             self._put(key, obj)
             return True
 
+    def expect_echo(self, obj: Mapping[str, Any]) -> None:
+        version = version_of(obj)
+        if version is not None:
+            with self._lock:
+                self._echoes[self.key(obj)] = version
+
+    def is_echo(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` is the watch's copy of a version this process wrote (then forgotten)."""
+        key, version = self.key(obj), version_of(obj)
+        with self._lock:
+            if version is None or self._echoes.get(key) != version:
+                return False
+            del self._echoes[key]
+            return True
+
     def remove(self, namespace: str, name: str, *, tombstone: bool = False) -> dict[str, Any] | None:
         """Forget an object: the watch said DELETED, or (``tombstone``) this process deleted it,
         when events of the versions before the delete are ignored until a newer one comes."""
@@ -178,6 +196,7 @@ class Store:
         changed: list[dict[str, Any]] = []
         with self._lock:
             self._tombstones.clear()
+            self._echoes.clear()
             removed = [self._drop(key) for key in list(self._objects) if key not in fresh]
             for key, obj in fresh.items():
                 old = self._objects.get(key)
@@ -230,6 +249,10 @@ class Informer:
     def __post_init__(self) -> None:
         self.store = Store()
         self.synced = threading.Event()
+        # Synced, or refused (403: no RBAC for the kind; 404: its CRD is not installed): the
+        # start-up wait is over either way, and a refused kind is read through to the API
+        # (whose refusal then reaches the pass that needs it) while the informer keeps trying.
+        self.settled = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._version = ""
@@ -294,6 +317,7 @@ class Informer:
         self._gauge.set(len(self.store))
         first = not self.synced.is_set()
         self.synced.set()
+        self.settled.set()
         if first:
             return  # the owners' own listing at start-up reconciles everything once already
         for obj in removed:
@@ -315,6 +339,11 @@ class Informer:
                 reason = "error"
                 if isinstance(exc, client.ApiError) and exc.status == 410:
                     need_list, reason = True, "expired"
+                if isinstance(exc, client.ApiError) and exc.status in (403, 404):
+                    if not self.settled.is_set():
+                        LOG.warning("cannot cache %s (%s); reading it through to the API", self.kind, exc)
+                    self.settled.set()
+                    attempt = len(BACKOFF_SECONDS) - 1  # RBAC or a CRD may come later: retry slowly
                 metrics.WATCH_RESTARTS.labels(kind=self.kind, reason=reason).inc()
                 delay = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
                 attempt += 1
@@ -371,8 +400,12 @@ class Informer:
         if type_ == "DELETED":
             key = Store.key(obj)
             self.store.remove(*key)
-        elif not self.store.upsert(obj):
-            return False  # older than what a write of ours already stored
+        else:
+            # An event older than what a write of ours stored is not stored, but still wakes the
+            # owner (it reads the newest): the change it reports may be one the write came after.
+            self.store.upsert(obj)
+            if self.store.is_echo(obj):
+                return False  # the owner's own write coming back: it knows, nothing else changed
         self._gauge.set(len(self.store))
         self._emit(type_, obj)
         return False
@@ -413,7 +446,7 @@ class CachedKube(client.Kube):
         deadline = time.monotonic() + timeout
         for group in self.informers.values():
             for informer in group:
-                if not informer.synced.wait(max(0.0, deadline - time.monotonic())):
+                if not informer.settled.wait(max(0.0, deadline - time.monotonic())):
                     return False
         return True
 
@@ -464,23 +497,28 @@ class CachedKube(client.Kube):
         return informer.store.select(namespace, labels)
 
     # -- writes pass what the API answered into the store -----------------------------------------
-    def _through(self, obj: Mapping[str, Any] | None) -> None:
+    def _through(self, obj: Mapping[str, Any] | None, *, echo: bool) -> None:
+        """Store what a write returned. ``echo``: a pass wrote its own child (apply, patch), so
+        the watch's copy of this version need not wake the owner; a status write (the object's
+        own pass) must still wake the object's owner (a sweep learns of its trial's end)."""
         if not obj or not obj.get("kind"):
             return
         for informer in self.informers.get((str(obj.get("apiVersion")), str(obj.get("kind"))), []):
             if informer.admit(obj):
                 informer.store.upsert(informer.prepare(copy.deepcopy(dict(obj))))
+                if echo:
+                    informer.store.expect_echo(obj)
 
     def apply(self, obj: dict[str, Any], *, field_manager: str = client.FIELD_MANAGER) -> dict[str, Any]:
         result = super().apply(obj, field_manager=field_manager)
-        self._through(result)
+        self._through(result, echo=True)
         return result
 
     def apply_status(
         self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
     ) -> dict[str, Any] | None:
         result = super().apply_status(api_version, kind, name, namespace, status)
-        self._through(result)
+        self._through(result, echo=False)
         return result
 
     def patch(
@@ -494,7 +532,7 @@ class CachedKube(client.Kube):
         subresource: str | None = None,
     ) -> dict[str, Any] | None:
         result = super().patch(api_version, kind, name, namespace, patch, subresource=subresource)
-        self._through(result)
+        self._through(result, echo=subresource is None)
         return result
 
     def delete(
