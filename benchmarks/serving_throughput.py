@@ -44,23 +44,73 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from serving import competitors, loadgen, stacks
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, "site": "north"}
-V1_BODY = json.dumps({"instances": [ROW]}).encode()
-V2_COLUMNS = {
-    "inputs": [
-        {"name": k, "shape": [1], "datatype": "BYTES" if k == "site" else "FP64", "data": [v]}
+ROWS = (1, 100)  # rows per request: single rows, and 100-row batches
+
+
+def v1_body(rows: int) -> bytes:
+    return json.dumps({"instances": [ROW] * rows}).encode()
+
+
+def _v2_inputs(rows: int) -> list[dict[str, Any]]:
+    return [
+        {"name": k, "shape": [rows], "datatype": "BYTES" if k == "site" else "FP64", "data": [v] * rows}
         for k, v in ROW.items()
     ]
-}
-V2_BODY = json.dumps(V2_COLUMNS).encode()
-MLSERVER_BODY = json.dumps(
-    {
-        "parameters": {"content_type": "pd"},
-        "inputs": [
-            {**t, "parameters": {"content_type": "str"}} if t["datatype"] == "BYTES" else t
-            for t in V2_COLUMNS["inputs"]
-        ],
-    }
-).encode()
+
+
+def v2_body(rows: int) -> bytes:
+    return json.dumps({"inputs": _v2_inputs(rows)}).encode()
+
+
+def mlserver_body(rows: int) -> bytes:
+    return json.dumps(
+        {
+            "parameters": {"content_type": "pd"},
+            "inputs": [
+                {**t, "parameters": {"content_type": "str"}} if t["datatype"] == "BYTES" else t
+                for t in _v2_inputs(rows)
+            ],
+        }
+    ).encode()
+
+
+V1_BODY = v1_body(1)
+# The in-process anchor: the median time of a bare ``predict`` on a ready DataFrame, in a given
+# interpreter (each server's own venv: KServe's pins pandas 2) and pandas setting.
+BARE_PREDICT = """
+import json, statistics, sys, time
+import joblib, pandas as pd
+if sys.argv[3] == "object":
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pd.set_option("future.infer_string", False)
+pipeline = joblib.load(sys.argv[1])
+frame = pd.DataFrame([json.loads(sys.argv[4])] * int(sys.argv[2]))
+for _ in range(50):
+    pipeline.predict(frame)
+samples = []
+stop = time.perf_counter() + 2.0
+while time.perf_counter() < stop:
+    t = time.perf_counter()
+    pipeline.predict(frame)
+    samples.append(time.perf_counter() - t)
+print(statistics.median(samples), pd.__version__)
+"""
+
+
+def bare_predict(python: str, model: pathlib.Path, rows: int, *, strings: str) -> tuple[float, str]:
+    """(seconds, pandas version) of one bare ``predict`` of ``rows`` rows in ``python``."""
+    out = subprocess.run(
+        [python, "-c", BARE_PREDICT, str(model), str(rows), strings, json.dumps(ROW)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.split()
+    return float(out[0]), out[1]
+
+
 CONCURRENCY = (1, 32)
 # (capture off, capture at 100%): the pairs whose throughput ratio is the cost of capture.
 CAPTURE_PAIRS = (
@@ -87,6 +137,20 @@ def started(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def wait_settled(url: str, timeout: float = 180) -> None:
+    """Until our server's metadata names its explainer (built on a thread after readiness)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            explainer = json.loads(response.read())["parameters"]["explainer"]
+        if "unavailable" not in explainer or "being built" not in explainer["unavailable"]:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}: the explainer was never built")
 
 
 def distinct_ports(n: int) -> list[int]:
@@ -225,19 +289,17 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import pandas as pd
-
-    from mlops_workloads.serve import bundle, demo
+    from mlops_workloads.serve import demo
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="serving-bench-"))
     model_dir = demo.build(work / "model")
     joblib_path = competitors.export_joblib(model_dir, work / "joblib")
-    pipeline = bundle.load(model_dir).pipeline
-    frame = pd.DataFrame([ROW])
-    bare_predict = loadgen.bare_predict(lambda: pipeline.predict(frame))
-    bare_proba = loadgen.bare_predict(lambda: pipeline.predict_proba(frame))
+    keep = only_names(args.only) if args.only else None
 
-    ports = iter(distinct_ports(16))
+    def wanted(name: str) -> bool:
+        return keep is None or name in keep
+
+    ports = iter(distinct_ports(24))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_CONFIG", "PROMETHEUS_MULTIPROC"))}
     servers: list[dict[str, Any]] = []
 
@@ -259,30 +321,50 @@ def main() -> None:
             *extra,
         ]
 
-    p = next(ports)
-    servers.append(
-        {
-            "name": "ours (v1)",
-            "cmd": ours(p),
-            "ready": f"http://127.0.0.1:{p}/v2/health/ready",
-            "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
-            "body": V1_BODY,
-            "env": env,
-            "also": [("ours (v2)", f"http://127.0.0.1:{p}/v2/models/iris/infer", V2_BODY)],
-        }
-    )
-    p = next(ports)
-    servers.append(
-        {
-            "name": "ours (v1, --workers 2)",
-            "cmd": ours(p, "--workers", "2"),
-            "ready": f"http://127.0.0.1:{p}/v2/health/ready",
-            "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
-            "body": V1_BODY,
+    def our_arm(name: str, port: int, cmd: list[str], **more: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "cmd": cmd,
+            "ready": f"http://127.0.0.1:{port}/v2/health/ready",
+            # Measured once the explainer is built (readiness does not wait for it; its build
+            # imports shap on a thread for seconds): the steady state, attribution monitor on.
+            "settled": f"http://127.0.0.1:{port}/v2/models/iris",
+            "url": f"http://127.0.0.1:{port}/v1/models/iris:predict",
+            "body": v1_body,
             "env": env,
             "also": [],
+            "anchor": "ours",
+            **more,
         }
+
+    p = next(ports)
+    servers.append(
+        our_arm(
+            "ours (v1)",
+            p,
+            ours(p),
+            also=[("ours (v2)", f"http://127.0.0.1:{p}/v2/models/iris/infer", v2_body)],
+        )
     )
+    p = next(ports)
+    servers.append(
+        our_arm(
+            "ours on uvicorn (v1)",
+            p,
+            [
+                sys.executable,
+                str(pathlib.Path(__file__).resolve().parent / "serving" / "uvicorn_arm.py"),
+                "--model-dir",
+                str(model_dir),
+                "--model-name",
+                "iris",
+                "--port",
+                str(p),
+            ],
+        )
+    )
+    p = next(ports)
+    servers.append(our_arm("ours (v1, --workers 2)", p, ours(p, "--workers", "2")))
     for name, extra in (
         ("ours (v1, capture 100%)", ()),
         ("ours (v1, --workers 2, capture 100%)", ("--workers", "2")),
@@ -290,23 +372,18 @@ def main() -> None:
         p = next(ports)
         root = work / f"capture-{p}"
         servers.append(
-            {
-                "name": name,
-                "cmd": ours(p, *extra, "--capture-uri", f"file://{root}", "--capture-sample-rate", "1"),
-                "ready": f"http://127.0.0.1:{p}/v2/health/ready",
-                "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
-                "body": V1_BODY,
-                "env": env,
-                "also": [],
-                "capture": root,
-                "metrics": f"http://127.0.0.1:{p}/metrics",
-            }
+            our_arm(
+                name,
+                p,
+                ours(p, *extra, "--capture-uri", f"file://{root}", "--capture-sample-rate", "1"),
+                capture=root,
+                metrics=f"http://127.0.0.1:{p}/metrics",
+            )
         )
-    keep = only_names(args.only) if args.only else None
     for workers in (1, 0):
         p = next(ports)
         name = "mlserver" if workers == 1 else "mlserver (parallel_workers=0)"
-        if keep is not None and name not in keep:
+        if not wanted(name):
             continue  # not built: building it creates its venv
         servers.append(
             {
@@ -321,13 +398,14 @@ def main() -> None:
                 ),
                 "ready": f"http://127.0.0.1:{p}/v2/health/ready",
                 "url": f"http://127.0.0.1:{p}/v2/models/iris/infer",
-                "body": MLSERVER_BODY,
+                "body": mlserver_body,
                 "env": None,
                 "also": [],
+                "anchor": "mlserver",
             }
         )
     p = next(ports)
-    if keep is None or "kserve" in keep:
+    if wanted("kserve"):
         servers.append(
             {
                 "name": "kserve",
@@ -336,35 +414,69 @@ def main() -> None:
                 ),
                 "ready": f"http://127.0.0.1:{p}/v1/models/iris",
                 "url": f"http://127.0.0.1:{p}/v1/models/iris:predict",
-                "body": V1_BODY,
+                "body": v1_body,
                 "env": None,
                 "also": [],
+                "anchor": "kserve",
             }
         )
-    if keep is not None:
-        servers = [s for s in servers if s["name"] in keep]
+    servers = [s for s in servers if wanted(s["name"])]
 
-    cells: list[tuple[str, str, bytes]] = []
+    # Bare predict, per interpreter: ours as our server runs it (object strings, see
+    # inputs.prefer_object_strings) and with pandas' default, KServe's and MLServer's in their venvs.
+    anchors: dict[tuple[str, int], float] = {}
+    anchor_text: list[str] = []
+    runs_in = {"ours": (sys.executable, "object"), "ours, pandas default": (sys.executable, "default")}
     for s in servers:
-        cells.append((s["name"], s["url"], s["body"]))
-        cells.extend(s["also"])
-    results: dict[tuple[str, int], list[loadgen.Result]] = {}
+        if s["anchor"] in ("kserve", "mlserver"):
+            runs_in[s["anchor"]] = (str(competitors.venv(s["anchor"])), "default")
+    for key, (python, strings) in runs_in.items():
+        for rows in ROWS:
+            seconds, version = bare_predict(python, joblib_path, rows, strings=strings)
+            anchors[(key, rows)] = seconds
+        anchor_text.append(
+            f"{key} (pandas {version}{', object strings' if strings == 'object' else ''}): "
+            + ", ".join(f"{rows} row(s) {anchors[(key, rows)] * 1e3:.3f} ms" for rows in ROWS)
+        )
+
+    # (name, anchor, url, body of n rows)
+    cells: list[tuple[str, str, str, Any]] = []
+    for s in servers:
+        cells.append((s["name"], s["anchor"], s["url"], s["body"]))
+        cells.extend((name, s["anchor"], url, body) for name, url, body in s["also"])
+    generators = loadgen.tools()
+    results: dict[tuple[str, int, int, str], list[loadgen.Result]] = {}
     with contextlib.ExitStack() as stack:
         for s in servers:
             stack.enter_context(started(s["name"], s["cmd"], s["ready"], work, s["env"]))
-        for name, url, body in cells:
-            print(f"[check] {name}: {json.dumps(check_answer(url, body))[:160]}", flush=True)
+        for s in servers:
+            if "settled" in s:
+                wait_settled(s["settled"])
+        for name, _, url, body in cells:
+            for rows in ROWS:
+                print(
+                    f"[check] {name} ({rows}): {json.dumps(check_answer(url, body(rows)))[:120]}", flush=True
+                )
         for round_ in range(args.rounds):
-            for concurrency in CONCURRENCY:
-                for name, url, body in cells:
-                    r = loadgen.run(url, body, concurrency=concurrency, seconds=args.seconds)
-                    results.setdefault((name, concurrency), []).append(r)
-                    print(
-                        f"[round {round_ + 1}] {name:32s} c={concurrency:<3d} {r.rps:8.0f} req/s  "
-                        f"p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:8.2f} ms  non-2xx {r.errors}",
-                        flush=True,
-                    )
-                    time.sleep(0.5)
+            for rows in ROWS:
+                for concurrency in CONCURRENCY:
+                    for generator in generators:
+                        for name, _, url, body in cells:
+                            r = loadgen.run(
+                                url,
+                                body(rows),
+                                concurrency=concurrency,
+                                seconds=args.seconds,
+                                generator=generator,
+                            )
+                            results.setdefault((name, rows, concurrency, generator), []).append(r)
+                            print(
+                                f"[round {round_ + 1}] {name:32s} {rows:3d} row(s) c={concurrency:<3d} "
+                                f"{generator:14s} {r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+                                f"p99 {r.p99_ms:8.2f} ms  non-2xx {r.errors}",
+                                flush=True,
+                            )
+                            time.sleep(0.5)
         capture_counts = {s["name"]: scrape(s["metrics"]) for s in servers if "capture" in s}
     # After the servers' SIGTERM: each worker has flushed what it held.
     capture_files = {s["name"]: captured_rows(s["capture"]) for s in servers if "capture" in s}
@@ -372,54 +484,81 @@ def main() -> None:
     print()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores (shared), "
-        f"Python {platform.python_version()}; load generator: {loadgen.tool()}; {args.rounds} interleaved "
-        f"rounds of {args.seconds:.0f} s per cell, median round shown; single-row requests"
+        f"Python {platform.python_version()}; load generators: {', '.join(generators)} (each cell "
+        f"with each); {args.rounds} interleaved rounds of {args.seconds:.0f} s per cell, median "
+        "round shown"
     )
+    print("bare pipeline.predict (in-process, on a ready DataFrame), per interpreter:")
+    for line in anchor_text:
+        print(f"  {line}")
     print(
-        f"bare pipeline.predict: {bare_predict * 1e3:.3f} ms   bare pipeline.predict_proba: "
-        f"{bare_proba * 1e3:.3f} ms  (1 row, in-process)"
+        "overhead p50: the p50 at c=1 minus the bare predict of the server's own interpreter (ours: "
+        "with object strings, as it runs; KServe, MLServer: their venvs)"
     )
-    print(f"{'server':32s} {'c':>3s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'overhead p50':>13s}")
-    summary: dict[tuple[str, int], loadgen.Result] = {}
-    for concurrency in CONCURRENCY:
-        for name, _, _ in cells:
-            runs = sorted(results[(name, concurrency)], key=lambda r: r.rps)
-            med = runs[len(runs) // 2]
-            summary[(name, concurrency)] = med
-            p50 = statistics.median(r.p50_ms for r in runs)
-            p99 = statistics.median(r.p99_ms for r in runs)
-            overhead = f"{p50 - bare_predict * 1e3:+.2f} ms" if concurrency == 1 else ""
-            print(f"{name:32s} {concurrency:3d} {med.rps:8.0f} {p50:8.2f} {p99:8.2f} {overhead:>13s}")
-    anchor = "mlserver"
-    for concurrency in CONCURRENCY:
-        if (anchor, concurrency) not in summary:
-            continue
-        base = summary[(anchor, concurrency)]
-        for name, _, _ in cells:
-            r = summary[(name, concurrency)]
-            p99 = statistics.median(x.p99_ms for x in results[(name, concurrency)])
-            base_p99 = statistics.median(x.p99_ms for x in results[(anchor, concurrency)])
-            print(
-                f"c={concurrency:<3d} {name:32s} {r.rps / base.rps:5.2f}x MLServer's throughput, "
-                f"p99 {p99:7.2f} ms vs {base_p99:7.2f} ms"
-            )
-    for off, on in CAPTURE_PAIRS:
+    header = (
+        f"{'server':32s} {'rows':>4s} {'c':>3s} {'generator':14s} {'req/s':>8s} {'p50 ms':>8s} "
+        f"{'p99 ms':>8s} {'overhead p50':>13s}"
+    )
+    print(header)
+    summary: dict[
+        tuple[str, int, int, str], tuple[float, float, float]
+    ] = {}  # rps, p50, p99 (medians over rounds)
+    for rows in ROWS:
         for concurrency in CONCURRENCY:
-            if (off, concurrency) not in summary or (on, concurrency) not in summary:
-                continue
-            base, r = summary[(off, concurrency)], summary[(on, concurrency)]
-            # Per round, so a burst from elsewhere on the machine hits both arms of a ratio alike.
-            ratios = [
-                b.rps / a.rps
-                for a, b in zip(results[(off, concurrency)], results[(on, concurrency)], strict=True)
-            ]
-            p99 = statistics.median(x.p99_ms for x in results[(on, concurrency)])
-            base_p99 = statistics.median(x.p99_ms for x in results[(off, concurrency)])
-            print(
-                f"c={concurrency:<3d} {on:38s} {r.rps / base.rps:5.3f}x the throughput of capture off "
-                f"(median of per-round ratios {statistics.median(ratios):5.3f}, cost "
-                f"{(1 - statistics.median(ratios)) * 100:+.1f}%), p99 {p99:7.2f} ms vs {base_p99:7.2f} ms"
-            )
+            for generator in generators:
+                for name, anchor, _, _ in cells:
+                    runs = results[(name, rows, concurrency, generator)]
+                    rps = statistics.median(r.rps for r in runs)
+                    p50 = statistics.median(r.p50_ms for r in runs)
+                    p99 = statistics.median(r.p99_ms for r in runs)
+                    summary[(name, rows, concurrency, generator)] = (rps, p50, p99)
+                    overhead = f"{p50 - anchors[(anchor, rows)] * 1e3:+.2f} ms" if concurrency == 1 else ""
+                    print(
+                        f"{name:32s} {rows:4d} {concurrency:3d} {generator:14s} {rps:8.0f} {p50:8.2f} "
+                        f"{p99:8.2f} {overhead:>13s}"
+                    )
+    for base_name in ("kserve", "mlserver"):
+        if not any(name == base_name for name, *_ in cells):
+            continue
+        for rows in ROWS:
+            for concurrency in CONCURRENCY:
+                for generator in generators:
+                    base = summary[(base_name, rows, concurrency, generator)]
+                    for name, *_ in cells:
+                        if name.startswith("ours"):
+                            r = summary[(name, rows, concurrency, generator)]
+                            print(
+                                f"{rows:3d} row(s) c={concurrency:<3d} {generator:14s} {name:32s} "
+                                f"{r[0] / base[0]:5.2f}x {base_name}'s throughput, p99 {r[2]:7.2f} ms vs "
+                                f"{base[2]:7.2f} ms"
+                            )
+    for off, on in CAPTURE_PAIRS:
+        for generator in generators:
+            for concurrency in CONCURRENCY:
+                if (off, 1, concurrency, generator) not in summary or (
+                    on,
+                    1,
+                    concurrency,
+                    generator,
+                ) not in summary:
+                    continue
+                a_runs, b_runs = (
+                    results[(off, 1, concurrency, generator)],
+                    results[(on, 1, concurrency, generator)],
+                )
+                # Per round, so a burst from elsewhere on the machine hits both arms of a ratio alike.
+                ratios = [b.rps / a.rps for a, b in zip(a_runs, b_runs, strict=True)]
+                base_r, on_r = (
+                    summary[(off, 1, concurrency, generator)],
+                    summary[(on, 1, concurrency, generator)],
+                )
+                cost = (1 - statistics.median(ratios)) * 100
+                print(
+                    f"c={concurrency:<3d} {generator:14s} {on:38s} {on_r[0] / base_r[0]:5.3f}x the "
+                    f"throughput of capture off (median of per-round ratios "
+                    f"{statistics.median(ratios):5.3f}, cost {cost:+.1f}%), p99 {on_r[2]:7.2f} ms vs "
+                    f"{base_r[2]:7.2f} ms"
+                )
     if args.capture_cpu_requests:
         cpu = capture_cpu(model_dir, work, requests=args.capture_cpu_requests)
         extra = cpu["offer"] + cpu["writer"]

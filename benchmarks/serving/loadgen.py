@@ -1,9 +1,9 @@
 """One closed-loop HTTP/1.1 keep-alive load generator for every server in the serving benchmarks.
 
-``wrk`` (Debian package) when it is installed, else a raw-socket asyncio generator (uvloop
-when available): ``concurrency`` connections, each sending the next request as soon as the
-previous answer is read, for ``seconds``. Both report requests/s, p50/p99 latency and the
-count of non-2xx answers, so all servers are measured by the same client.
+``wrk`` (Debian package) when it is installed, else (or as well: ``tools``) a raw-socket
+asyncio generator (uvloop when available): ``concurrency`` connections, each sending the next
+request as soon as the previous answer is read, for ``seconds``. Both report requests/s, p50/p99
+latency and the count of non-2xx answers, so all servers are measured by the same clients.
 """
 
 from __future__ import annotations
@@ -165,8 +165,15 @@ def tool() -> str:
     return "wrk" if shutil.which("wrk") and not os.environ.get("BENCH_PYTHON_LOADGEN") else "python-asyncio"
 
 
-def run(url: str, body: bytes, *, concurrency: int, seconds: float) -> Result:
-    if tool() == "wrk":
+def tools() -> tuple[str, ...]:
+    """Every generator this machine has: wrk (when installed) and the asyncio one, so a run can
+    measure each cell with both (one client's quirks are not mistaken for a server's)."""
+    return ("wrk", "python-asyncio") if shutil.which("wrk") else ("python-asyncio",)
+
+
+def run(url: str, body: bytes, *, concurrency: int, seconds: float, generator: str | None = None) -> Result:
+    """One cell with ``generator`` (``wrk`` or ``python-asyncio``; default: ``tool()``)."""
+    if (generator or tool()) == "wrk":
         return _wrk(url, body, concurrency=concurrency, seconds=seconds)
     return _python(url, body, concurrency=concurrency, seconds=seconds)
 

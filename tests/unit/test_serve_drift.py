@@ -68,6 +68,7 @@ def test_ring_buffer_counts_match_a_recount(baseline: dict[str, object]) -> None
         batch = rng.normal(3.0, 0.5, size=int(rng.integers(1, 30)))
         monitor.add({"sepal_width": batch})
         seen.extend(batch.tolist())
+    monitor.flush()  # the batches are held until read; the windows see them all at once
     fw = monitor._features["sepal_width"]
     recount = np.bincount(fw.bins(np.asarray(seen[-64:])), minlength=len(fw.counts))
     assert fw.counts.tolist() == recount.tolist()
@@ -92,3 +93,26 @@ def test_features_without_baseline_are_skipped() -> None:
     monitor = drift_mod.DriftMonitor({}, features=("a",))
     monitor.add({"a": np.array([1.0])})
     assert monitor.scores() == {} and monitor.overall({}) == 0.0
+
+
+def test_held_rows_score_as_rows_added_one_by_one(baseline: dict[str, object]) -> None:
+    x, _ = demo.frame(seed=2)
+    columns = _columns(x)
+    eager = drift_mod.DriftMonitor(baseline, features=tuple(x.columns), window=64)
+    held = drift_mod.DriftMonitor(baseline, features=tuple(x.columns), window=64)
+    for i in range(len(x)):
+        row = {name: values[i : i + 1] for name, values in columns.items()}
+        held.add(row)
+        eager.add(row)
+        eager.flush()
+        if i % 37 == 0:
+            assert held.scores() == eager.scores()
+    assert held.scores() == eager.scores() and held.rows == eager.rows == 64
+
+
+def test_held_rows_are_bounded(baseline: dict[str, object]) -> None:
+    monitor = drift_mod.DriftMonitor(baseline, features=("sepal_width",), window=10)
+    for _ in range(drift_mod.FOLD_ROWS * 3):
+        monitor.add({"sepal_width": np.array([3.0])})
+        assert monitor._held_rows < drift_mod.FOLD_ROWS
+    assert monitor.rows == 10

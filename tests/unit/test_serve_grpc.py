@@ -90,7 +90,9 @@ def served(model_dir: pathlib.Path) -> Iterator[Served]:
         # Built before the test gates the pipeline: the explainer's own checks call the model.
         explainer_in_background=False,
     )
-    server = http.Server(app)
+    # The calls on the worker thread: a test gates one and sends more while it runs (a request
+    # scored on the loop, alone and quick, would hold them all behind the gate).
+    server = http.Server(app, inline_seconds=0.0)
     frontend = grpc_server.GrpcFrontend("127.0.0.1", 0, reuse_port=False, max_message_bytes=1 << 20)
     sock = http.make_socket("127.0.0.1", 0, reuse_port=False)
     loop = http.new_event_loop()

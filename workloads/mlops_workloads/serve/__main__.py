@@ -151,6 +151,7 @@ def _run_worker(
         pvc_root=config.pvc_root,
         secrets_root=config.secrets_root,
     )
+    app_mod.freeze_heap(app)
     server = http.Server(app, max_body_bytes=config.max_body_bytes, batching=batching, offload=offload)
     frontends: list[Any] = []
     if grpc_port is not None:
@@ -227,9 +228,13 @@ def run(argv: list[str] | None = None, environ: dict[str, str] | None = None) ->
         # Must be set before prometheus_client is imported (it picks its value class then).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-serve-metrics-")
     from mlops_workloads.serve import bundle as bundle_mod
-    from mlops_workloads.serve import http
+    from mlops_workloads.serve import http, inputs
 
+    inputs.prefer_object_strings()  # before the model is loaded: see its docstring
     bundle = bundle_mod.load(model_path(config))
+    from mlops_workloads.serve import app as app_mod
+
+    app_mod.freeze_heap()  # the libraries and the model, before --workers forks
     batching = not args.no_batching
     offload = not args.predict_on_loop
     if config.workers == 1:

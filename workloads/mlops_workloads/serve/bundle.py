@@ -19,6 +19,7 @@ low-confidence tracking serve it unchanged. torch is never imported here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -56,9 +57,9 @@ class Schema:
     features: tuple[Feature, ...]
     classes: tuple[Any, ...] | None = None
 
-    @property
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.features)
+        return tuple(f.name for f in self.features)  # read by every request: computed once
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Schema:
