@@ -170,7 +170,7 @@ def test_informer_keeps_the_newest_and_skips_other_namespaces() -> None:
             [{"type": "DELETED", "object": obj("a", 6)}],
         ],
     )
-    inf = informer(kube, events, keep=cache.namespace_filter(("a", "b*")))
+    inf = informer(kube, events, keep=cache.NamespaceFilter(("a", "b*")))
     inf.relist()
     inf.store.upsert(obj("a", 5, seen="write"))  # a write of ours came back first
     inf._watch()

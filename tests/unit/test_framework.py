@@ -267,7 +267,7 @@ def test_resync_reads_a_synced_cache_instead_of_listing() -> None:
     kube = cache.CachedKube(NoApi())  # type: ignore[arg-type]
     informer = kube.add(
         cache.Informer(
-            kube=kube, api_version=common.API_VERSION, kind="Dataset", keep=cache.namespace_filter(("t-*",))
+            kube=kube, api_version=common.API_VERSION, kind="Dataset", keep=cache.NamespaceFilter(("t-*",))
         )
     )
     informer.store.upsert({"metadata": {"name": "x", "namespace": "t-1", "resourceVersion": "1"}})

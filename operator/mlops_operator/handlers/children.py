@@ -120,9 +120,9 @@ def informers(
     on_event: Callable[[Cached], cache.EventFn | None] = lambda _c: None,
 ) -> list[cache.Informer]:
     """Add the informers of ``CACHED`` for an operator watching ``namespaces`` (patterns) to ``kube``."""
-    literal = bool(namespaces) and not any(c in p for p in namespaces for c in "*?[")
+    literal = cache.NamespaceFilter(namespaces).literal
     scopes: list[str | None] = list(dict.fromkeys(namespaces)) if literal else [None]
-    keep = cache.namespace_filter(() if literal else namespaces)
+    keep = cache.NamespaceFilter(() if literal else namespaces)
     made = []
     for spec in CACHED:
         for namespace in scopes:

@@ -21,7 +21,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
-import fnmatch
 import functools
 import heapq
 import logging
@@ -472,10 +471,6 @@ async def _retry(
         await _reconcile_event(reg, memo, logger, fresh)
 
 
-def _watched(namespace: str | None, patterns: tuple[str, ...]) -> bool:
-    return not patterns or any(fnmatch.fnmatchcase(namespace or "", p) for p in patterns)
-
-
 def _list_watched(kube: client.Kube, kind: str, patterns: tuple[str, ...]) -> list[dict[str, Any]]:
     """Every object of ``kind`` in the watched namespaces, listed the way the RBAC allows: one
     cluster-wide LIST when all namespaces are watched, else one LIST per namespace (literal
@@ -487,13 +482,13 @@ def _list_watched(kube: client.Kube, kind: str, patterns: tuple[str, ...]) -> li
             return cached
     if not patterns:
         return kube.list(common.API_VERSION, kind)
-    literal = [p for p in patterns if not any(c in p for c in "*?[")]
+    literal = [p for p in patterns if cache.NamespaceFilter((p,)).literal]
     names = set(literal)
     if len(literal) < len(patterns):
         names |= {
             str(ns["metadata"]["name"])
             for ns in kube.list("v1", "Namespace")
-            if _watched(ns["metadata"]["name"], patterns)
+            if cache.NamespaceFilter(patterns)(ns["metadata"]["name"])
         }
     items: list[dict[str, Any]] = []
     for namespace in sorted(names):

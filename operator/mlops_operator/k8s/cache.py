@@ -233,6 +233,26 @@ def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(have.get(k) == v for k, v in labels.items())
 
 
+@dataclasses.dataclass(frozen=True)
+class NamespaceFilter:
+    """The namespaces an operator watching ``patterns`` reconciles (globs as kopf reads them;
+    none: all of them)."""
+
+    patterns: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.patterns
+
+    @property
+    def literal(self) -> bool:
+        """Names only, no globs: a namespaced operator, one LIST or watch per namespace."""
+        return bool(self.patterns) and not any(c in p for p in self.patterns for c in "*?[")
+
+    def __call__(self, namespace: str | None) -> bool:
+        return self.everything or any(fnmatch.fnmatchcase(namespace or "", p) for p in self.patterns)
+
+
 @dataclasses.dataclass
 class Informer:
     """LIST then WATCH one set of objects into a ``Store``, in a daemon thread, for ever."""
@@ -242,7 +262,7 @@ class Informer:
     kind: str
     namespace: str | None = None  # None: every namespace
     label_selector: str | None = None
-    keep: Callable[[str], bool] = lambda _namespace: True  # which namespaces to store (globs)
+    keep: NamespaceFilter = NamespaceFilter()  # which namespaces to store (globs)
     strip: Callable[[dict[str, Any]], dict[str, Any]] = lambda obj: obj
     on_event: EventFn | None = None
 
@@ -257,7 +277,7 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._version = ""
         self._gauge = metrics.CACHE_OBJECTS.labels(kind=self.kind, namespace=self.namespace or "")
-        self._wanted = parse_selector(self.label_selector) or {}
+        self.wanted = parse_selector(self.label_selector) or {}
 
     # -- what a pass reads ------------------------------------------------------------------------
     def covers(self, namespace: str | None) -> bool:
@@ -270,10 +290,7 @@ class Informer:
             return False
         if namespace is not None and not self.keep(namespace):
             return False
-        return not (namespace is None and self.namespace is None and not self._keeps_all())
-
-    def _keeps_all(self) -> bool:
-        return bool(getattr(self.keep, "everything", False))
+        return not (namespace is None and self.namespace is None and not self.keep.everything)
 
     def admit(self, obj: Mapping[str, Any]) -> bool:
         """Whether ``obj`` belongs to this informer's set (for write-through)."""
@@ -282,7 +299,7 @@ class Informer:
             return False
         if not self.keep(namespace):
             return False
-        return _matches(obj, self._wanted)
+        return _matches(obj, self.wanted)
 
     def prepare(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj.setdefault("apiVersion", self.api_version)
@@ -411,16 +428,6 @@ class Informer:
         return False
 
 
-def namespace_filter(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """Which namespaces an operator watching ``patterns`` stores (globs as kopf reads them)."""
-
-    def keep(namespace: str) -> bool:
-        return not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
-
-    keep.everything = not patterns  # type: ignore[attr-defined]
-    return keep
-
-
 class CachedKube(client.Kube):
     """``client.Kube`` that reads from synced informers and writes through to them."""
 
@@ -459,7 +466,7 @@ class CachedKube(client.Kube):
     def list_watched(self, api_version: str, kind: str) -> list[dict[str, Any]] | None:
         """Every unfiltered ``kind`` object of the watched namespaces, or None when no synced
         informer holds them all."""
-        group = [i for i in self.informers.get((api_version, kind), []) if not i._wanted]
+        group = [i for i in self.informers.get((api_version, kind), []) if not i.wanted]
         if not group or not all(i.synced.is_set() for i in group):
             return None
         metrics.CACHE_READS.labels(kind=kind, result="list").inc()

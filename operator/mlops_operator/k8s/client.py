@@ -118,6 +118,41 @@ class Kube:
         self.api_client.close()
 
     # -- transport ------------------------------------------------------------------------------
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str | None = None,
+        counted_as: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """One request, counted (as ``counted_as``, default its method); the raw response."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        with self._lock:
+            self.calls += 1
+        metrics.API_REQUESTS.labels(method=counted_as or method).inc()
+        try:
+            return self.api_client.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=timeout or self.request_timeout,
+            )
+        except k8s_exceptions.ApiException as exc:
+            raise _translate(exc) from exc
+        except (OSError, kubernetes.client.exceptions.ApiValueError) as exc:
+            raise kopf.TemporaryError(f"API unreachable: {exc}", delay=5) from exc
+
     def _call(
         self,
         method: str,
@@ -127,29 +162,7 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str | None = None,
     ) -> Any:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        with self._lock:
-            self.calls += 1
-        metrics.API_REQUESTS.labels(method=method).inc()
-        try:
-            response = self.api_client.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=self.request_timeout,
-            )
-        except k8s_exceptions.ApiException as exc:
-            raise _translate(exc) from exc
-        except (OSError, kubernetes.client.exceptions.ApiValueError) as exc:
-            raise kopf.TemporaryError(f"API unreachable: {exc}", delay=5) from exc
-        data = response.data
+        data = self._send(method, path, body=body, query=query, content_type=content_type).data
         return json.loads(data) if data else None
 
     # -- reads ----------------------------------------------------------------------------------
@@ -223,24 +236,13 @@ class Kube:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
-        with self._lock:
-            self.calls += 1
-        metrics.API_REQUESTS.labels(method="WATCH").inc()
-        try:
-            response = self.api_client.call_api(
-                resource_path(api_version, kind, namespace),
-                "GET",
-                query_params=query,
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=(self.request_timeout, timeout_seconds + 30),
-            )
-        except k8s_exceptions.ApiException as exc:
-            raise _translate(exc) from exc
-        except (OSError, kubernetes.client.exceptions.ApiValueError) as exc:
-            raise kopf.TemporaryError(f"API unreachable: {exc}", delay=5) from exc
+        response = self._send(
+            "GET",
+            resource_path(api_version, kind, namespace),
+            query=query,
+            counted_as="WATCH",
+            timeout=(self.request_timeout, timeout_seconds + 30),
+        )
         try:
             for line in kubernetes.watch.watch.iter_resp_lines(response):
                 if line:
